@@ -1,0 +1,22 @@
+"""Wires the catalog service: engine, use cases, servicer."""
+
+from __future__ import annotations
+
+from services.catalog.servicer import CatalogServicer
+from tally.config import Settings
+from tally.db import create_engine
+from tally.server import ServiceApp
+from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
+
+
+def create_app(database_url: str, settings: Settings) -> ServiceApp:
+    engine = create_engine(database_url, application_name="tally-catalog", pool_size=settings.db_pool_size)
+    servicer = CatalogServicer()
+    return ServiceApp(
+        name="catalog",
+        service_names=[SERVICE_NAME],
+        register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
+        on_stop=[engine.dispose],
+    )

@@ -1,0 +1,1 @@
+"""Tally's shared runtime: configuration, logging, errors, gRPC server bootstrap, database."""

@@ -1,0 +1,190 @@
+"""Server and client interceptors: request ids, structured logs and domain error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from tally.context import REQUEST_ID_HEADER, current_request_id, new_request_id, request_id_var
+from tally.errors import DomainError
+from tally.grpc_errors import to_rpc_status
+
+log = structlog.get_logger()
+
+# RPCs that run constantly and would drown the log at info level.
+_QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _request_id_from(metadata) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and value:
+            return str(value)[:128]
+    return new_request_id()
+
+
+class ServerContextInterceptor(grpc.aio.ServerInterceptor):
+    """Binds rpc and request_id per call, logs its outcome and maps DomainError to a status."""
+
+    def __init__(self, on_finish: Callable[[str, str, float], None] | None = None) -> None:
+        self._on_finish = on_finish
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        request_id = _request_id_from(handler_call_details.invocation_metadata)
+        quiet = method.startswith(_QUIET_PREFIXES)
+        on_finish = self._on_finish
+
+        def bind() -> float:
+            request_id_var.set(request_id)
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(rpc=method, request_id=request_id)
+            return time.perf_counter()
+
+        def finish(started: float, code: str) -> None:
+            elapsed = time.perf_counter() - started
+            if on_finish is not None:
+                on_finish(method, code, elapsed)
+            if not quiet:
+                log.debug("rpc_finished", code=code, elapsed_ms=round(elapsed * 1000, 2))
+
+        async def abort(context, error: DomainError):
+            log.info("rpc_rejected", category=error.category.value, reason=error.reason, error=error.message)
+            await context.abort_with_status(to_rpc_status(error))
+
+        def code_of(context) -> str:
+            code = context.code() if hasattr(context, "code") else None
+            return code.name if isinstance(code, grpc.StatusCode) else "OK"
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                started = bind()
+                code = "OK"
+                try:
+                    return await inner(request, context)
+                except DomainError as error:
+                    code = error.category.name
+                    await abort(context, error)
+                except Exception as error:  # noqa: BLE001 - logged, then re-raised for grpc
+                    code = _code_name(error)
+                    raise
+                finally:
+                    finish(started, code if code != "OK" else code_of(context))
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request, context):
+                started = bind()
+                code = "OK"
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except DomainError as error:
+                    code = error.category.name
+                    await abort(context, error)
+                except Exception as error:  # noqa: BLE001
+                    code = _code_name(error)
+                    raise
+                finally:
+                    finish(started, code)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iterator, context):
+                started = bind()
+                code = "OK"
+                try:
+                    return await inner_su(request_iterator, context)
+                except DomainError as error:
+                    code = error.category.name
+                    await abort(context, error)
+                except Exception as error:  # noqa: BLE001
+                    code = _code_name(error)
+                    raise
+                finally:
+                    finish(started, code)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(request_iterator, context):
+            started = bind()
+            code = "OK"
+            try:
+                async for item in inner_ss(request_iterator, context):
+                    yield item
+            except DomainError as error:
+                code = error.category.name
+                await abort(context, error)
+            except Exception as error:  # noqa: BLE001
+                code = _code_name(error)
+                raise
+            finally:
+                finish(started, code)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+
+
+def _code_name(error: Exception) -> str:
+    # context.abort raises an AbortError after setting the code; anything else is a bug.
+    if type(error).__name__ == "AbortError":
+        return "ABORTED_BY_HANDLER"
+    log.exception("rpc_failed")
+    return "INTERNAL"
+
+
+def _with_request_id(client_call_details):
+    request_id = current_request_id() or new_request_id()
+    metadata = list(client_call_details.metadata or [])
+    if not any(k == REQUEST_ID_HEADER for k, _ in metadata):
+        metadata.append((REQUEST_ID_HEADER, request_id))
+    return client_call_details._replace(metadata=metadata) if hasattr(
+        client_call_details, "_replace"
+    ) else grpc.aio.ClientCallDetails(
+        client_call_details.method,
+        client_call_details.timeout,
+        metadata,
+        client_call_details.credentials,
+        client_call_details.wait_for_ready,
+    )
+
+
+class RequestIdClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Passes the current request id on to downstream services."""
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request) -> Any:
+        return await continuation(_with_request_id(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request) -> Any:
+        return await continuation(_with_request_id(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator) -> Any:
+        return await continuation(_with_request_id(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator) -> Any:
+        return await continuation(_with_request_id(client_call_details), request_iterator)

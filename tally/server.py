@@ -1,0 +1,96 @@
+"""gRPC server bootstrap shared by the four services: health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tally.channels import MAX_MESSAGE_BYTES
+from tally.interceptors import ServerContextInterceptor
+
+log = structlog.get_logger()
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceApp:
+    """What a service contributes to the shared bootstrap."""
+
+    name: str
+    # Full proto service names, such as "tally.catalog.v1.CatalogService".
+    service_names: Sequence[str]
+    register: Callable[[grpc.aio.Server], None]
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+
+
+class RunningServer:
+    """A started server; stop() drains in-flight RPCs and runs the stop hooks."""
+
+    def __init__(self, app: ServiceApp, server: grpc.aio.Server, port: int, health_servicer) -> None:
+        self.app = app
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self._stopped = False
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("server_stopping", service=self.app.name, grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for hook in reversed(self.app.on_stop):
+            await hook()
+        log.info("server_stopped", service=self.app.name)
+
+
+async def start_server(app: ServiceApp, host: str, port: int) -> RunningServer:
+    """Start ``app`` on host:port (port 0 picks a free one) with health and reflection."""
+    server = grpc.aio.server(
+        interceptors=[ServerContextInterceptor(), *app.interceptors],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    app.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"could not bind {host}:{port}")
+    for hook in app.on_start:
+        await hook()
+    await server.start()
+    for name in ["", *app.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("server_started", service=app.name, address=f"{host}:{bound}")
+    return RunningServer(app, server, bound, health_servicer)
+
+
+async def serve_forever(app: ServiceApp, host: str, port: int, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for up to ``grace`` seconds."""
+    running = await start_server(app, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Print the address on stdout for supervisors (make run) and humans.
+    print(f"{app.name} listening on {host}:{running.port}", flush=True)
+    await stop.wait()
+    await running.stop(grace)
