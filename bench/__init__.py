@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`). Not unit tests: each prints figures against a same-run baseline."""
