@@ -1,0 +1,1 @@
+"""Pure domain code shared by several services (no grpc, no protobuf, no SQL)."""
