@@ -11,7 +11,7 @@ import structlog
 
 from tally.context import REQUEST_ID_HEADER, current_request_id, new_request_id, request_id_var
 from tally.errors import DomainError
-from tally.grpc_errors import to_rpc_status
+from tally.grpc_errors import status_code_for, to_rpc_status
 
 log = structlog.get_logger()
 
@@ -71,10 +71,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     return await inner(request, context)
                 except DomainError as error:
-                    code = error.category.name
+                    code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001 - logged, then re-raised for grpc
-                    code = _code_name(error)
+                    code = _code_name(error, code_of(context))
                     raise
                 finally:
                     finish(started, code if code != "OK" else code_of(context))
@@ -92,10 +92,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                     async for item in inner_us(request, context):
                         yield item
                 except DomainError as error:
-                    code = error.category.name
+                    code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001
-                    code = _code_name(error)
+                    code = _code_name(error, code_of(context))
                     raise
                 finally:
                     finish(started, code)
@@ -112,10 +112,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     return await inner_su(request_iterator, context)
                 except DomainError as error:
-                    code = error.category.name
+                    code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001
-                    code = _code_name(error)
+                    code = _code_name(error, code_of(context))
                     raise
                 finally:
                     finish(started, code)
@@ -132,10 +132,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 async for item in inner_ss(request_iterator, context):
                     yield item
             except DomainError as error:
-                code = error.category.name
+                code = status_code_for(error).name
                 await abort(context, error)
             except Exception as error:  # noqa: BLE001
-                code = _code_name(error)
+                code = _code_name(error, code_of(context))
                 raise
             finally:
                 finish(started, code)
@@ -145,8 +145,12 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _code_name(error: Exception) -> str:
-    # context.abort raises an AbortError after setting the code; anything else is a bug.
+def _code_name(error: Exception, set_code: str = "OK") -> str:
+    # context.abort raises an AbortError after setting the code, and the generated base
+    # servicer sets UNIMPLEMENTED before raising: both report the code the client sees.
+    # Anything else is a bug.
+    if set_code != "OK":
+        return set_code
     if type(error).__name__ == "AbortError":
         return "ABORTED_BY_HANDLER"
     log.exception("rpc_failed")

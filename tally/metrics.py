@@ -1,8 +1,22 @@
-"""Prometheus metrics shared by the services (prometheus-client). One registry per process."""
+"""Prometheus metrics shared by the services (prometheus-client). One registry per process.
+
+The shared bootstrap (tally.runner.serve) starts the /metrics endpoint on
+TALLY_<SERVICE>_METRICS_PORT and tally.server records RPC latency for every method. Services
+increment the domain counters below and register their database pools once with
+``register_pool``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from tally.config import SERVICES, env_int
+
+log = structlog.get_logger()
 
 RPC_LATENCY = Histogram(
     "tally_rpc_duration_seconds",
@@ -22,9 +36,80 @@ INVOICES_CLOSED = Counter("tally_invoices_closed_total", "Invoices created by pe
 INVOICES_FINALIZED = Counter("tally_invoices_finalized_total", "Invoices finalized.")
 DB_POOL_IN_USE = Gauge("tally_db_pool_connections_in_use", "Database connections checked out.", ["service", "pool"])
 DB_POOL_SIZE = Gauge("tally_db_pool_connections", "Database connections open.", ["service", "pool"])
+DB_POOL_LIMIT = Gauge(
+    "tally_db_pool_connections_max", "Most connections the pool may open.", ["service", "pool"]
+)
+
+# 9151..9154 in the order of tally.config.SERVICES: catalog, ingest, meter, invoice.
+DEFAULT_METRICS_PORTS = {service: 9151 + index for index, service in enumerate(SERVICES)}
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on host:port (port 0 disables)."""
-    if port:
-        start_http_server(port, addr=host)
+def metrics_port(service: str) -> int:
+    """The /metrics port of a service: TALLY_<SERVICE>_METRICS_PORT (0 disables)."""
+    return env_int(f"TALLY_{service.upper()}_METRICS_PORT", DEFAULT_METRICS_PORTS[service])
+
+
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> int | None:
+    """Serve /metrics on host:port and return the bound port; None when disabled or taken.
+
+    A taken port is logged, not fatal: metrics must never keep a service from serving.
+    """
+    if not port:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as error:
+        log.warning("metrics_port_unavailable", host=host, port=port, error=str(error))
+        return None
+    bound = server.server_address[1]
+    log.info("metrics_serving", address=f"{host}:{bound}")
+    return bound
+
+
+def rpc_latency_recorder(service: str) -> Callable[[str, str, float], None]:
+    """An ``on_finish(method, code, seconds)`` hook for ServerContextInterceptor."""
+
+    def record(method: str, code: str, seconds: float) -> None:
+        RPC_LATENCY.labels(service, method, code).observe(seconds)
+
+    return record
+
+
+def register_pool(service: str, pool_name: str, pool: Any) -> None:
+    """Report a pool's usage on every scrape: a SQLAlchemy (Async)Engine or an asyncpg Pool.
+
+    Args:
+        service: the owning service, such as "ingest".
+        pool_name: distinguishes several pools of one service, such as "orm" or "hot_path".
+        pool: the engine or pool; read lazily, so registering before first use is fine.
+    """
+    in_use, open_, limit = _pool_readers(pool)
+    DB_POOL_IN_USE.labels(service, pool_name).set_function(in_use)
+    DB_POOL_SIZE.labels(service, pool_name).set_function(open_)
+    DB_POOL_LIMIT.labels(service, pool_name).set_function(limit)
+
+
+def _pool_readers(pool: Any) -> tuple[Callable[[], float], Callable[[], float], Callable[[], float]]:
+    # asyncpg.Pool: size and idle connections are public since asyncpg 0.25.
+    if hasattr(pool, "get_idle_size") and hasattr(pool, "get_size"):
+        return (
+            lambda: pool.get_size() - pool.get_idle_size(),
+            lambda: pool.get_size(),
+            lambda: pool.get_max_size(),
+        )
+    # AsyncEngine wraps a sync Engine; both expose .pool (QueuePool and friends).
+    engine = getattr(pool, "sync_engine", pool)
+    queue_pool = getattr(engine, "pool", pool)
+    if not hasattr(queue_pool, "checkedout"):
+        raise TypeError(f"cannot read pool usage from {type(pool).__name__}")
+
+    def limit() -> float:
+        size = queue_pool.size() if hasattr(queue_pool, "size") else 0
+        overflow = getattr(queue_pool, "_max_overflow", 0)
+        return size + max(overflow, 0)
+
+    return (
+        lambda: queue_pool.checkedout(),
+        lambda: queue_pool.checkedin() + queue_pool.checkedout(),
+        limit,
+    )

@@ -29,7 +29,10 @@ def serve(service: str) -> None:
     module = importlib.import_module(f"services.{service}.app")
 
     async def main() -> None:
+        from tally.metrics import metrics_port, start_metrics_server
         from tally.server import serve_forever
+
+        start_metrics_server(metrics_port(service), settings.bind_host)
 
         app = module.create_app(database_url, settings)
         await serve_forever(app, settings.bind_host, service_port(service), settings.shutdown_grace_seconds)

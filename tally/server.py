@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tally.channels import MAX_MESSAGE_BYTES
 from tally.interceptors import ServerContextInterceptor
+from tally.metrics import rpc_latency_recorder
 
 log = structlog.get_logger()
 
@@ -58,7 +59,7 @@ class RunningServer:
 async def start_server(app: ServiceApp, host: str, port: int) -> RunningServer:
     """Start ``app`` on host:port (port 0 picks a free one) with health and reflection."""
     server = grpc.aio.server(
-        interceptors=[ServerContextInterceptor(), *app.interceptors],
+        interceptors=[ServerContextInterceptor(on_finish=rpc_latency_recorder(app.name)), *app.interceptors],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
