@@ -6,8 +6,10 @@ import json
 
 import grpc
 
+from tally.auth import ApiKeyClientInterceptor, service_api_key
 from tally.config import service_address
 from tally.interceptors import RequestIdClientInterceptor
+from tally.tls import TlsConfig
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -44,11 +46,23 @@ def channel_options() -> list[tuple[str, object]]:
     ]
 
 
-def connect(target: str) -> grpc.aio.Channel:
-    """An insecure aio channel to ``target`` (host:port) that propagates request ids."""
-    return grpc.aio.insecure_channel(
-        target, options=channel_options(), interceptors=[RequestIdClientInterceptor()]
-    )
+def connect(target: str, *, tls: TlsConfig | None = None, api_key: str | None = None) -> grpc.aio.Channel:
+    """An aio channel to ``target`` (host:port) that propagates request ids.
+
+    It uses TLS when TALLY_TLS_CA is set (mTLS with TALLY_TLS_CLIENT_CERT/KEY, defaulting to
+    TALLY_TLS_CERT/KEY) and sends TALLY_SERVICE_API_KEY as its bearer key; ``tls`` and
+    ``api_key`` override the environment.
+    """
+    tls = TlsConfig.from_env() if tls is None else tls
+    api_key = service_api_key() if api_key is None else api_key
+    interceptors: list = [RequestIdClientInterceptor()]
+    if api_key:
+        interceptors.append(ApiKeyClientInterceptor(api_key))
+    options = [*channel_options(), *tls.channel_options()]
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def connect_service(service: str) -> grpc.aio.Channel:

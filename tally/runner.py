@@ -60,6 +60,9 @@ def run_all() -> int:
     database_url, pg_handle = resolve_database_url(settings.database_url, settings.data_dir)
     migrate(database_url=database_url)
     env = {**os.environ, "DATABASE_URL": database_url}
+    # `make run` is the local development supervisor: without an explicit choice it runs
+    # without API keys (each child logs auth_disabled). `tally serve` alone defaults to required.
+    env.setdefault("TALLY_AUTH_MODE", "disabled")
     children: dict[str, subprocess.Popen] = {}
     stopping = False
 

@@ -12,9 +12,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tally.auth import KeyVerifier, auth_interceptor_from_env
 from tally.channels import MAX_MESSAGE_BYTES
 from tally.interceptors import ServerContextInterceptor
 from tally.metrics import rpc_latency_recorder
+from tally.tls import TlsConfig
 
 log = structlog.get_logger()
 
@@ -32,6 +34,8 @@ class ServiceApp:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+    # Where API keys are checked when TALLY_AUTH_MODE=required; None reads TALLY_AUTH_KEYS_FILE.
+    key_verifier: KeyVerifier | None = None
 
 
 class RunningServer:
@@ -56,10 +60,19 @@ class RunningServer:
         log.info("server_stopped", service=self.app.name)
 
 
-async def start_server(app: ServiceApp, host: str, port: int) -> RunningServer:
-    """Start ``app`` on host:port (port 0 picks a free one) with health and reflection."""
+async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | None = None) -> RunningServer:
+    """Start ``app`` on host:port (port 0 picks a free one) with health and reflection.
+
+    TLS and API-key checks follow the environment (tally.tls, tally.auth) unless ``tls`` is given.
+    """
+    tls = TlsConfig.from_env() if tls is None else tls
+    auth = auth_interceptor_from_env(app.key_verifier)
     server = grpc.aio.server(
-        interceptors=[ServerContextInterceptor(on_finish=rpc_latency_recorder(app.name)), *app.interceptors],
+        interceptors=[
+            ServerContextInterceptor(on_finish=rpc_latency_recorder(app.name)),
+            *([auth] if auth is not None else []),
+            *app.interceptors,
+        ],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -72,7 +85,11 @@ async def start_server(app: ServiceApp, host: str, port: int) -> RunningServer:
     reflection.enable_server_reflection(
         [*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = tls.server_credentials()
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise RuntimeError(f"could not bind {host}:{port}")
     for hook in app.on_start:
@@ -80,7 +97,8 @@ async def start_server(app: ServiceApp, host: str, port: int) -> RunningServer:
     await server.start()
     for name in ["", *app.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server_started", service=app.name, address=f"{host}:{bound}")
+    log.info("server_started", service=app.name, address=f"{host}:{bound}", tls=tls.server_enabled,
+             mtls=tls.require_client_auth, auth=auth is not None)
     return RunningServer(app, server, bound, health_servicer)
 
 

@@ -25,6 +25,10 @@ from tally.server import RunningServer, ServiceApp, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tests run in the explicit development mode (no API keys) unless a test configures auth
+# itself; the default, TALLY_AUTH_MODE=required, would refuse to start without a key store.
+os.environ.setdefault("TALLY_AUTH_MODE", "disabled")
+
 
 def unique(prefix: str = "t") -> str:
     """A unique key, so tests sharing one database never collide."""
@@ -106,6 +110,7 @@ class ServiceProcesses:
             TALLY_LOG_FORMAT="json",
             TALLY_LOG_LEVEL="info",
             TALLY_SHUTDOWN_GRACE_SECONDS="5",
+            TALLY_AUTH_MODE="disabled",
         )
         for service, port in self.ports.items():
             env[f"TALLY_{service.upper()}_PORT"] = str(port)
