@@ -210,12 +210,15 @@ def ended_periods(schedule: Schedule, as_of: datetime) -> Iterator[Period]:
         yield period
 
 
-def local_days(start: datetime, end: datetime, zone: ZoneInfo) -> int:
-    """Local calendar days touched by [start, end): a started day counts as a whole day."""
+def local_days(start: datetime, end: datetime, zone: ZoneInfo, *, count_last_started_day: bool = True) -> int:
+    """Local calendar days from the day of ``start`` to ``end``.
+
+    A started last day counts as a whole day unless ``count_last_started_day`` is False (used
+    for a split inside a period, so the day of the split is counted once, by the later part).
+    """
     first = start.astimezone(zone).date()
-    local_end = end.astimezone(zone)
-    last = local_end.date()
-    if local_midnight(last, zone) < end.astimezone(UTC):
+    last = end.astimezone(zone).date()
+    if count_last_started_day and local_midnight(last, zone) < end.astimezone(UTC):
         last += timedelta(days=1)
     return max(0, (last - first).days)
 
@@ -231,7 +234,8 @@ def proration(schedule: Schedule, period: Period, start: datetime | None = None,
     zone = schedule.zone
     full_start = period.full_start or period.start
     full_end = period.full_end or period.end
-    covered = local_days(start or period.start, end or period.end, zone)
+    part_end = end or period.end
+    covered = local_days(start or period.start, part_end, zone, count_last_started_day=part_end >= period.end)
     total = local_days(full_start, full_end, zone)
     if total <= 0 or covered >= total:
         return Decimal(1)

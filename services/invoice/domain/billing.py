@@ -1,0 +1,204 @@
+"""Pricing a subscription's billing period into invoice lines, and adjustments for late usage.
+
+A period is cut into parts by the subscription's phases (plan changes). Each part is priced
+with the plan version in force over it:
+- fixed fees IN_ARREARS: prorated by the part's share of the period's local days;
+- usage charges: the meter's usage over the part; included units are a per-period allowance
+  used up across the parts in order, each part offering its own version's allowance minus
+  what earlier parts used;
+- fixed fees IN_ADVANCE: billed for the *next* period on this period's invoice, by the plan
+  version in force at the next period's start (and for the first period, on its own invoice
+  too, since nothing was invoiced at the start).
+
+Pure: the service layer fetches the usage named by ``usage_queries`` and passes it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from services.invoice.domain.invoices import Invoice, InvoiceLine, LineKind
+from services.invoice.domain.plans import FeeTiming, PlanVersion, Subscription, UsageCharge
+from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
+from tally.domain.periods import Period, Schedule, period_containing, proration
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """One meter query the period needs: usage of ``meter_key`` over [start, end)."""
+
+    meter_key: str
+    start: datetime
+    end: datetime
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeriodContext:
+    """Everything pricing a period needs besides usage."""
+
+    subscription: Subscription
+    schedule: Schedule
+    period: Period
+    versions: Mapping[str, PlanVersion]
+    currency: str
+    is_first_period: bool
+
+    def parts(self) -> list[tuple[PlanVersion, datetime, datetime]]:
+        """(version, start, end) for each phase overlapping the period, in order."""
+        return [
+            (self.versions[phase.plan_version_id], start, end)
+            for phase, start, end in self.subscription.phases_over(self.period.start, self.period.end)
+        ]
+
+    def next_period(self) -> Period | None:
+        return period_containing(self.schedule, self.period.end)
+
+
+def usage_queries(context: PeriodContext) -> list[UsageQuery]:
+    """The meter queries needed to price the period (deduplicated, in a stable order)."""
+    queries: list[UsageQuery] = []
+    for version, start, end in context.parts():
+        for charge in version.usage_charges:
+            query = UsageQuery(charge.meter_key, start, end, charge.group_by)
+            if query not in queries:
+                queries.append(query)
+    return queries
+
+
+def _usage_for(charge: UsageCharge, start: datetime, end: datetime, usage: Mapping[UsageQuery, UsagePart]) -> UsagePart:
+    return usage[UsageQuery(charge.meter_key, start, end, charge.group_by)]
+
+
+def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) -> list[InvoiceLine]:
+    """Every fixed fee and usage line of the period's invoice (adjustments not included)."""
+    lines: list[InvoiceLine] = []
+    period = context.period
+    included_used: dict[str, Decimal] = {}
+    for version, start, end in context.parts():
+        share = proration(context.schedule, period, start, end)
+        for fee in version.fixed_fees:
+            if fee.timing is FeeTiming.IN_ARREARS:
+                lines.append(
+                    price_fixed_fee(
+                        fee,
+                        currency=context.currency,
+                        start=start,
+                        end=end,
+                        proration=share,
+                        plan_key=version.plan_key,
+                        plan_version=version.version,
+                    )
+                )
+        for charge in version.usage_charges:
+            available = charge.included_units - included_used.get(charge.key, Decimal(0))
+            charge_lines, used = price_usage_charge(
+                charge,
+                _usage_for(charge, start, end, usage),
+                currency=context.currency,
+                included_available=available,
+                plan_key=version.plan_key,
+                plan_version=version.version,
+            )
+            included_used[charge.key] = included_used.get(charge.key, Decimal(0)) + used
+            lines.extend(charge_lines)
+    lines.extend(_in_advance_lines(context))
+    return lines
+
+
+def _in_advance_lines(context: PeriodContext) -> list[InvoiceLine]:
+    covered: list[Period] = []
+    if context.is_first_period:
+        covered.append(context.period)
+    upcoming = context.next_period()
+    if upcoming is not None:
+        covered.append(upcoming)
+    lines = []
+    for period in covered:
+        phase = context.subscription.phase_at(period.start)
+        if phase is None:
+            continue
+        version = context.versions[phase.plan_version_id]
+        for fee in version.fixed_fees:
+            if fee.timing is FeeTiming.IN_ADVANCE:
+                lines.append(
+                    price_fixed_fee(
+                        fee,
+                        currency=context.currency,
+                        start=period.start,
+                        end=period.end,
+                        proration=proration(context.schedule, period),
+                        plan_key=version.plan_key,
+                        plan_version=version.version,
+                    )
+                )
+    return lines
+
+
+def adjustment_key(line: InvoiceLine) -> str:
+    """What identifies the billed item a line or an adjustment refers to."""
+    dims = ",".join(f"{k}={v}" for k, v in line.dimensions)
+    return f"{line.charge_key}|{dims}|{line.period_start.isoformat()}|{line.period_end.isoformat()}"
+
+
+def adjustment_lines(
+    original: Invoice,
+    fresh: list[InvoiceLine],
+    earlier_adjustments: list[InvoiceLine],
+) -> list[InvoiceLine]:
+    """Lines correcting a finalized invoice: fresh pricing minus what was billed and adjusted.
+
+    Args:
+        original: the finalized invoice of the period.
+        fresh: the period priced again from the meter's current usage.
+        earlier_adjustments: adjustment lines for ``original`` already on other (non-void)
+            invoices, so each difference is adjusted exactly once.
+    """
+    billed: dict[str, tuple[Decimal, Decimal, InvoiceLine]] = {}
+
+    def add(line: InvoiceLine, sign: int, table: dict) -> None:
+        key = adjustment_key(line)
+        amount, quantity, first = table.get(key, (Decimal(0), Decimal(0), line))
+        table[key] = (amount + sign * line.amount, quantity + sign * (line.usage or Decimal(0)), first)
+
+    for line in original.lines:
+        if line.kind is not LineKind.ADJUSTMENT:
+            add(line, 1, billed)
+    for line in earlier_adjustments:
+        add(line, 1, billed)
+    now: dict[str, tuple[Decimal, Decimal, InvoiceLine]] = {}
+    for line in fresh:
+        add(line, 1, now)
+    adjustments = []
+    for key in list(billed) + [k for k in now if k not in billed]:
+        fresh_amount, fresh_usage, fresh_line = now.get(key, (Decimal(0), Decimal(0), None))
+        billed_amount, billed_usage, billed_line = billed.get(key, (Decimal(0), Decimal(0), None))
+        difference = fresh_amount - billed_amount
+        if difference == 0:
+            continue
+        template = fresh_line or billed_line
+        usage_change = fresh_usage - billed_usage
+        what = "late usage" if usage_change > 0 else "usage corrected" if usage_change < 0 else "re-priced"
+        adjustments.append(
+            InvoiceLine(
+                kind=LineKind.ADJUSTMENT,
+                description=f"Adjustment to {original.number or original.id}: {template.description}, {what}",
+                amount=difference,
+                period_start=template.period_start,
+                period_end=template.period_end,
+                charge_key=template.charge_key,
+                meter_key=template.meter_key,
+                dimensions=template.dimensions,
+                plan_key=template.plan_key,
+                plan_version=template.plan_version,
+                quantity=usage_change if template.kind is LineKind.USAGE else None,
+                usage=usage_change,
+                adjusts_invoice_id=original.id,
+                adjusts_period_start=original.period_start,
+                adjusts_period_end=original.period_end,
+            )
+        )
+    return adjustments
