@@ -1,7 +1,9 @@
-"""Wires the catalog service: engine, use cases, servicer."""
+"""Wires the catalog service: engine, change notifier, use cases, servicer."""
 
 from __future__ import annotations
 
+from services.catalog.notifier import ChangeNotifier
+from services.catalog.service import CatalogService
 from services.catalog.servicer import CatalogServicer
 from tally.config import Settings
 from tally.db import create_engine
@@ -13,10 +15,12 @@ SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_na
 
 def create_app(database_url: str, settings: Settings) -> ServiceApp:
     engine = create_engine(database_url, application_name="tally-catalog", pool_size=settings.db_pool_size)
-    servicer = CatalogServicer()
+    notifier = ChangeNotifier(database_url)
+    servicer = CatalogServicer(CatalogService(engine, notifier))
     return ServiceApp(
         name="catalog",
         service_names=[SERVICE_NAME],
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
-        on_stop=[engine.dispose],
+        on_start=[notifier.start],
+        on_stop=[notifier.stop, engine.dispose],
     )

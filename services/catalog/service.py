@@ -1,0 +1,604 @@
+"""Catalog use cases: one transaction each; writers also append to the change feed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.catalog import repository as repo
+from services.catalog.domain.customers import (
+    Customer,
+    CustomerSpec,
+    apply_customer_update,
+    validate_customer,
+)
+from services.catalog.domain.meters import LOCKED_FIELDS, Meter, MeterSpec, apply_meter_update, validate_meter
+from services.catalog.domain.plans import Plan, PlanSpec, PlanVersion, Product, ProductSpec, validate_plan, validate_product
+from services.catalog.domain.subscriptions import ANCHORS, Phase, Subscription
+from services.catalog.notifier import ChangeNotifier
+from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
+from tally.pagination import decode_page_token, encode_page_token, page_size
+
+log = structlog.get_logger()
+
+# Watchers re-read the change feed at least this often, even without a notification.
+WATCH_POLL_SECONDS = 0.5
+WATCH_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    kind: str
+    key: str
+    action: str  # UNCHANGED, CREATED, UPDATED, VERSION_PUBLISHED
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    revision: int
+    kind: str  # meter, customer, plan_version, subscription, product, plan
+    entity: Any
+
+
+class _DryRun(Exception):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _page(items: list[Any], limit: int, kind: str, cursor) -> Page:
+    token = encode_page_token({"after": cursor(items[-1])}, kind=kind) if len(items) == limit else ""
+    return Page(items, token)
+
+
+def _after(token: str, kind: str) -> Any:
+    state = decode_page_token(token, kind=kind)
+    return None if state is None else state["after"]
+
+
+class CatalogService:
+    def __init__(self, engine: AsyncEngine, notifier: ChangeNotifier | None = None) -> None:
+        self._engine = engine
+        self._notifier = notifier
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction holding the change-feed lock from its first statement."""
+        async with self._engine.begin() as conn:
+            await repo.lock_changes(conn)
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            yield conn
+
+    # ------------------------------------------------------------ meters
+
+    async def create_meter(self, spec: MeterSpec) -> Meter:
+        validate_meter(spec).raise_if_any("invalid meter")
+        async with self._write() as conn:
+            meter = await repo.insert_meter(conn, spec)
+            if meter is None:
+                raise AlreadyExists(f"a meter with key {spec.key!r} exists", reason="METER_KEY_TAKEN",
+                                    metadata={"key": spec.key})
+            await repo.record_change(conn, "meter", meter.id)
+        log.info("meter_created", meter_key=spec.key, event_type=spec.event_type)
+        return meter
+
+    async def get_meter(self, *, id: str | None = None, key: str | None = None) -> Meter:
+        async with self._read() as conn:
+            meter = await repo.get_meter(conn, id=id, key=key)
+        if meter is None:
+            raise NotFound(f"no meter {id or key!r}", reason="METER_NOT_FOUND")
+        return meter
+
+    async def list_meters(self, *, size: int, token: str, event_type: str, include_archived: bool) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            items = await repo.list_meters(conn, after_key=_after(token, "meters"), limit=limit,
+                                           event_type=event_type, include_archived=include_archived)
+        return _page(items, limit, "meters", lambda m: m.key)
+
+    async def update_meter(self, update: MeterSpec, mask: tuple[str, ...]) -> Meter:
+        async with self._write() as conn:
+            meter, changed = await self._update_meter(conn, update, mask)
+        if changed:
+            log.info("meter_updated", meter_key=update.key, fields=list(changed))
+        return meter
+
+    async def _update_meter(self, conn: AsyncConnection, update: MeterSpec, mask: tuple[str, ...]
+                            ) -> tuple[Meter, tuple[str, ...]]:
+        current = await repo.get_meter(conn, key=update.key, for_update=True)
+        if current is None:
+            raise NotFound(f"no meter with key {update.key!r}", reason="METER_NOT_FOUND")
+        change = apply_meter_update(current.spec, update, mask)
+        validate_meter(change.spec).raise_if_any("invalid meter")
+        locked_changes = [f for f in change.changed_fields if f in LOCKED_FIELDS]
+        if current.locked and locked_changes:
+            raise FailedPrecondition(
+                f"meter {update.key!r} is used by a subscription: {', '.join(locked_changes)} cannot change; "
+                "archive it and create a new meter",
+                violations=[Violation(f"meter.{f}", "locked: a subscription's plan uses this meter", "METER_LOCKED")
+                            for f in locked_changes],
+                reason="METER_LOCKED",
+                metadata={"key": update.key},
+            )
+        if not change.changed_fields:
+            return current, ()
+        meter = await repo.update_meter(conn, update.key, change.spec)
+        await repo.record_change(conn, "meter", meter.id)
+        return meter, change.changed_fields
+
+    async def archive_meter(self, key: str) -> Meter:
+        async with self._write() as conn:
+            meter = await repo.get_meter(conn, key=key, for_update=True)
+            if meter is None:
+                raise NotFound(f"no meter with key {key!r}", reason="METER_NOT_FOUND")
+            if not meter.archived:
+                meter = await repo.set_meter_flags(conn, key, archived=True)
+                await repo.record_change(conn, "meter", meter.id)
+        log.info("meter_archived", meter_key=key)
+        return meter
+
+    # ------------------------------------------------------------ products
+
+    async def create_product(self, spec: ProductSpec) -> Product:
+        validate_product(spec).raise_if_any("invalid product")
+        async with self._write() as conn:
+            product = await self._create_product(conn, spec)
+        return product
+
+    async def _create_product(self, conn: AsyncConnection, spec: ProductSpec) -> Product:
+        product = await repo.insert_product(conn, spec)
+        if product is None:
+            raise AlreadyExists(f"a product with key {spec.key!r} exists", reason="PRODUCT_KEY_TAKEN",
+                                metadata={"key": spec.key})
+        await repo.record_change(conn, "product", product.id)
+        return product
+
+    async def get_product(self, *, id: str | None = None, key: str | None = None) -> Product:
+        async with self._read() as conn:
+            product = await repo.get_product(conn, id=id, key=key)
+        if product is None:
+            raise NotFound(f"no product {id or key!r}", reason="PRODUCT_NOT_FOUND")
+        return product
+
+    async def list_products(self, *, size: int, token: str, include_archived: bool) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            items = await repo.list_products(conn, after_key=_after(token, "products"), limit=limit,
+                                             include_archived=include_archived)
+        return _page(items, limit, "products", lambda p: p.spec.key)
+
+    async def update_product(self, update: ProductSpec, mask: tuple[str, ...]) -> Product:
+        allowed = ("name", "description")
+        v = Violations("update_mask")
+        for i, name in enumerate(mask):
+            if name not in allowed:
+                v.add(f"[{i}]", f"{name!r} cannot be updated; mutable fields: name, description", "IMMUTABLE_FIELD")
+        v.raise_if_any("invalid update mask")
+        async with self._write() as conn:
+            current = await repo.get_product(conn, key=update.key, for_update=True)
+            if current is None:
+                raise NotFound(f"no product with key {update.key!r}", reason="PRODUCT_NOT_FOUND")
+            spec = replace(current.spec, **{f: getattr(update, f) for f in (mask or allowed)})
+            validate_product(spec).raise_if_any("invalid product")
+            if spec == current.spec:
+                return current
+            product = await repo.update_product(conn, update.key, spec=spec)
+            await repo.record_change(conn, "product", product.id)
+        return product
+
+    async def archive_product(self, key: str) -> Product:
+        async with self._write() as conn:
+            product = await repo.get_product(conn, key=key, for_update=True)
+            if product is None:
+                raise NotFound(f"no product with key {key!r}", reason="PRODUCT_NOT_FOUND")
+            if not product.archived:
+                product = await repo.update_product(conn, key, archived=True)
+                await repo.record_change(conn, "product", product.id)
+        return product
+
+    # ------------------------------------------------------------ plans
+
+    async def _check_plan(self, conn: AsyncConnection, spec: PlanSpec, prefix: str = "plan",
+                          pending_meters: dict[str, Meter] | None = None,
+                          pending_products: set[str] | None = None) -> Violations:
+        meters = await repo.meters_by_keys(
+            conn, [c.usage.meter_key for c in spec.content.charges if c.usage is not None]
+        )
+        meters.update(pending_meters or {})
+        product_key = spec.content.product_key
+        product_exists = bool(product_key) and (
+            product_key in (pending_products or set()) or await repo.get_product(conn, key=product_key) is not None
+        )
+        return validate_plan(spec, meters, product_exists, prefix=prefix)
+
+    async def create_plan(self, spec: PlanSpec) -> Plan:
+        async with self._write() as conn:
+            (await self._check_plan(conn, spec)).raise_if_any("invalid plan")
+            version = await self._create_plan(conn, spec)
+        log.info("plan_created", plan_key=spec.key, plan_version_id=version.id)
+        return await self.get_plan(key=spec.key)
+
+    async def _create_plan(self, conn: AsyncConnection, spec: PlanSpec) -> PlanVersion:
+        plan_id = await repo.insert_plan(conn, spec.key, spec.content.name)
+        if plan_id is None:
+            raise AlreadyExists(f"a plan with key {spec.key!r} exists; publish a new version instead",
+                                reason="PLAN_KEY_TAKEN", metadata={"key": spec.key})
+        version = await repo.publish_version(conn, plan_id, spec.key, spec.content)
+        await repo.record_change(conn, "plan_version", version.id)
+        await repo.record_change(conn, "plan", plan_id)
+        return version
+
+    async def publish_plan_version(self, spec: PlanSpec) -> PlanVersion:
+        async with self._write() as conn:
+            (await self._check_plan(conn, spec)).raise_if_any("invalid plan")
+            version = await self._publish(conn, spec)
+        log.info("plan_version_published", plan_key=spec.key, version=version.version)
+        return version
+
+    async def _publish(self, conn: AsyncConnection, spec: PlanSpec) -> PlanVersion:
+        row = await repo.get_plan_row(conn, key=spec.key, for_update=True)
+        if row is None:
+            raise NotFound(f"no plan with key {spec.key!r}", reason="PLAN_NOT_FOUND")
+        if row.archived:
+            raise FailedPrecondition(f"plan {spec.key!r} is archived", reason="PLAN_ARCHIVED")
+        version = await repo.publish_version(conn, row.id, spec.key, spec.content)
+        await repo.record_change(conn, "plan_version", version.id)
+        await repo.record_change(conn, "plan", row.id)
+        return version
+
+    async def get_plan(self, *, id: str | None = None, key: str | None = None) -> Plan:
+        async with self._read() as conn:
+            condition = repo.plan_ids_condition([id]) if id is not None else repo.plan_key_condition(key or "")
+            plans = await repo.plans_with_latest(conn, condition)
+        if not plans:
+            raise NotFound(f"no plan {id or key!r}", reason="PLAN_NOT_FOUND")
+        return plans[0]
+
+    async def list_plans(self, *, size: int, token: str, include_archived: bool) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            items = await repo.plans_with_latest(
+                conn, repo.plan_list_condition(_after(token, "plans"), include_archived), limit=limit
+            )
+        return _page(items, limit, "plans", lambda p: p.key)
+
+    async def get_plan_version(self, *, id: str | None = None, plan_key: str = "", version: int = 0) -> PlanVersion:
+        async with self._read() as conn:
+            found = await repo.get_version(conn, id=id, plan_key=plan_key, version=version)
+        if found is None:
+            what = id or f"{plan_key} v{version or 'latest'}"
+            raise NotFound(f"no plan version {what!r}", reason="PLAN_VERSION_NOT_FOUND")
+        return found
+
+    async def list_plan_versions(self, plan_key: str, *, size: int, token: str) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            if await repo.get_plan_row(conn, key=plan_key) is None:
+                raise NotFound(f"no plan with key {plan_key!r}", reason="PLAN_NOT_FOUND")
+            items = await repo.list_versions(conn, plan_key, after_version=_after(token, "plan_versions") or 0,
+                                             limit=limit)
+        return _page(items, limit, "plan_versions", lambda v: v.version)
+
+    async def archive_plan(self, key: str) -> Plan:
+        async with self._write() as conn:
+            row = await repo.get_plan_row(conn, key=key, for_update=True)
+            if row is None:
+                raise NotFound(f"no plan with key {key!r}", reason="PLAN_NOT_FOUND")
+            if not row.archived:
+                await repo.set_plan_archived(conn, row.id)
+                await repo.record_change(conn, "plan", row.id)
+        return await self.get_plan(key=key)
+
+    # ------------------------------------------------------------ customers
+
+    async def create_customer(self, spec: CustomerSpec) -> Customer:
+        validate_customer(spec).raise_if_any("invalid customer")
+        async with self._write() as conn:
+            customer = await repo.insert_customer(conn, spec)
+            if customer is None:
+                raise AlreadyExists(f"a customer with external_id {spec.external_id!r} exists",
+                                    reason="EXTERNAL_ID_TAKEN", metadata={"external_id": spec.external_id})
+            await repo.record_change(conn, "customer", customer.id)
+        log.info("customer_created", customer_id=customer.id)
+        return customer
+
+    async def get_customer(self, *, id: str | None = None, external_id: str | None = None) -> Customer:
+        async with self._read() as conn:
+            customer = await self._find_customer(conn, id=id, external_id=external_id)
+        return customer
+
+    async def _find_customer(self, conn: AsyncConnection, *, id: str | None, external_id: str | None,
+                             for_update: bool = False) -> Customer:
+        if not id and not external_id:
+            raise InvalidInput("name the customer", violations=[
+                Violation("customer", "set customer.id or customer.external_id", "REQUIRED")])
+        customer = await repo.get_customer(conn, id=id or None, external_id=external_id, for_update=for_update)
+        if customer is None:
+            raise NotFound(f"no customer {id or external_id!r}", reason="CUSTOMER_NOT_FOUND")
+        return customer
+
+    async def list_customers(self, *, size: int, token: str, include_archived: bool, query: str) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            items = await repo.list_customers(conn, after_id=_after(token, "customers"), limit=limit,
+                                              include_archived=include_archived, query_text=query)
+        return _page(items, limit, "customers", lambda c: c.id)
+
+    async def update_customer(self, id: str, update: CustomerSpec, mask: tuple[str, ...]) -> Customer:
+        async with self._write() as conn:
+            current = await self._find_customer(conn, id=id, external_id=None, for_update=True)
+            spec = apply_customer_update(current.spec, update, mask)
+            validate_customer(spec).raise_if_any("invalid customer")
+            if spec == current.spec:
+                return current
+            if spec.external_id and spec.external_id != current.spec.external_id and await repo.external_id_taken(
+                conn, spec.external_id, other_than=id
+            ):
+                raise AlreadyExists(f"a customer with external_id {spec.external_id!r} exists",
+                                    reason="EXTERNAL_ID_TAKEN", metadata={"external_id": spec.external_id})
+            customer = await repo.update_customer(conn, id, spec=spec)
+            await repo.record_change(conn, "customer", id)
+        return customer
+
+    async def archive_customer(self, id: str) -> Customer:
+        async with self._write() as conn:
+            customer = await self._find_customer(conn, id=id, external_id=None, for_update=True)
+            if not customer.archived:
+                customer = await repo.update_customer(conn, id, archived=True)
+                await repo.record_change(conn, "customer", id)
+        return customer
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def _version_for(self, conn: AsyncConnection, plan_key: str, version: int) -> PlanVersion:
+        v = Violations()
+        if not plan_key:
+            v.add("plan_key", "is required", "REQUIRED")
+        if version < 0:
+            v.add("plan_version", "must be 0 (latest) or a published version number", "NEGATIVE")
+        v.raise_if_any("invalid plan reference")
+        row = await repo.get_plan_row(conn, key=plan_key)
+        if row is None:
+            raise NotFound(f"no plan with key {plan_key!r}", reason="PLAN_NOT_FOUND")
+        if row.archived:
+            raise FailedPrecondition(f"plan {plan_key!r} is archived", reason="PLAN_ARCHIVED")
+        found = await repo.get_version(conn, plan_key=plan_key, version=version)
+        if found is None:
+            raise NotFound(f"plan {plan_key!r} has no version {version}", reason="PLAN_VERSION_NOT_FOUND")
+        return found
+
+    async def _lock_meters(self, conn: AsyncConnection, plan_version_id: str) -> None:
+        for meter_id in await repo.lock_meters_of_version(conn, plan_version_id):
+            await repo.record_change(conn, "meter", meter_id)
+
+    async def create_subscription(
+        self, *, customer_id: str, customer_external_id: str, plan_key: str, plan_version: int,
+        start_time: datetime | None, anchor: str, metadata: tuple[tuple[str, str], ...],
+    ) -> Subscription:
+        anchor = anchor or "CALENDAR"
+        if anchor not in ANCHORS:
+            raise InvalidInput("invalid anchor", violations=[
+                Violation("anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM")])
+        now = _now()
+        async with self._write() as conn:
+            customer = await self._find_customer(conn, id=customer_id, external_id=customer_external_id or None)
+            if customer.archived:
+                raise FailedPrecondition(f"customer {customer.id} is archived", reason="CUSTOMER_ARCHIVED")
+            version = await self._version_for(conn, plan_key, plan_version)
+            self._check_currency(customer, version)
+            start = start_time or now
+            sub = Subscription(
+                id=repo.new_id("sub"), customer_id=customer.id, start_time=start, anchor=anchor,
+                cancel_at_period_end=False, cancel_at=None, canceled_time=None,
+                phases=(Phase(version.id, version.plan_key, version.version, start),),
+                metadata=metadata, created_at=now,
+            )
+            await repo.insert_subscription(conn, sub)
+            await self._lock_meters(conn, version.id)
+            await repo.record_change(conn, "subscription", sub.id)
+        log.info("subscription_created", subscription_id=sub.id, customer_id=customer.id, plan_version_id=version.id)
+        return sub
+
+    @staticmethod
+    def _check_currency(customer: Customer, version: PlanVersion) -> None:
+        if customer.spec.currency and customer.spec.currency != version.content.currency:
+            raise FailedPrecondition(
+                f"customer bills in {customer.spec.currency}, plan {version.plan_key} in {version.content.currency}",
+                reason="CURRENCY_MISMATCH",
+            )
+
+    async def get_subscription(self, id: str) -> Subscription:
+        async with self._read() as conn:
+            found = await repo.subscriptions_by_ids(conn, [id])
+        if not found:
+            raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
+        return found[0]
+
+    async def list_subscriptions(self, *, size: int, token: str, customer_id: str, plan_key: str,
+                                 status: str) -> Page:
+        limit = page_size(size)
+        async with self._read() as conn:
+            ids = await repo.list_subscription_ids(conn, after_id=_after(token, "subscriptions"), limit=limit,
+                                                   customer_id=customer_id, plan_key=plan_key, status=status,
+                                                   now=_now())
+            items = await repo.subscriptions_by_ids(conn, ids)
+        return _page(items, limit, "subscriptions", lambda s: s.id)
+
+    async def cancel_subscription(self, id: str, *, at_period_end: bool, at: datetime | None) -> Subscription:
+        now = _now()
+        async with self._write() as conn:
+            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
+            if not found:
+                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
+            after = found[0].cancel(now=now, at_period_end=at_period_end, at=at)
+            await repo.save_subscription(conn, found[0], after)
+            await repo.record_change(conn, "subscription", id)
+        log.info("subscription_canceled", subscription_id=id, at_period_end=at_period_end,
+                 cancel_at=at.isoformat() if at else None)
+        return after
+
+    async def change_subscription_plan(self, id: str, *, plan_key: str, plan_version: int,
+                                       effective_time: datetime | None) -> Subscription:
+        now = _now()
+        async with self._write() as conn:
+            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
+            if not found:
+                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
+            version = await self._version_for(conn, plan_key, plan_version)
+            customer = await self._find_customer(conn, id=found[0].customer_id, external_id=None)
+            self._check_currency(customer, version)
+            phase = Phase(version.id, version.plan_key, version.version, effective_time or now)
+            after = found[0].change_plan(phase, now=now)
+            await repo.save_subscription(conn, found[0], after)
+            await self._lock_meters(conn, version.id)
+            await repo.record_change(conn, "subscription", id)
+        log.info("subscription_plan_changed", subscription_id=id, plan_version_id=version.id,
+                 effective_time=phase.start_time.isoformat())
+        return after
+
+    # ------------------------------------------------------------ declarative catalog
+
+    async def apply_catalog(self, products: list[ProductSpec], meters: list[MeterSpec], plans: list[PlanSpec],
+                            *, dry_run: bool) -> tuple[list[ApplyResult], int]:
+        """Create or update everything in one transaction; a second apply reports all UNCHANGED."""
+        v = Violations()
+        for i, spec in enumerate(products):
+            v.extend(validate_product(spec, prefix=f"products[{i}]"))
+        for i, spec in enumerate(meters):
+            v.extend(validate_meter(spec, prefix=f"meters[{i}]"))
+        for name, keys in (("products", [p.key for p in products]), ("meters", [m.key for m in meters]),
+                           ("plans", [p.key for p in plans])):
+            for i, key in enumerate(keys):
+                if key and key in keys[:i]:
+                    v.add(f"{name}[{i}].key", f"{key!r} appears twice in the file", "DUPLICATE")
+        results: list[ApplyResult] = []
+        try:
+            async with self._write() as conn:
+                stand_ins = {
+                    m.key: Meter(id="", spec=m, archived=False, locked=False, created_at=_now(), updated_at=_now())
+                    for m in meters
+                }
+                for i, spec in enumerate(plans):
+                    v.extend(await self._check_plan(conn, spec, prefix=f"plans[{i}]", pending_meters=stand_ins,
+                                                    pending_products={p.key for p in products}))
+                v.raise_if_any("invalid catalog")
+                for spec in products:
+                    results.append(await self._apply_product(conn, spec))
+                for spec in meters:
+                    results.append(await self._apply_meter(conn, spec))
+                for spec in plans:
+                    results.append(await self._apply_plan(conn, spec))
+                revision = await repo.current_revision(conn)
+                if dry_run:
+                    raise _DryRun()
+        except _DryRun:
+            pass
+        changed = sum(r.action != "UNCHANGED" for r in results)
+        log.info("catalog_applied", dry_run=dry_run, changed=changed, unchanged=len(results) - changed)
+        return results, revision
+
+    async def _apply_product(self, conn: AsyncConnection, spec: ProductSpec) -> ApplyResult:
+        current = await repo.get_product(conn, key=spec.key, for_update=True)
+        if current is None:
+            await self._create_product(conn, spec)
+            return ApplyResult("product", spec.key, "CREATED")
+        if current.spec == spec and not current.archived:
+            return ApplyResult("product", spec.key, "UNCHANGED")
+        product = await repo.update_product(conn, spec.key, spec=spec, archived=False)
+        await repo.record_change(conn, "product", product.id)
+        return ApplyResult("product", spec.key, "UPDATED")
+
+    async def _apply_meter(self, conn: AsyncConnection, spec: MeterSpec) -> ApplyResult:
+        current = await repo.get_meter(conn, key=spec.key)
+        if current is None:
+            meter = await repo.insert_meter(conn, spec)
+            assert meter is not None  # the key was free under the catalog write lock
+            await repo.record_change(conn, "meter", meter.id)
+            return ApplyResult("meter", spec.key, "CREATED")
+        _, changed = await self._update_meter(conn, spec, ())
+        return ApplyResult("meter", spec.key, "UPDATED" if changed else "UNCHANGED")
+
+    async def _apply_plan(self, conn: AsyncConnection, spec: PlanSpec) -> ApplyResult:
+        row = await repo.get_plan_row(conn, key=spec.key)
+        if row is None:
+            version = await self._create_plan(conn, spec)
+            return ApplyResult("plan", spec.key, "CREATED", version.version)
+        latest = await repo.get_version(conn, plan_key=spec.key)
+        assert latest is not None
+        if latest.content == spec.content:
+            return ApplyResult("plan", spec.key, "UNCHANGED", latest.version)
+        version = await self._publish(conn, spec)
+        return ApplyResult("plan", spec.key, "VERSION_PUBLISHED", version.version)
+
+    # ------------------------------------------------------------ change feed
+
+    async def current_revision(self) -> int:
+        async with self._read() as conn:
+            return await repo.current_revision(conn)
+
+    async def watch(self, after_revision: int) -> AsyncIterator[CatalogChange]:
+        """Every change after ``after_revision`` (each entity in its current state), then live ones."""
+        if after_revision < 0:
+            raise InvalidInput("negative revision", violations=[
+                Violation("after_revision", "must be >= 0", "NEGATIVE")])
+        last = after_revision
+        while True:
+            ticket = self._notifier.ticket() if self._notifier else None
+            async with self._read() as conn:
+                rows = await repo.changes_after(conn, last, WATCH_BATCH)
+                entities = await self._load(conn, rows) if rows else {}
+            for revision, kind, entity_id in rows:
+                entity = entities.get((kind, entity_id))
+                if entity is not None:
+                    yield CatalogChange(revision, kind, entity)
+                last = revision
+            if len(rows) == WATCH_BATCH:
+                continue
+            if ticket is None:
+                await asyncio.sleep(WATCH_POLL_SECONDS)
+            else:
+                try:
+                    await asyncio.wait_for(ticket.wait(), WATCH_POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    async def _load(self, conn: AsyncConnection, rows: list[tuple[int, str, str]]) -> dict[tuple[str, str], Any]:
+        ids: dict[str, list[str]] = {}
+        for _, kind, entity_id in rows:
+            ids.setdefault(kind, []).append(entity_id)
+        loaded: dict[tuple[str, str], Any] = {}
+        loaders = {
+            "meter": repo.meters_by_ids,
+            "product": repo.products_by_ids,
+            "customer": repo.customers_by_ids,
+            "plan_version": repo.versions_by_ids,
+            "subscription": repo.subscriptions_by_ids,
+        }
+        for kind, kind_ids in ids.items():
+            if kind == "plan":
+                items = await repo.plans_with_latest(conn, repo.plan_ids_condition(kind_ids))
+            else:
+                items = await loaders[kind](conn, kind_ids)
+            for item in items:
+                loaded[(kind, item.id)] = item
+        return loaded
