@@ -397,7 +397,7 @@ class AsyncEventSender:
                 return
             acked_before = self.stats.batches_acknowledged
             try:
-                code, details = await self._stream_session()
+                code, details, write_failed = await self._stream_session()
             except Exception as error:  # noqa: BLE001 - a bug must not leave waiters hanging
                 await self._fail(SenderError(f"event sender failed: {error!r}"))
                 return
@@ -405,7 +405,10 @@ class AsyncEventSender:
                 return
             if self.stats.batches_acknowledged > acked_before:
                 failures, backoff = 0, self._options.initial_backoff
-            if code != grpc.StatusCode.OK and code not in RETRYABLE_CODES:
+            # A write racing the end of a broken stream fails locally as INTERNAL ("Internal
+            # error from Core") before the server's status is read: that is a broken stream too.
+            broken_write = write_failed and code == grpc.StatusCode.INTERNAL
+            if code != grpc.StatusCode.OK and code not in RETRYABLE_CODES and not broken_write:
                 await self._fail(SenderError(f"ingest refused the event stream: {code.name}: {details}", code))
                 return
             failures += 1
@@ -418,7 +421,7 @@ class AsyncEventSender:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._options.max_backoff)
 
-    async def _stream_session(self) -> tuple[grpc.StatusCode, str]:
+    async def _stream_session(self) -> tuple[grpc.StatusCode, str, bool]:
         """One stream: resend what is unacknowledged, then stream new batches until done."""
         call = self._stub.StreamEvents(metadata=self._options.metadata or None)
         # Every unacknowledged batch is written below, in order; queued copies would repeat them.
@@ -443,7 +446,8 @@ class AsyncEventSender:
                 raise error
         if not call.done():
             call.cancel()
-        return await call.code(), await call.details()
+        write_failed = not writer.cancelled() and writer.exception() is not None
+        return await call.code(), await call.details(), write_failed
 
     async def _write_batches(self, call, resend: list[_Batch]) -> None:
         for batch in resend:
