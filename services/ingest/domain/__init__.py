@@ -1,0 +1,1 @@
+"""Ingest domain: pure Python rules for events, usage records, voids and the log cursor."""

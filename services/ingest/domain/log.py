@@ -1,0 +1,118 @@
+"""The ingest log as the meter reads it: entries in (xid, position) order and a cursor.
+
+Why (xid, position): positions come from a sequence when a row is written, not when its
+transaction commits, so a reader that resumes after position 102 would miss a 101 committed
+later. Instead every row records its transaction id, and a reader only serves rows of
+transactions below the snapshot's xmin, i.e. transactions that have all finished. Any row that
+becomes visible later belongs to a transaction at or above that xmin, hence sorts after
+everything already served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+DEFAULT_MAX_ENTRIES = 1000
+MAX_ENTRIES = 10_000
+MAX_WAIT_MILLIS = 60_000
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LogPosition:
+    """Where an entry sorts: its transaction id, then its position."""
+
+    xid: int
+    position: int
+
+
+START = LogPosition(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LogCursor:
+    """Everything up to ``after`` has been served; ``watermark`` is the last one reported."""
+
+    after: LogPosition = START
+    watermark: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    event_id: str
+    idempotency_key: str
+    event_type: str
+    customer_id: str
+    timestamp: dt.datetime
+    # Serialized properties Struct, as stored.
+    properties: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedUsage:
+    usage_record_id: str
+    idempotency_key: str
+    customer_id: str
+    meter_key: str
+    quantity: Decimal
+    memo: str
+    timestamp: dt.datetime
+    range_start: dt.datetime | None
+    range_end: dt.datetime | None
+    dimensions: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedVoid:
+    reason: str
+    event: LoggedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    at: LogPosition
+    ingest_time: dt.datetime
+    body: LoggedEvent | LoggedUsage | LoggedVoid
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """The newest committed entry (position 0 when the log is empty)."""
+
+    position: int = 0
+    ingest_time: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    entries: list[LogEntry]
+    next_cursor: LogCursor
+    caught_up: bool
+    head: LogHead
+
+
+def clamp_max_entries(requested: int) -> int:
+    """0 means the default; larger than the maximum is capped."""
+    if requested <= 0:
+        return DEFAULT_MAX_ENTRIES
+    return min(requested, MAX_ENTRIES)
+
+
+def next_page(
+    entries: list[LogEntry], *, cursor: LogCursor, limit: int, horizon: int, watermark: dt.datetime
+) -> LogPage:
+    """Cut a merged, ordered candidate list (up to limit + 1 entries) into the page to serve.
+
+    ``horizon`` is the snapshot xmin the candidates were read below; ``watermark`` the instant
+    before which every entry ingested was visible below that horizon.
+    """
+    truncated = len(entries) > limit
+    served = entries[:limit]
+    if truncated:
+        # The previous watermark stays true: more entries lie beyond, in unknown ingest order.
+        return LogPage(served, LogCursor(served[-1].at, cursor.watermark), False, LogHead())
+    # Everything below the horizon is served: resume at the horizon itself.
+    after = max(LogPosition(horizon, 0), cursor.after)
+    mark = watermark if cursor.watermark is None else max(watermark, cursor.watermark)
+    return LogPage(served, LogCursor(after, mark), True, LogHead())

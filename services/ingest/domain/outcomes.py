@@ -1,0 +1,31 @@
+"""What happened to each event of a send: accepted, duplicate or rejected."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from tally.errors import Violation
+
+
+class EventStatus(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    index: int
+    status: EventStatus
+    event_id: str = ""
+    idempotency_key: str = ""
+    violations: tuple[Violation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    outcomes: list[EventOutcome] = field(default_factory=list)
+
+    def count(self, status: EventStatus) -> int:
+        return sum(1 for o in self.outcomes if o.status is status)

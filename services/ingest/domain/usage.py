@@ -1,0 +1,145 @@
+"""Usage records: pre-aggregated usage for one customer and one meter, counted as given."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from services.ingest.domain.events import (
+    DERIVED_KEY_PREFIX,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    CustomerRef,
+    Limits,
+    validate_instant,
+)
+from tally.errors import Violation
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def to_micros(instant: dt.datetime) -> int:
+    delta = instant - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class UsageInput:
+    """RecordUsage as sent: an instant, or a [range_start, range_end) range."""
+
+    idempotency_key: str
+    customer: CustomerRef
+    meter_key: str
+    quantity: str
+    memo: str
+    timestamp: dt.datetime | None
+    range_start: dt.datetime | None
+    range_end: dt.datetime | None
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedUsage:
+    idempotency_key: str
+    payload_hash: bytes
+    customer_id: str
+    meter_key: str
+    quantity: Decimal
+    memo: str
+    usage_time: dt.datetime
+    range_start: dt.datetime | None
+    range_end: dt.datetime | None
+    dimensions: tuple[tuple[str, str], ...]
+
+
+def parse_quantity(raw: str) -> Decimal | None:
+    """The quantity as an exact Decimal, or None when it is not a finite decimal number."""
+    try:
+        value = Decimal(raw.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> list[Violation]:
+    """Every problem of a usage record except whether its customer and meter exist."""
+    problems: list[Violation] = []
+    key = usage.idempotency_key
+    if key and not key.strip():
+        problems.append(Violation("idempotency_key", "must not be blank", "IDEMPOTENCY_KEY_EMPTY"))
+    elif len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        problems.append(
+            Violation(
+                "idempotency_key",
+                f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(key)}",
+                "IDEMPOTENCY_KEY_TOO_LONG",
+            )
+        )
+    if usage.customer.is_empty:
+        problems.append(Violation("customer", "is required: set id or external_id", "CUSTOMER_MISSING"))
+    if not usage.meter_key.strip():
+        problems.append(Violation("meter_key", "is required", "METER_KEY_MISSING"))
+    quantity = parse_quantity(usage.quantity)
+    if quantity is None:
+        problems.append(
+            Violation("quantity", f"must be a decimal number such as \"12.5\", got {usage.quantity!r}", "QUANTITY_INVALID")
+        )
+    elif quantity < 0:
+        problems.append(Violation("quantity", "must not be negative", "QUANTITY_NEGATIVE"))
+    now_micros = to_micros(now)
+    if usage.range_start is not None or usage.range_end is not None:
+        if usage.timestamp is not None:
+            problems.append(Violation("range", "set either timestamp or range, not both", "TIME_AMBIGUOUS"))
+        if usage.range_start is None or usage.range_end is None:
+            problems.append(Violation("range", "needs both start and end", "RANGE_INCOMPLETE"))
+        elif usage.range_end <= usage.range_start:
+            problems.append(Violation("range.end", "must be after range.start", "RANGE_EMPTY"))
+        if usage.range_start is not None:
+            problems.extend(
+                validate_instant(to_micros(usage.range_start), now_micros=now_micros, limits=limits, field="range.start")
+            )
+    elif usage.timestamp is not None:
+        problems.extend(validate_instant(to_micros(usage.timestamp), now_micros=now_micros, limits=limits, field="timestamp"))
+    return problems
+
+
+def usage_digest(usage: UsageInput, customer_id: str, quantity: Decimal) -> bytes:
+    """SHA-256 of the record's content as sent; equal for a retry of the same record."""
+
+    def instant(value: dt.datetime | None) -> str:
+        return "" if value is None else str(to_micros(value))
+
+    parts = [
+        customer_id,
+        usage.meter_key,
+        # 10 and 10.0 are the same quantity.
+        str(quantity.normalize()) if quantity else "0",
+        usage.memo,
+        instant(usage.timestamp),
+        instant(usage.range_start),
+        instant(usage.range_end),
+        *(f"{k}={v}" for k, v in sorted(usage.dimensions)),
+    ]
+    canonical = "".join(f"{len(p)}:{p}" for p in parts)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> AcceptedUsage:
+    """The stored form of a valid record: final key, payload hash, attributed instant."""
+    quantity = parse_quantity(usage.quantity)
+    assert quantity is not None, "validate_usage first"
+    digest = usage_digest(usage, customer_id, quantity)
+    usage_time = usage.range_start or usage.timestamp or now
+    return AcceptedUsage(
+        idempotency_key=usage.idempotency_key or DERIVED_KEY_PREFIX + digest.hex(),
+        payload_hash=digest,
+        customer_id=customer_id,
+        meter_key=usage.meter_key,
+        quantity=quantity,
+        memo=usage.memo,
+        usage_time=usage_time,
+        range_start=usage.range_start,
+        range_end=usage.range_end,
+        dimensions=tuple(sorted(usage.dimensions)),
+    )

@@ -1,0 +1,275 @@
+"""Protobuf <-> ingest domain: the only module of the service that converts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from services.ingest.domain.events import CustomerRef, EventInput, PropertiesShape
+from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
+from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
+from services.ingest.domain.usage import UsageInput
+from services.ingest.repository import IngestCounts, StoredEvent
+from tally.pagination import decode_page_token, encode_page_token
+from tally_gen.common.v1 import common_pb2
+from tally_gen.ingest.v1 import ingest_pb2
+
+_INFINITIES = (math.inf, -math.inf)
+_STATUS = {
+    EventStatus.ACCEPTED: ingest_pb2.EVENT_STATUS_ACCEPTED,
+    EventStatus.DUPLICATE: ingest_pb2.EVENT_STATUS_DUPLICATE,
+    EventStatus.REJECTED: ingest_pb2.EVENT_STATUS_REJECTED,
+}
+_CURSOR_KIND = "ingest_log"
+
+
+# ---------------------------------------------------------------------- inbound
+
+
+def _measure_struct(struct: struct_pb2.Struct, depth: int, path: str, non_finite: list[str]) -> int:
+    """Deepest nesting level below ``struct`` (itself at ``depth``), collecting NaN/Inf paths."""
+    deepest = depth
+    for key, value in struct.fields.items():
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            number = value.number_value
+            if number != number or number in _INFINITIES:
+                non_finite.append(path + key)
+        elif kind == "struct_value":
+            deepest = max(deepest, _measure_struct(value.struct_value, depth + 1, f"{path}{key}.", non_finite))
+        elif kind == "list_value":
+            deepest = max(deepest, _measure_list(value.list_value, depth + 1, f"{path}{key}", non_finite))
+    return deepest
+
+
+def _measure_list(values: struct_pb2.ListValue, depth: int, path: str, non_finite: list[str]) -> int:
+    deepest = depth
+    for position, value in enumerate(values.values):
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            number = value.number_value
+            if number != number or number in _INFINITIES:
+                non_finite.append(f"{path}[{position}]")
+        elif kind == "struct_value":
+            deepest = max(deepest, _measure_struct(value.struct_value, depth + 1, f"{path}[{position}].", non_finite))
+        elif kind == "list_value":
+            deepest = max(deepest, _measure_list(value.list_value, depth + 1, f"{path}[{position}]", non_finite))
+    return deepest
+
+
+def customer_ref_from_proto(ref: common_pb2.CustomerRef) -> CustomerRef:
+    which = ref.WhichOneof("ref")
+    if which == "id":
+        return CustomerRef(id=ref.id)
+    if which == "external_id":
+        return CustomerRef(external_id=ref.external_id)
+    return CustomerRef()
+
+
+def event_from_proto(event: ingest_pb2.Event) -> EventInput:
+    timestamp = None
+    if event.HasField("timestamp"):
+        ts = event.timestamp
+        timestamp = ts.seconds * 1_000_000 + ts.nanos // 1000
+    if event.HasField("properties"):
+        props = event.properties
+        non_finite: list[str] = []
+        depth = _measure_struct(props, 1, "", non_finite) if props.fields else 0
+        raw = props.SerializeToString(deterministic=True)
+        shape = PropertiesShape(len(raw), depth, tuple(non_finite))
+    else:
+        raw = b""
+        shape = PropertiesShape(0, 0)
+    return EventInput(
+        idempotency_key=event.idempotency_key,
+        event_type=event.event_type,
+        customer=customer_ref_from_proto(event.customer),
+        timestamp_micros=timestamp,
+        properties=raw,
+        shape=shape,
+    )
+
+
+def events_from_proto(events) -> list[EventInput]:
+    return [event_from_proto(event) for event in events]
+
+
+def _instant(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+
+
+def usage_from_proto(request: ingest_pb2.RecordUsageRequest) -> UsageInput:
+    has_range = request.HasField("range")
+    return UsageInput(
+        idempotency_key=request.idempotency_key,
+        customer=customer_ref_from_proto(request.customer),
+        meter_key=request.meter_key,
+        quantity=request.quantity.value,
+        memo=request.memo,
+        timestamp=_instant(request.timestamp) if request.HasField("timestamp") else None,
+        range_start=_instant(request.range.start) if has_range and request.range.HasField("start") else None,
+        range_end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
+        dimensions=tuple(sorted(request.dimensions.items())),
+    )
+
+
+def cursor_from_proto(token: str) -> LogCursor:
+    """INVALID_ARGUMENT (field ``cursor``) for a cursor this service did not issue."""
+    state = decode_page_token(token, kind=_CURSOR_KIND, field="cursor")
+    if state is None:
+        return LogCursor()
+    watermark = None
+    if state.get("w") is not None:
+        watermark = dt.datetime.fromisoformat(state["w"])
+    return LogCursor(LogPosition(int(state["x"]), int(state["p"])), watermark)
+
+
+# ---------------------------------------------------------------------- outbound
+
+
+def cursor_to_proto(cursor: LogCursor) -> str:
+    watermark = None if cursor.watermark is None else cursor.watermark.isoformat()
+    return encode_page_token({"x": cursor.after.xid, "p": cursor.after.position, "w": watermark}, kind=_CURSOR_KIND)
+
+
+def _violations_to_proto(violations) -> list[common_pb2.FieldViolation]:
+    return [common_pb2.FieldViolation(field=v.field, description=v.description, reason=v.reason) for v in violations]
+
+
+def result_to_proto(outcome: EventOutcome) -> ingest_pb2.EventResult:
+    return ingest_pb2.EventResult(
+        index=outcome.index,
+        status=_STATUS[outcome.status],
+        event_id=outcome.event_id,
+        idempotency_key=outcome.idempotency_key,
+        violations=_violations_to_proto(outcome.violations),
+    )
+
+
+def _counts(batch: BatchOutcome) -> tuple[int, int, int]:
+    accepted = duplicate = rejected = 0
+    for outcome in batch.outcomes:
+        if outcome.status is EventStatus.ACCEPTED:
+            accepted += 1
+        elif outcome.status is EventStatus.DUPLICATE:
+            duplicate += 1
+        else:
+            rejected += 1
+    return accepted, duplicate, rejected
+
+
+def batch_to_proto(batch: BatchOutcome) -> ingest_pb2.SendEventBatchResponse:
+    accepted, duplicate, rejected = _counts(batch)
+    return ingest_pb2.SendEventBatchResponse(
+        results=[result_to_proto(o) for o in batch.outcomes],
+        accepted_count=accepted,
+        duplicate_count=duplicate,
+        rejected_count=rejected,
+    )
+
+
+def stream_ack_to_proto(batch_id: str, batch: BatchOutcome) -> ingest_pb2.StreamEventsResponse:
+    accepted, duplicate, rejected = _counts(batch)
+    return ingest_pb2.StreamEventsResponse(
+        batch_id=batch_id,
+        results=[result_to_proto(o) for o in batch.outcomes],
+        accepted_count=accepted,
+        duplicate_count=duplicate,
+        rejected_count=rejected,
+    )
+
+
+def send_event_to_proto(outcome: EventOutcome) -> ingest_pb2.SendEventResponse:
+    return ingest_pb2.SendEventResponse(
+        event_id=outcome.event_id,
+        idempotency_key=outcome.idempotency_key,
+        duplicate=outcome.status is EventStatus.DUPLICATE,
+    )
+
+
+def _timestamp(instant: dt.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(instant)
+    return ts
+
+
+def stored_event_to_proto(stored: StoredEvent) -> ingest_pb2.StoredEvent:
+    event = stored.event
+    message = ingest_pb2.StoredEvent(
+        event_id=event.event_id,
+        idempotency_key=event.idempotency_key,
+        event_type=event.event_type,
+        customer_id=event.customer_id,
+        timestamp=_timestamp(event.timestamp),
+        ingest_time=_timestamp(stored.ingest_time),
+        voided=stored.voided,
+        void_reason=stored.void_reason,
+        metered=stored.metered,
+    )
+    message.properties.MergeFromString(event.properties)
+    return message
+
+
+def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIngestStatsResponse:
+    return ingest_pb2.GetIngestStatsResponse(
+        events_total=counts.events,
+        usage_records_total=counts.usage_records,
+        voids_total=counts.voids,
+        unmetered_total=sum(n for _, n in counts.unmetered_by_type),
+        unmetered_by_type=[ingest_pb2.EventTypeCount(event_type=t, count=n) for t, n in counts.unmetered_by_type],
+        head_position=head_position,
+    )
+
+
+def _fill_logged_event(target: ingest_pb2.LoggedEvent, event: LoggedEvent) -> None:
+    target.event_id = event.event_id
+    target.idempotency_key = event.idempotency_key
+    target.event_type = event.event_type
+    target.customer_id = event.customer_id
+    target.timestamp.FromDatetime(event.timestamp)
+    if event.properties:
+        target.properties.MergeFromString(event.properties)
+
+
+def _entry_to_proto(entry: LogEntry, target: ingest_pb2.LogEntry) -> None:
+    target.position = entry.at.position
+    target.ingest_time.FromDatetime(entry.ingest_time)
+    body = entry.body
+    if isinstance(body, LoggedEvent):
+        _fill_logged_event(target.event, body)
+    elif isinstance(body, LoggedUsage):
+        usage = target.usage
+        usage.usage_record_id = body.usage_record_id
+        usage.idempotency_key = body.idempotency_key
+        usage.customer_id = body.customer_id
+        usage.meter_key = body.meter_key
+        usage.quantity.value = str(body.quantity)
+        usage.memo = body.memo
+        usage.timestamp.FromDatetime(body.timestamp)
+        if body.range_start is not None and body.range_end is not None:
+            usage.range.start.FromDatetime(body.range_start)
+            usage.range.end.FromDatetime(body.range_end)
+        usage.dimensions.update(body.dimensions)
+    elif isinstance(body, LoggedVoid):
+        void = target.void
+        void.event_id = body.event.event_id
+        void.idempotency_key = body.event.idempotency_key
+        void.reason = body.reason
+        _fill_logged_event(void.event, body.event)
+
+
+def log_page_to_proto(page: LogPage) -> ingest_pb2.ReadLogResponse:
+    response = ingest_pb2.ReadLogResponse(
+        next_cursor=cursor_to_proto(page.next_cursor),
+        caught_up=page.caught_up,
+        head_position=page.head.position,
+    )
+    for entry in page.entries:
+        _entry_to_proto(entry, response.entries.add())
+    if page.next_cursor.watermark is not None:
+        response.watermark.FromDatetime(page.next_cursor.watermark)
+    if page.head.ingest_time is not None:
+        response.head_ingest_time.FromDatetime(page.head.ingest_time)
+    return response

@@ -1,0 +1,334 @@
+"""SQL of the ingest schema, on raw asyncpg: this is the hot path.
+
+One round-trip stores a whole batch (unnest arrays into INSERT ... ON CONFLICT DO NOTHING);
+asyncpg prepares and caches each statement per connection.
+
+Every write takes its transaction id first and its ingest_time after it (the ``tx`` CTE):
+ReadLog's watermark relies on a row's ingest_time being later than the moment its
+transaction got its xid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.ingest.domain.events import AcceptedEvent
+from services.ingest.domain.log import (
+    LogEntry,
+    LoggedEvent,
+    LoggedUsage,
+    LoggedVoid,
+    LogHead,
+    LogPosition,
+)
+from services.ingest.domain.usage import AcceptedUsage
+
+TX_CTE = """
+tx AS MATERIALIZED (
+    SELECT xid, clock_timestamp() AS ingest_time
+    FROM (SELECT pg_current_xact_id() AS xid OFFSET 0) AS assigned
+)"""
+
+# Integer microseconds become timestamptz in SQL; the float8 product is exact below 2^53 us
+# (year 2255), and it saves building a datetime per event in Python.
+INSERT_EVENTS = f"""
+WITH {TX_CTE}
+INSERT INTO ingest.events
+    (xid, ingest_time, idempotency_key, payload_hash, event_type, customer_id, event_time, properties, metered)
+SELECT tx.xid, tx.ingest_time, e.key, e.hash, e.type, e.customer,
+       'epoch'::timestamptz + e.micros * interval '1 microsecond', e.props, e.metered
+FROM tx, unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::bytea[], $7::bool[])
+    AS e(key, hash, type, customer, micros, props, metered)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key, event_id::text
+"""
+
+SELECT_EVENT_KEYS = """
+SELECT idempotency_key, event_id::text, payload_hash
+FROM ingest.events WHERE idempotency_key = ANY($1::text[])
+"""
+
+SELECT_EVENT = """
+SELECT e.event_id::text, e.idempotency_key, e.event_type, e.customer_id, e.event_time, e.properties,
+       e.ingest_time, e.metered, v.reason AS void_reason, v.ingest_time AS void_time
+FROM ingest.events e
+LEFT JOIN ingest.voids v ON v.event_xid = e.xid AND v.event_position = e.position
+WHERE e.idempotency_key = $1
+"""
+
+SELECT_EVENT_FOR_VOID = """
+SELECT xid, position, event_id::text FROM ingest.events WHERE idempotency_key = $1
+"""
+
+INSERT_VOID = f"""
+WITH {TX_CTE}
+INSERT INTO ingest.voids (xid, ingest_time, event_xid, event_position, reason)
+SELECT tx.xid, tx.ingest_time, $1::xid8, $2::int8, $3::text FROM tx
+ON CONFLICT (event_xid, event_position) DO NOTHING
+RETURNING ingest_time
+"""
+
+SELECT_VOID = """
+SELECT ingest_time FROM ingest.voids WHERE event_xid = $1::xid8 AND event_position = $2::int8
+"""
+
+INSERT_USAGE = f"""
+WITH {TX_CTE}
+INSERT INTO ingest.usage_records
+    (xid, ingest_time, idempotency_key, payload_hash, customer_id, meter_key, quantity, memo,
+     usage_time, range_start, range_end, dimensions)
+SELECT tx.xid, tx.ingest_time, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb FROM tx
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING usage_record_id::text
+"""
+
+SELECT_USAGE_KEY = """
+SELECT usage_record_id::text, payload_hash FROM ingest.usage_records WHERE idempotency_key = $1
+"""
+
+# The log: rows strictly after the cursor and strictly below the horizon (snapshot xmin).
+READ_EVENTS = """
+SELECT xid::text::int8 AS xid, position, ingest_time, event_id::text, idempotency_key, event_type,
+       customer_id, event_time, properties
+FROM ingest.events
+WHERE (xid, position) > ($1::xid8, $2::int8) AND xid < $3::xid8
+ORDER BY xid, position
+LIMIT $4
+"""
+
+READ_USAGE = """
+SELECT xid::text::int8 AS xid, position, ingest_time, usage_record_id::text, idempotency_key, customer_id,
+       meter_key, quantity, memo, usage_time, range_start, range_end, dimensions::text AS dimensions
+FROM ingest.usage_records
+WHERE (xid, position) > ($1::xid8, $2::int8) AND xid < $3::xid8
+ORDER BY xid, position
+LIMIT $4
+"""
+
+READ_VOIDS = """
+SELECT v.xid::text::int8 AS xid, v.position, v.ingest_time, v.reason, e.event_id::text, e.idempotency_key,
+       e.event_type, e.customer_id, e.event_time, e.properties
+FROM ingest.voids v
+JOIN ingest.events e ON e.xid = v.event_xid AND e.position = v.event_position
+WHERE (v.xid, v.position) > ($1::xid8, $2::int8) AND v.xid < $3::xid8
+ORDER BY v.xid, v.position
+LIMIT $4
+"""
+
+HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+
+# The oldest open transaction of any other client of this database: rows that are not yet
+# visible were written after it began (or after now).
+OLDEST_OPEN_TRANSACTION = """
+SELECT min(xact_start) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend' AND xact_start IS NOT NULL
+"""
+
+HEAD = """
+SELECT position, ingest_time FROM (
+    (SELECT xid, position, ingest_time FROM ingest.events ORDER BY xid DESC, position DESC LIMIT 1)
+    UNION ALL
+    (SELECT xid, position, ingest_time FROM ingest.usage_records ORDER BY xid DESC, position DESC LIMIT 1)
+    UNION ALL
+    (SELECT xid, position, ingest_time FROM ingest.voids ORDER BY xid DESC, position DESC LIMIT 1)
+) newest ORDER BY xid DESC, position DESC LIMIT 1
+"""
+
+COUNTS = """
+SELECT (SELECT count(*) FROM ingest.events) AS events,
+       (SELECT count(*) FROM ingest.usage_records) AS usage_records,
+       (SELECT count(*) FROM ingest.voids) AS voids
+"""
+
+UNMETERED_BY_TYPE = """
+SELECT event_type, count(*) AS n FROM ingest.events WHERE NOT metered GROUP BY event_type ORDER BY event_type
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What the table holds for an idempotency key."""
+
+    record_id: str
+    payload_hash: bytes
+    # True when this call wrote the row.
+    inserted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    event: LoggedEvent
+    ingest_time: dt.datetime
+    metered: bool
+    voided: bool
+    void_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounts:
+    events: int
+    usage_records: int
+    voids: int
+    unmetered_by_type: list[tuple[str, int]]
+
+
+def _logged_event(row: asyncpg.Record) -> LoggedEvent:
+    return LoggedEvent(
+        event_id=row["event_id"],
+        idempotency_key=row["idempotency_key"],
+        event_type=row["event_type"],
+        customer_id=row["customer_id"],
+        timestamp=row["event_time"],
+        properties=row["properties"],
+    )
+
+
+class IngestRepository:
+    """SQL over one asyncpg connection; a use case gets one from ``IngestStore.connection``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert_events(self, events: Sequence[AcceptedEvent]) -> dict[str, StoredKey]:
+        """Insert events whose keys are new; report what every key now holds.
+
+        Keys taken by a concurrent sender are waited for by ON CONFLICT, then read back by a
+        second statement, whose fresh snapshot sees that sender's committed row.
+        """
+        # One lock order for every writer: two batches sharing keys cannot deadlock.
+        ordered = sorted(events, key=lambda e: e.idempotency_key)
+        rows = await self.conn.fetch(
+            INSERT_EVENTS,
+            [e.idempotency_key for e in ordered],
+            [e.payload_hash for e in ordered],
+            [e.event_type for e in ordered],
+            [e.customer_id for e in ordered],
+            [e.timestamp_micros for e in ordered],
+            [e.properties for e in ordered],
+            [e.metered for e in ordered],
+        )
+        by_key = {e.idempotency_key: e for e in ordered}
+        stored = {key: StoredKey(event_id, by_key[key].payload_hash, True) for key, event_id in rows}
+        if len(stored) < len(ordered):
+            missing = [e.idempotency_key for e in ordered if e.idempotency_key not in stored]
+            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
+                stored[key] = StoredKey(event_id, bytes(payload_hash), False)
+        return stored
+
+    async def get_event(self, idempotency_key: str) -> StoredEvent | None:
+        row = await self.conn.fetchrow(SELECT_EVENT, idempotency_key)
+        if row is None:
+            return None
+        return StoredEvent(
+            event=_logged_event(row),
+            ingest_time=row["ingest_time"],
+            metered=row["metered"],
+            voided=row["void_time"] is not None,
+            void_reason=row["void_reason"] or "",
+        )
+
+    async def void_event(self, idempotency_key: str, reason: str) -> tuple[str, bool, dt.datetime] | None:
+        """(event id, already voided, void time); None when no event has the key."""
+        event = await self.conn.fetchrow(SELECT_EVENT_FOR_VOID, idempotency_key)
+        if event is None:
+            return None
+        xid, position, event_id = event
+        void_time = await self.conn.fetchval(INSERT_VOID, xid, position, reason)
+        if void_time is not None:
+            return event_id, False, void_time
+        return event_id, True, await self.conn.fetchval(SELECT_VOID, xid, position)
+
+    async def insert_usage(self, usage: AcceptedUsage) -> StoredKey:
+        record_id = await self.conn.fetchval(
+            INSERT_USAGE,
+            usage.idempotency_key,
+            usage.payload_hash,
+            usage.customer_id,
+            usage.meter_key,
+            usage.quantity,
+            usage.memo,
+            usage.usage_time,
+            usage.range_start,
+            usage.range_end,
+            json.dumps(dict(usage.dimensions), sort_keys=True),
+        )
+        if record_id is not None:
+            return StoredKey(record_id, usage.payload_hash, True)
+        row = await self.conn.fetchrow(SELECT_USAGE_KEY, usage.idempotency_key)
+        return StoredKey(row["usage_record_id"], bytes(row["payload_hash"]), False)
+
+    # ------------------------------------------------------------------ log
+
+    async def clock(self) -> dt.datetime:
+        return await self.conn.fetchval("SELECT clock_timestamp()")
+
+    async def oldest_open_transaction(self) -> dt.datetime | None:
+        return await self.conn.fetchval(OLDEST_OPEN_TRANSACTION)
+
+    async def horizon(self) -> int:
+        """The snapshot xmin: every transaction below it has committed or rolled back."""
+        return await self.conn.fetchval(HORIZON)
+
+    async def read_log(self, after: LogPosition, horizon: int, limit: int) -> list[LogEntry]:
+        """Up to ``limit`` entries after ``after`` and below ``horizon``, in (xid, position) order."""
+        args = (after.xid, after.position, horizon, limit)
+        entries: list[LogEntry] = []
+        for row in await self.conn.fetch(READ_EVENTS, *args):
+            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], _logged_event(row)))
+        for row in await self.conn.fetch(READ_USAGE, *args):
+            usage = LoggedUsage(
+                usage_record_id=row["usage_record_id"],
+                idempotency_key=row["idempotency_key"],
+                customer_id=row["customer_id"],
+                meter_key=row["meter_key"],
+                quantity=row["quantity"],
+                memo=row["memo"],
+                timestamp=row["usage_time"],
+                range_start=row["range_start"],
+                range_end=row["range_end"],
+                dimensions=json.loads(row["dimensions"]),
+            )
+            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], usage))
+        for row in await self.conn.fetch(READ_VOIDS, *args):
+            void = LoggedVoid(reason=row["reason"], event=_logged_event(row))
+            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], void))
+        entries.sort(key=lambda entry: entry.at)
+        return entries[:limit]
+
+    async def head(self) -> LogHead:
+        row = await self.conn.fetchrow(HEAD)
+        return LogHead() if row is None else LogHead(row["position"], row["ingest_time"])
+
+    async def counts(self) -> IngestCounts:
+        totals = await self.conn.fetchrow(COUNTS)
+        unmetered = [(r["event_type"], r["n"]) for r in await self.conn.fetch(UNMETERED_BY_TYPE)]
+        return IngestCounts(totals["events"], totals["usage_records"], totals["voids"], unmetered)
+
+
+class IngestStore:
+    """The asyncpg pool: hands each use case one connection, in a transaction when asked."""
+
+    def __init__(self, pool: asyncpg.Pool | None = None) -> None:
+        # Opened by the app's start hook: an asyncpg pool belongs to the serving event loop.
+        self.pool = pool
+
+    @asynccontextmanager
+    async def connection(self, *, transaction: bool = False) -> AsyncIterator[IngestRepository]:
+        """A repository on one pooled connection.
+
+        Without ``transaction`` each statement commits on its own, which is enough when a use
+        case writes with one statement (dedup and write are that one INSERT ... ON CONFLICT).
+        """
+        async with self.pool.acquire() as conn:
+            if transaction:
+                async with conn.transaction():
+                    yield IngestRepository(conn)
+            else:
+                yield IngestRepository(conn)
