@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from tally.cli.catalog import catalog_app
 from tally.config import SERVICES
 
 app = typer.Typer(help="Tally: usage metering and billing.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 
 
 @app.command()
