@@ -26,7 +26,7 @@ RETRY_SERVICE_CONFIG = {
             ],
             "retryPolicy": {
                 "maxAttempts": 5,
-                "initialBackoff": "0.1s",
+                "initialBackoff": "0.2s",
                 "maxBackoff": "2s",
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"],
@@ -43,6 +43,10 @@ def channel_options() -> list[tuple[str, object]]:
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
         ("grpc.keepalive_time_ms", 30_000),
+        # Reconnect soon after a peer restarts (default 1 s, growing to 120 s), so retries
+        # and restarted services find each other again within the retry budget.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
 
 
