@@ -147,22 +147,26 @@ class Invoice(_message.Message):
     def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ...) -> None: ...
 
 class CloseDuePeriodsRequest(_message.Message):
-    __slots__ = ("as_of",)
+    __slots__ = ("as_of", "subscription_ids")
     AS_OF_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_IDS_FIELD_NUMBER: _ClassVar[int]
     as_of: _timestamp_pb2.Timestamp
-    def __init__(self, as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    subscription_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CloseDuePeriodsResponse(_message.Message):
-    __slots__ = ("invoices_created", "invoices_finalized", "waiting_for_usage", "invoice_ids")
+    __slots__ = ("invoices_created", "invoices_finalized", "waiting_for_usage", "invoice_ids", "subscriptions_failed")
     INVOICES_CREATED_FIELD_NUMBER: _ClassVar[int]
     INVOICES_FINALIZED_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_USAGE_FIELD_NUMBER: _ClassVar[int]
     INVOICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FAILED_FIELD_NUMBER: _ClassVar[int]
     invoices_created: int
     invoices_finalized: int
     waiting_for_usage: int
     invoice_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, invoices_created: _Optional[int] = ..., invoices_finalized: _Optional[int] = ..., waiting_for_usage: _Optional[int] = ..., invoice_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    subscriptions_failed: int
+    def __init__(self, invoices_created: _Optional[int] = ..., invoices_finalized: _Optional[int] = ..., waiting_for_usage: _Optional[int] = ..., invoice_ids: _Optional[_Iterable[str]] = ..., subscriptions_failed: _Optional[int] = ...) -> None: ...
 
 class GetInvoiceRequest(_message.Message):
     __slots__ = ("id", "number")
