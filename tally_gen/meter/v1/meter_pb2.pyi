@@ -136,7 +136,7 @@ class GetMeterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetMeterStatusResponse(_message.Message):
-    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time")
+    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time", "unusable_value_events", "caught_up", "entries_applied")
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
     HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_BEHIND_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,9 @@ class GetMeterStatusResponse(_message.Message):
     UNKNOWN_METER_RECORDS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_CUSTOMER_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_APPLY_TIME_FIELD_NUMBER: _ClassVar[int]
+    UNUSABLE_VALUE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_APPLIED_FIELD_NUMBER: _ClassVar[int]
     applied_position: int
     head_position: int
     events_behind: int
@@ -155,7 +158,10 @@ class GetMeterStatusResponse(_message.Message):
     unknown_meter_records: int
     unknown_customer_entries: int
     last_apply_time: _timestamp_pb2.Timestamp
-    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    unusable_value_events: int
+    caught_up: bool
+    entries_applied: int
+    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unusable_value_events: _Optional[int] = ..., caught_up: _Optional[bool] = ..., entries_applied: _Optional[int] = ...) -> None: ...
 
 class Backfill(_message.Message):
     __slots__ = ("id", "meter_key", "state", "position", "target_position", "entries_applied", "error", "create_time", "finish_time")

@@ -1,0 +1,229 @@
+"""Background consumers of ingest's log: the main applier and backfills.
+
+Exactly-once: each batch's contributions, window recomputations, alerts and the new cursor
+commit in one transaction, on the one connection that holds the applier's lease (a session
+advisory lock). A crash anywhere rolls the whole batch back and the next holder resumes from
+the committed cursor; an entry seen twice adds nothing (contributions are keyed by entry and
+meter). See services/meter/README.md for how replicas share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from datetime import datetime, timezone
+
+import asyncpg
+import grpc
+import structlog
+
+from services.meter import mapping
+from services.meter import repository as repo
+from services.meter.service import AlertBook, CatalogView, apply_entries, evaluate_thresholds
+from tally.db import asyncpg_dsn
+from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS
+from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = structlog.get_logger()
+UTC = timezone.utc
+
+# Partition 0 of the log: today the whole log. Splitting by customer hash would give each
+# partition its own lock key and its own applier_state row.
+APPLIER_LOCK = 0x7A11_0001
+BACKFILL_LOCK_BASE = 0x7A11_B000
+
+
+class LogApplier:
+    """Reads ReadLog in batches and applies them, while holding the partition's lease."""
+
+    def __init__(
+        self,
+        database_url: str,
+        ingest: grpc.aio.Channel,
+        catalog: CatalogView,
+        alerts: AlertBook,
+        *,
+        batch_size: int = 2000,
+        wait_millis: int = 500,
+        standby_poll_seconds: float = 2.0,
+    ) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._stub = ingest_pb2_grpc.IngestServiceStub(ingest)
+        self._catalog = catalog
+        self._alerts = alerts
+        self._batch_size = batch_size
+        self._wait_millis = wait_millis
+        self._standby_poll = standby_poll_seconds
+        self._task: asyncio.Task | None = None
+        self.holds_lease = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="meter-applier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "tally-meter-applier"})
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", APPLIER_LOCK):
+                    await conn.close()
+                    conn = None
+                    await asyncio.sleep(self._standby_poll)
+                    continue
+                self.holds_lease = True
+                log.info("applier_lease_acquired")
+                await self._consume(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - keep applying after transient failures
+                log.warning("applier_failed", error=str(error), error_type=type(error).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                self.holds_lease = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
+
+    async def _consume(self, conn: asyncpg.Connection) -> None:
+        state = await repo.load_state(conn)
+        cursor, caught_up, head = state.cursor, False, state.head_position
+        while True:
+            reply = await self._stub.ReadLog(
+                ingest_pb2.ReadLogRequest(
+                    cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if caught_up else 0
+                ),
+                timeout=self._wait_millis / 1000 + 30,
+            )
+            entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
+            if entries:
+                await self._catalog.sync()
+            watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
+            head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
+            applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None
+            if entries or reply.head_position != head or reply.caught_up != caught_up or reply.next_cursor != cursor:
+                alerts = []
+                async with conn.transaction():
+                    tally = repo.Tally()
+                    if entries:
+                        batch = await apply_entries(conn, entries, self._catalog)
+                        alerts = await evaluate_thresholds(conn, batch, self._catalog)
+                        tally = batch.tally
+                    await repo.save_progress(
+                        conn,
+                        cursor=reply.next_cursor,
+                        applied_position=max((p for p, _ in entries), default=0),
+                        applied_ingest_time=applied_time,
+                        watermark=watermark,
+                        head_position=reply.head_position,
+                        head_ingest_time=head_time,
+                        caught_up=reply.caught_up,
+                        tally=tally,
+                    )
+                if alerts:
+                    await self._alerts.notify()
+                self._report_lag(await repo.load_state(conn))
+            cursor, caught_up, head = reply.next_cursor, reply.caught_up, reply.head_position
+
+    @staticmethod
+    def _report_lag(state: repo.ApplierState) -> None:
+        METER_APPLIED_POSITION.set(state.applied_position)
+        lag = lag_of(state)
+        METER_LAG_ENTRIES.set(lag[0])
+        METER_LAG_SECONDS.set(lag[1])
+
+
+def lag_of(state: repo.ApplierState) -> tuple[int, float]:
+    """(entries behind, seconds behind): zero once the last read found nothing more."""
+    if state.caught_up:
+        return 0, 0.0
+    entries = max(0, state.head_position - state.applied_position)
+    seconds = 0.0
+    if state.head_ingest_time is not None and state.applied_ingest_time is not None:
+        seconds = max(0.0, (state.head_ingest_time - state.applied_ingest_time).total_seconds())
+    return entries, seconds
+
+
+class Backfills:
+    """Replays the log from the start for one meter, in the background, resumably."""
+
+    def __init__(self, database_url: str, pool: asyncpg.Pool, ingest: grpc.aio.Channel, catalog: CatalogView, *, batch_size: int = 5000) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._pool = pool
+        self._stub = ingest_pb2_grpc.IngestServiceStub(ingest)
+        self._catalog = catalog
+        self._batch_size = batch_size
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    async def head_position(self) -> int:
+        reply = await self._stub.ReadLog(ingest_pb2.ReadLogRequest(max_entries=1, wait_millis=0), timeout=30)
+        return reply.head_position
+
+    def ensure_running(self, backfill_id: str, meter_key: str) -> None:
+        task = self._tasks.get(backfill_id)
+        if task is None or task.done():
+            self._tasks[backfill_id] = asyncio.create_task(self._run(backfill_id, meter_key), name=f"backfill-{backfill_id}")
+
+    async def resume_all(self) -> None:
+        async with self._pool.acquire() as conn:
+            for row in await repo.running_backfills(conn):
+                self.ensure_running(row["id"], row["meter_key"])
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self, backfill_id: str, meter_key: str) -> None:
+        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "tally-meter-backfill"})
+        try:
+            lock = BACKFILL_LOCK_BASE + (zlib.crc32(backfill_id.encode()) & 0xFFFF)
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+                return  # another replica runs it
+            row = await repo.get_backfill(conn, backfill_id)
+            cursor = row["cursor"]
+            log.info("backfill_started", backfill_id=backfill_id, meter_key=meter_key)
+            while True:
+                reply = await self._stub.ReadLog(
+                    ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=0), timeout=60
+                )
+                await self._catalog.sync()
+                if self._catalog.meter(meter_key) is None:
+                    await repo.fail_backfill(conn, backfill_id, f"meter {meter_key!r} is not in the catalog")
+                    return
+                entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
+                async with conn.transaction():
+                    await apply_entries(conn, entries, self._catalog, only_meter=meter_key)
+                    await repo.save_backfill_progress(
+                        conn,
+                        backfill_id,
+                        reply.next_cursor,
+                        max((p for p, _ in entries), default=0),
+                        len(entries),
+                        done=reply.caught_up,
+                    )
+                cursor = reply.next_cursor
+                if reply.caught_up:
+                    log.info("backfill_done", backfill_id=backfill_id, meter_key=meter_key)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - recorded on the backfill for GetBackfill
+            log.warning("backfill_failed", backfill_id=backfill_id, error=str(error))
+            with contextlib.suppress(Exception):
+                await repo.fail_backfill(conn, backfill_id, str(error))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close(timeout=2))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,189 @@
+"""Guiding rules: which meters an event feeds, with what value and which dimension values."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from services.meter.domain.model import (
+    Aggregation,
+    Contribution,
+    Dimensions,
+    FilterOperator,
+    MeterDefinition,
+    MeterFilter,
+)
+
+MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """An event as read from ingest's log; properties are plain JSON values (floats for numbers)."""
+
+    event_id: str
+    event_type: str
+    customer_id: str
+    timestamp: datetime
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IncomingUsage:
+    """A pre-aggregated usage record from ingest's log, counted as given for its meter."""
+
+    record_id: str
+    customer_id: str
+    meter_key: str
+    quantity: Decimal
+    timestamp: datetime
+    dimensions: dict[str, str]
+
+
+def lookup(properties: dict[str, Any], path: str) -> Any:
+    """The value at a dot path such as ``usage.duration``, or MISSING."""
+    current: Any = properties
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return MISSING
+        current = current[part]
+    return current
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A property value as an exact Decimal; floats by their shortest repr; None if not a number."""
+    if isinstance(value, bool) or value is None or value is MISSING:
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+        return parsed if parsed.is_finite() else None
+    return None
+
+
+def as_text(value: Any) -> str:
+    """A property value as the string used for dimensions, unique values and string filters."""
+    if value is MISSING or value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        number = to_decimal(value)
+        if number is None:
+            return repr(value)
+        # 3.0 and 3 are the same number; render integers without a fraction.
+        return str(number.to_integral_value()) if number == number.to_integral_value() else str(number.normalize())
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _equals(actual: Any, expected: str) -> bool:
+    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        left, right = to_decimal(actual), to_decimal(expected)
+        return left is not None and right is not None and left == right
+    return as_text(actual) == expected
+
+
+def filter_matches(condition: MeterFilter, properties: dict[str, Any]) -> bool:
+    actual = lookup(properties, condition.property)
+    op = condition.operator
+    if op is FilterOperator.EXISTS:
+        return actual is not MISSING
+    if op is FilterOperator.NOT_EXISTS:
+        return actual is MISSING
+    if actual is MISSING:
+        # A condition on an absent property holds only for the negative operators.
+        return op in (FilterOperator.NEQ, FilterOperator.NOT_IN)
+    if op is FilterOperator.EQ:
+        return bool(condition.values) and _equals(actual, condition.values[0])
+    if op is FilterOperator.NEQ:
+        return not (condition.values and _equals(actual, condition.values[0]))
+    if op is FilterOperator.IN:
+        return any(_equals(actual, v) for v in condition.values)
+    if op is FilterOperator.NOT_IN:
+        return not any(_equals(actual, v) for v in condition.values)
+    left = to_decimal(actual)
+    right = to_decimal(condition.values[0]) if condition.values else None
+    if left is None or right is None:
+        return False
+    if op is FilterOperator.GT:
+        return left > right
+    if op is FilterOperator.GTE:
+        return left >= right
+    if op is FilterOperator.LT:
+        return left < right
+    if op is FilterOperator.LTE:
+        return left <= right
+    return False
+
+
+def meter_matches(meter: MeterDefinition, event: IncomingEvent) -> bool:
+    """The event's type is the meter's and every filter holds."""
+    return event.event_type == meter.event_type and all(
+        filter_matches(f, event.properties) for f in meter.filters
+    )
+
+
+def dimension_values(meter: MeterDefinition, properties: dict[str, Any]) -> Dimensions:
+    """The meter's group-by values for these properties (absent properties give "")."""
+    return tuple((path, as_text(lookup(properties, path))) for path in meter.group_by)
+
+
+class UnusableValue(Exception):
+    """The event matched the meter but its value property is missing or not a number."""
+
+
+def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribution:
+    """What a matching event adds to ``meter``; raises UnusableValue when it has no usable value."""
+    dims = dimension_values(meter, event.properties)
+    agg = meter.aggregation
+    unique_value = None
+    if agg is Aggregation.COUNT:
+        value = Decimal(1)
+    elif agg is Aggregation.COUNT_UNIQUE:
+        raw = lookup(event.properties, meter.value_property)
+        if raw is MISSING or raw is None:
+            raise UnusableValue(meter.value_property)
+        unique_value, value = as_text(raw), Decimal(0)
+    else:
+        number = to_decimal(lookup(event.properties, meter.value_property))
+        if number is None:
+            raise UnusableValue(meter.value_property)
+        value = number
+    return Contribution(
+        entry_id=event.event_id,
+        meter_key=meter.key,
+        customer_id=event.customer_id,
+        dimensions=dims,
+        timestamp=event.timestamp,
+        value=value,
+        count=Decimal(1),
+        unique_value=unique_value,
+    )
+
+
+def usage_contribution(meter: MeterDefinition, usage: IncomingUsage) -> Contribution:
+    """A usage record counted as given: its quantity is the count of a COUNT meter, else the value."""
+    dims = tuple((path, usage.dimensions.get(path, "")) for path in meter.group_by)
+    count = usage.quantity if meter.aggregation is Aggregation.COUNT else Decimal(1)
+    return Contribution(
+        entry_id=usage.record_id,
+        meter_key=meter.key,
+        customer_id=usage.customer_id,
+        dimensions=dims,
+        timestamp=usage.timestamp,
+        value=usage.quantity,
+        count=count,
+        unique_value=None,
+    )

@@ -1,0 +1,75 @@
+"""Time windows: the fine bucket grain, and chart series on a time zone's local calendar."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from tally.domain.periods import add_months, local_midnight
+
+UTC = timezone.utc
+# Buckets are one minute wide: every real time zone offset is a whole number of minutes, so
+# local hours, days and months (and billing periods) are unions of whole buckets.
+GRAIN = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Granularity(enum.Enum):
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+def window_start(instant: datetime) -> datetime:
+    """The start of the bucket window holding ``instant``."""
+    return instant - (instant - _EPOCH) % GRAIN
+
+
+def ceil_window(instant: datetime) -> datetime:
+    """The first window boundary at or after ``instant``."""
+    floor = window_start(instant)
+    return floor if floor == instant else floor + GRAIN
+
+
+def aligned_span(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole windows inside [start, end): [ceil(start), floor(end)), empty when start == end."""
+    inner_start, inner_end = ceil_window(start), window_start(end)
+    if inner_end < inner_start:
+        return start, start
+    return inner_start, inner_end
+
+
+def series_windows(start: datetime, end: datetime, granularity: Granularity, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """Consecutive windows covering [start, end), clipped to it, on the local calendar of ``zone``.
+
+    Days and months begin at local midnight, so a day across a DST change lasts 23 or 25 hours.
+    Hours are 60-minute steps aligned to the zone's local hours.
+    """
+    if end <= start:
+        return []
+    boundaries = _boundaries(start, end, granularity, zone)
+    return [(max(a, start), min(b, end)) for a, b in zip(boundaries, boundaries[1:]) if b > start and a < end]
+
+
+def _boundaries(start: datetime, end: datetime, granularity: Granularity, zone: ZoneInfo) -> list[datetime]:
+    local = start.astimezone(zone)
+    if granularity is Granularity.HOUR:
+        first = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        result = [first]
+        while result[-1] < end:
+            result.append(result[-1] + timedelta(hours=1))
+        return result
+    if granularity is Granularity.DAY:
+        day = local.date()
+        result = [local_midnight(day, zone)]
+        while result[-1] < end:
+            day += timedelta(days=1)
+            result.append(local_midnight(day, zone))
+        return result
+    first_day = date(local.year, local.month, 1)
+    result, k = [local_midnight(first_day, zone)], 0
+    while result[-1] < end:
+        k += 1
+        result.append(local_midnight(add_months(first_day, k), zone))
+    return result

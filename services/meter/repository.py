@@ -1,0 +1,528 @@
+"""SQL of the meter schema (raw asyncpg: the apply path and GetUsage are the hot paths).
+
+Apply path: contributions are inserted with ``unnest`` arrays and ON CONFLICT DO NOTHING
+(a replayed entry adds nothing), then every touched one-minute window is recomputed from its
+contributions in one statement. Query path: one statement per request aggregates the whole
+buckets inside the period plus the raw contributions of its unaligned edges.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from services.meter.domain.model import Contribution, Dimensions
+
+WindowKey = tuple[str, str, datetime, str]  # customer_id, meter_key, window_start, dims_key
+
+ALERT_INSERT_LOCK = 0x7A11_A1E7  # serializes alert inserts so sequence order is commit order
+
+
+def dims_key(dimensions: Dimensions) -> str:
+    """Canonical text of a dimension set (sorted JSON object)."""
+    return json.dumps(dict(dimensions), sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- apply
+
+
+async def insert_contributions(
+    conn: asyncpg.Connection, rows: Sequence[tuple[Contribution, datetime, int]]
+) -> list[WindowKey]:
+    """Store new contributions (with their window start and log position); returns touched windows.
+
+    Already stored (entry, meter) pairs and voided entries add nothing.
+    """
+    if not rows:
+        return []
+    records = await conn.fetch(
+        """
+        INSERT INTO meter.contributions
+            (entry_id, meter_key, customer_id, dims_key, dims, ts, window_start, value, count, unique_value, position)
+        SELECT x.entry_id, x.meter_key, x.customer_id, x.dims_key, x.dims_key::jsonb, x.ts, x.window_start,
+               x.value, x.count, x.unique_value, x.position
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                    $7::numeric[], $8::numeric[], $9::text[], $10::bigint[])
+             AS x(entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+        WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
+        ON CONFLICT (entry_id, meter_key) DO NOTHING
+        RETURNING customer_id, meter_key, window_start, dims_key
+        """,
+        [c.entry_id for c, _, _ in rows],
+        [c.meter_key for c, _, _ in rows],
+        [c.customer_id for c, _, _ in rows],
+        [dims_key(c.dimensions) for c, _, _ in rows],
+        [c.timestamp for c, _, _ in rows],
+        [w for _, w, _ in rows],
+        [c.value for c, _, _ in rows],
+        [c.count for c, _, _ in rows],
+        [c.unique_value for c, _, _ in rows],
+        [p for _, _, p in rows],
+    )
+    return [tuple(r) for r in records]
+
+
+async def void_entries(conn: asyncpg.Connection, entry_ids: Sequence[str], positions: Sequence[int]) -> list[WindowKey]:
+    """Tombstone voided entries and remove their contributions; returns the windows to recompute."""
+    if not entry_ids:
+        return []
+    await conn.execute(
+        """
+        INSERT INTO meter.voided_entries (entry_id, position)
+        SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT (entry_id) DO NOTHING
+        """,
+        list(entry_ids),
+        list(positions),
+    )
+    records = await conn.fetch(
+        """
+        DELETE FROM meter.contributions WHERE entry_id = ANY($1::text[])
+        RETURNING customer_id, meter_key, window_start, dims_key
+        """,
+        list(entry_ids),
+    )
+    return [tuple(r) for r in records]
+
+
+_TOUCHED = """
+    touched AS (
+        SELECT DISTINCT customer_id, meter_key, window_start, dims_key
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(customer_id, meter_key, window_start, dims_key)
+    )"""
+
+_RECOMPUTE_BUCKETS = f"""
+WITH {_TOUCHED},
+contributed AS (
+    SELECT t.customer_id, t.meter_key, t.window_start, t.dims_key, c.dims, c.ts, c.entry_id, c.value, c.count,
+           lead(c.ts) OVER (PARTITION BY t.customer_id, t.meter_key, t.window_start, t.dims_key
+                            ORDER BY c.ts, c.entry_id) AS next_ts
+    FROM touched t
+    JOIN meter.contributions c
+      ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
+     AND c.ts >= t.window_start AND c.ts < t.window_start + interval '1 minute' AND c.dims_key = t.dims_key
+),
+summarized AS (
+    SELECT customer_id, meter_key, window_start, dims_key,
+           (array_agg(dims))[1] AS dims,
+           sum(count) AS count, sum(value) AS total, min(value) AS minimum, max(value) AS maximum,
+           (array_agg(ts ORDER BY ts DESC, entry_id DESC))[1] AS latest_ts,
+           (array_agg(entry_id ORDER BY ts DESC, entry_id DESC))[1] AS latest_id,
+           (array_agg(value ORDER BY ts DESC, entry_id DESC))[1] AS latest_value,
+           min(ts) AS first_ts,
+           sum(value * extract(epoch FROM coalesce(next_ts, window_start + interval '1 minute') - ts)) AS integral
+    FROM contributed
+    GROUP BY customer_id, meter_key, window_start, dims_key
+),
+emptied AS (
+    DELETE FROM meter.buckets b USING touched t
+    WHERE b.customer_id = t.customer_id AND b.meter_key = t.meter_key
+      AND b.window_start = t.window_start AND b.dims_key = t.dims_key
+      AND NOT EXISTS (
+          SELECT 1 FROM summarized s
+          WHERE s.customer_id = t.customer_id AND s.meter_key = t.meter_key
+            AND s.window_start = t.window_start AND s.dims_key = t.dims_key)
+)
+INSERT INTO meter.buckets (customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
+                           latest_ts, latest_id, latest_value, first_ts, integral)
+SELECT customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
+       latest_ts, latest_id, latest_value, first_ts, integral
+FROM summarized
+ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
+    count = excluded.count, total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,
+    latest_ts = excluded.latest_ts, latest_id = excluded.latest_id, latest_value = excluded.latest_value,
+    first_ts = excluded.first_ts, integral = excluded.integral
+"""
+
+
+async def recompute_windows(conn: asyncpg.Connection, keys: Sequence[WindowKey], unique_meters: set[str]) -> None:
+    """Recompute each touched window's bucket (and, for COUNT_UNIQUE meters, its distinct values)."""
+    if not keys:
+        return
+    keys = sorted(set(keys))
+    columns = [list(col) for col in zip(*keys)]
+    await conn.execute(_RECOMPUTE_BUCKETS, *columns)
+    unique_keys = [k for k in keys if k[1] in unique_meters]
+    if not unique_keys:
+        return
+    columns = [list(col) for col in zip(*unique_keys)]
+    await conn.execute(
+        f"""
+        WITH {_TOUCHED}
+        DELETE FROM meter.bucket_uniques u USING touched t
+        WHERE u.customer_id = t.customer_id AND u.meter_key = t.meter_key
+          AND u.window_start = t.window_start AND u.dims_key = t.dims_key
+        """,
+        *columns,
+    )
+    await conn.execute(
+        f"""
+        WITH {_TOUCHED}
+        INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims)
+        SELECT DISTINCT ON (t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value)
+               t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value, c.dims
+        FROM touched t
+        JOIN meter.contributions c
+          ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
+         AND c.ts >= t.window_start AND c.ts < t.window_start + interval '1 minute' AND c.dims_key = t.dims_key
+        WHERE c.unique_value IS NOT NULL
+        """,
+        *columns,
+    )
+
+
+# ---------------------------------------------------------------- applier state
+
+
+@dataclass(frozen=True)
+class ApplierState:
+    cursor: str
+    applied_position: int
+    applied_ingest_time: datetime | None
+    applied_watermark: datetime | None
+    head_position: int
+    head_ingest_time: datetime | None
+    caught_up: bool
+    entries_applied: int
+    unmetered_events: int
+    unknown_meter_records: int
+    unknown_customer_entries: int
+    unusable_value_events: int
+    last_apply_time: datetime | None
+
+
+@dataclass
+class Tally:
+    """Counts of one applied batch, added to the applier's totals."""
+
+    entries: int = 0
+    unmetered_events: int = 0
+    unknown_meter_records: int = 0
+    unknown_customer_entries: int = 0
+    unusable_value_events: int = 0
+
+
+async def load_state(conn: asyncpg.Connection, consumer: str = "main") -> ApplierState:
+    row = await conn.fetchrow(
+        """
+        SELECT cursor, applied_position, applied_ingest_time, applied_watermark, head_position, head_ingest_time,
+               caught_up, entries_applied, unmetered_events, unknown_meter_records, unknown_customer_entries,
+               unusable_value_events, last_apply_time
+        FROM meter.applier_state WHERE consumer = $1
+        """,
+        consumer,
+    )
+    return ApplierState(**dict(row))
+
+
+async def save_progress(
+    conn: asyncpg.Connection,
+    *,
+    cursor: str,
+    applied_position: int,
+    applied_ingest_time: datetime | None,
+    watermark: datetime | None,
+    head_position: int,
+    head_ingest_time: datetime | None,
+    caught_up: bool,
+    tally: Tally,
+    consumer: str = "main",
+) -> None:
+    """Advance the cursor; called in the same transaction as the bucket updates."""
+    await conn.execute(
+        """
+        UPDATE meter.applier_state SET
+            cursor = $2,
+            applied_position = greatest(applied_position, $3),
+            applied_ingest_time = coalesce($4, applied_ingest_time),
+            applied_watermark = coalesce($5, applied_watermark),
+            head_position = greatest(head_position, $6),
+            head_ingest_time = coalesce($7, head_ingest_time),
+            caught_up = $8,
+            entries_applied = entries_applied + $9,
+            unmetered_events = unmetered_events + $10,
+            unknown_meter_records = unknown_meter_records + $11,
+            unknown_customer_entries = unknown_customer_entries + $12,
+            unusable_value_events = unusable_value_events + $13,
+            last_apply_time = CASE WHEN $9 > 0 THEN now() ELSE last_apply_time END
+        WHERE consumer = $1
+        """,
+        consumer,
+        cursor,
+        applied_position,
+        applied_ingest_time,
+        watermark,
+        head_position,
+        head_ingest_time,
+        caught_up,
+        tally.entries,
+        tally.unmetered_events,
+        tally.unknown_meter_records,
+        tally.unknown_customer_entries,
+        tally.unusable_value_events,
+    )
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _edge_args(start: datetime, inner_start: datetime, inner_end: datetime, end: datetime) -> list[datetime]:
+    return [start, inner_start, inner_end, end]
+
+
+_EDGE = "((c.ts >= $3 AND c.ts < $4) OR (c.ts >= $5 AND c.ts < $6))"
+
+
+async def summary_rows(
+    conn: asyncpg.Connection,
+    customer_id: str,
+    meter_key: str,
+    span: tuple[datetime, datetime, datetime, datetime],
+    boundaries: Sequence[datetime],
+    dimension_filter: dict[str, str],
+    with_latest: bool,
+) -> list[asyncpg.Record]:
+    """Per (dims, point) sums, counts, min, max (and latest) over [start, end).
+
+    ``span`` is (start, inner_start, inner_end, end): whole buckets cover [inner_start,
+    inner_end), raw contributions cover the edges. ``boundaries`` split the period into points.
+    """
+    latest = (
+        """, (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_ts,
+             (array_agg(latest_id ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_id,
+             (array_agg(latest_value ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_value"""
+        if with_latest
+        else ""
+    )
+    return await conn.fetch(
+        f"""
+        SELECT dims_key, min(dims::text) AS dims, width_bucket(t, $7::timestamptz[]) AS point,
+               sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
+               {latest}
+        FROM (
+            SELECT b.dims_key, b.dims, b.window_start AS t, b.count, b.total, b.minimum, b.maximum,
+                   b.latest_ts, b.latest_id, b.latest_value
+            FROM meter.buckets b
+            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
+              AND b.dims @> $8::jsonb
+            UNION ALL
+            SELECT c.dims_key, c.dims, c.ts, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
+            FROM meter.contributions c
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $8::jsonb
+        ) x
+        GROUP BY dims_key, point
+        """,
+        customer_id,
+        meter_key,
+        *span,
+        list(boundaries),
+        json.dumps(dimension_filter),
+    )
+
+
+async def unique_rows(
+    conn: asyncpg.Connection,
+    customer_id: str,
+    meter_key: str,
+    span: tuple[datetime, datetime, datetime, datetime],
+    boundaries: Sequence[datetime],
+    dimension_filter: dict[str, str],
+) -> list[asyncpg.Record]:
+    """Distinct (dims, point, value) of a COUNT_UNIQUE meter over [start, end)."""
+    return await conn.fetch(
+        f"""
+        SELECT DISTINCT dims_key, dims::text AS dims, width_bucket(t, $7::timestamptz[]) AS point, value
+        FROM (
+            SELECT u.dims_key, u.dims, u.window_start AS t, u.value
+            FROM meter.bucket_uniques u
+            WHERE u.customer_id = $1 AND u.meter_key = $2 AND u.window_start >= $4 AND u.window_start < $5
+              AND u.dims @> $8::jsonb
+            UNION ALL
+            SELECT c.dims_key, c.dims, c.ts, c.unique_value
+            FROM meter.contributions c
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $8::jsonb
+              AND c.unique_value IS NOT NULL
+        ) x
+        """,
+        customer_id,
+        meter_key,
+        *span,
+        list(boundaries),
+        json.dumps(dimension_filter),
+    )
+
+
+async def weighted_rows(
+    conn: asyncpg.Connection,
+    customer_id: str,
+    meter_key: str,
+    span: tuple[datetime, datetime, datetime, datetime],
+    dimension_filter: dict[str, str],
+) -> list[asyncpg.Record]:
+    """Pieces of a WEIGHTED_SUM meter inside [start, end): whole buckets and edge contributions."""
+    return await conn.fetch(
+        f"""
+        SELECT b.dims_key, b.dims::text AS dims, b.first_ts, b.window_start + interval '1 minute' AS piece_end,
+               b.integral, b.latest_value, b.latest_id AS tiebreak
+        FROM meter.buckets b
+        WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
+          AND b.dims @> $7::jsonb
+        UNION ALL
+        SELECT c.dims_key, c.dims::text, c.ts, c.ts, 0, c.value, c.entry_id
+        FROM meter.contributions c
+        WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $7::jsonb
+        """,
+        customer_id,
+        meter_key,
+        *span,
+        json.dumps(dimension_filter),
+    )
+
+
+async def carry_in_rows(
+    conn: asyncpg.Connection, customer_id: str, meter_key: str, before: datetime, dimension_filter: dict[str, str]
+) -> list[asyncpg.Record]:
+    """The value in force at ``before`` per dimension set: each one's latest contribution before it."""
+    return await conn.fetch(
+        """
+        SELECT DISTINCT ON (dims_key) dims_key, dims::text AS dims, value
+        FROM meter.contributions
+        WHERE customer_id = $1 AND meter_key = $2 AND ts < $3 AND dims @> $4::jsonb
+        ORDER BY dims_key, ts DESC, entry_id DESC
+        """,
+        customer_id,
+        meter_key,
+        before,
+        json.dumps(dimension_filter),
+    )
+
+
+# ---------------------------------------------------------------- backfills
+
+
+async def find_running_backfill(conn, meter_key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM meter.backfills WHERE meter_key = $1 AND state = 'running'", meter_key)
+
+
+async def create_backfill(conn, backfill_id: str, meter_key: str, target_position: int) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO meter.backfills (id, meter_key, state, target_position) VALUES ($1, $2, 'running', $3)
+        ON CONFLICT (meter_key) WHERE state = 'running' DO NOTHING
+        RETURNING *
+        """,
+        backfill_id,
+        meter_key,
+        target_position,
+    )
+
+
+async def get_backfill(conn, backfill_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM meter.backfills WHERE id = $1", backfill_id)
+
+
+async def running_backfills(conn) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM meter.backfills WHERE state = 'running' ORDER BY create_time")
+
+
+async def save_backfill_progress(conn, backfill_id: str, cursor: str, position: int, entries: int, done: bool) -> None:
+    await conn.execute(
+        """
+        UPDATE meter.backfills SET cursor = $2, position = greatest(position, $3), entries_applied = entries_applied + $4,
+               state = CASE WHEN $5 THEN 'done' ELSE state END,
+               finish_time = CASE WHEN $5 THEN now() ELSE finish_time END
+        WHERE id = $1
+        """,
+        backfill_id,
+        cursor,
+        position,
+        entries,
+        done,
+    )
+
+
+async def fail_backfill(conn, backfill_id: str, error: str) -> None:
+    await conn.execute(
+        "UPDATE meter.backfills SET state = 'failed', error = $2, finish_time = now() WHERE id = $1", backfill_id, error
+    )
+
+
+# ---------------------------------------------------------------- thresholds and alerts
+
+
+async def insert_threshold(conn, values: dict[str, Any]) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO meter.thresholds (id, meter_key, plan_key, customer_id, absolute_units, percent_of_included, name)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+        """,
+        values["id"],
+        values["meter_key"],
+        values["plan_key"],
+        values["customer_id"],
+        values["absolute_units"],
+        values["percent_of_included"],
+        values["name"],
+    )
+
+
+async def list_thresholds(conn, meter_key: str, after_id: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT * FROM meter.thresholds WHERE ($1 = '' OR meter_key = $1) AND id > $2 ORDER BY id LIMIT $3
+        """,
+        meter_key,
+        after_id,
+        limit,
+    )
+
+
+async def thresholds_for_meters(conn, meter_keys: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM meter.thresholds WHERE meter_key = ANY($1::text[])", list(meter_keys))
+
+
+async def delete_threshold(conn, threshold_id: str) -> bool:
+    return (await conn.execute("DELETE FROM meter.thresholds WHERE id = $1", threshold_id)) != "DELETE 0"
+
+
+async def lock_alert_inserts(conn) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", ALERT_INSERT_LOCK)
+
+
+async def insert_alert(conn, values: dict[str, Any]) -> asyncpg.Record | None:
+    """Record an alert unless this threshold already fired for this customer and period."""
+    return await conn.fetchrow(
+        """
+        INSERT INTO meter.alerts (id, threshold_id, customer_id, meter_key, period_start, period_end, threshold_units, usage)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (threshold_id, customer_id, period_start) DO NOTHING
+        RETURNING *
+        """,
+        values["id"],
+        values["threshold_id"],
+        values["customer_id"],
+        values["meter_key"],
+        values["period_start"],
+        values["period_end"],
+        values["threshold_units"],
+        values["usage"],
+    )
+
+
+async def list_alerts(conn, after_sequence: int, customer_id: str, meter_key: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT * FROM meter.alerts
+        WHERE sequence > $1 AND ($2 = '' OR customer_id = $2) AND ($3 = '' OR meter_key = $3)
+        ORDER BY sequence LIMIT $4
+        """,
+        after_sequence,
+        customer_id,
+        meter_key,
+        limit,
+    )

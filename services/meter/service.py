@@ -1,0 +1,531 @@
+"""Use cases of the meter: apply log entries, answer usage queries, thresholds and alerts.
+
+The applier's use case (``apply_entries``) runs inside the caller's transaction so that the
+cursor can be committed with the bucket updates; queries run on a pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+import structlog
+
+from services.meter import repository as repo
+from services.meter.domain.aggregation import (
+    ZERO,
+    Piece,
+    Summary,
+    combine_all,
+    summary_value,
+    weighted_value,
+)
+from services.meter.domain.matching import (
+    IncomingEvent,
+    IncomingUsage,
+    UnusableValue,
+    event_contribution,
+    meter_matches,
+    usage_contribution,
+)
+from services.meter.domain.model import Aggregation, Contribution, MeterDefinition
+from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
+from services.meter.domain.windows import Granularity, aligned_span, series_windows, window_start
+from tally.domain.periods import Schedule
+from tally.errors import InvalidInput, NotFound, Violation, Violations
+from tally.metrics import ALERTS_FIRED
+
+log = structlog.get_logger()
+UTC = timezone.utc
+
+
+@dataclass(frozen=True)
+class BillingContext:
+    """What thresholds need to know about a customer at an instant."""
+
+    plan_key: str | None
+    schedule: Schedule | None
+    included_units: Decimal | None
+
+
+class CatalogView(Protocol):
+    """The meter's read-only view of the catalog (kept fresh by the catalog cache)."""
+
+    def meters_for_event_type(self, event_type: str) -> list[MeterDefinition]: ...
+    def meter(self, key: str) -> MeterDefinition | None: ...
+    def customer_known(self, customer_id: str) -> bool: ...
+    def customer_time_zone(self, customer_id: str) -> str: ...
+    async def resolve_customer_id(self, customer_id: str, external_id: str) -> str | None: ...
+    def billing(self, customer_id: str, instant: datetime, meter_key: str) -> BillingContext: ...
+    async def sync(self) -> None: ...
+
+
+# ---------------------------------------------------------------- apply
+
+
+@dataclass
+class AppliedBatch:
+    tally: repo.Tally
+    # (customer, meter) -> window starts that received new contributions.
+    touched: dict[tuple[str, str], set[datetime]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+async def apply_entries(
+    conn: asyncpg.Connection,
+    entries: Sequence[tuple[int, object]],
+    catalog: CatalogView,
+    only_meter: str | None = None,
+) -> AppliedBatch:
+    """Apply log entries (position, IncomingEvent | IncomingUsage | voided event id) to the buckets.
+
+    ``only_meter`` restricts the batch to one meter (a backfill); the unmetered and unknown
+    counters are then left to the main applier, which has already counted these entries.
+    """
+    tally = repo.Tally(entries=len(entries))
+    rows: dict[tuple[str, str], tuple[Contribution, datetime, int]] = {}
+    voided: dict[str, int] = {}
+    counting = only_meter is None
+    for position, item in entries:
+        if isinstance(item, IncomingEvent):
+            if counting and not catalog.customer_known(item.customer_id):
+                tally.unknown_customer_entries += 1
+            meters = [m for m in catalog.meters_for_event_type(item.event_type) if only_meter in (None, m.key)]
+            matched = [m for m in meters if meter_matches(m, item)]
+            if counting and not matched:
+                tally.unmetered_events += 1
+            for meter in matched:
+                try:
+                    contribution = event_contribution(meter, item)
+                except UnusableValue:
+                    if counting:
+                        tally.unusable_value_events += 1
+                    continue
+                rows.setdefault((contribution.entry_id, meter.key), (contribution, window_start(contribution.timestamp), position))
+        elif isinstance(item, IncomingUsage):
+            if only_meter not in (None, item.meter_key):
+                continue
+            meter = catalog.meter(item.meter_key)
+            if counting and not catalog.customer_known(item.customer_id):
+                tally.unknown_customer_entries += 1
+            if meter is None:
+                if counting:
+                    tally.unknown_meter_records += 1
+                continue
+            contribution = usage_contribution(meter, item)
+            rows.setdefault((contribution.entry_id, meter.key), (contribution, window_start(contribution.timestamp), position))
+        elif isinstance(item, str):
+            voided.setdefault(item, position)
+    inserted = await repo.insert_contributions(conn, list(rows.values()))
+    removed = await repo.void_entries(conn, list(voided), list(voided.values()))
+    unique_meters = {key[1] for key in [*inserted, *removed] if _aggregation(catalog, key[1]) is Aggregation.COUNT_UNIQUE}
+    await repo.recompute_windows(conn, [*inserted, *removed], unique_meters)
+    batch = AppliedBatch(tally=tally)
+    for customer_id, meter_key, start, _dims in inserted:
+        batch.touched.setdefault((customer_id, meter_key), set()).add(start)
+    return batch
+
+
+def _aggregation(catalog: CatalogView, meter_key: str) -> Aggregation | None:
+    meter = catalog.meter(meter_key)
+    return meter.aggregation if meter is not None else None
+
+
+async def evaluate_thresholds(conn: asyncpg.Connection, batch: AppliedBatch, catalog: CatalogView) -> list[Alert]:
+    """Record an alert for every threshold newly crossed by the batch, once per period."""
+    if not batch.touched:
+        return []
+    meter_keys = sorted({meter_key for _, meter_key in batch.touched})
+    thresholds = [_threshold(r) for r in await repo.thresholds_for_meters(conn, meter_keys)]
+    if not thresholds:
+        return []
+    by_meter: dict[str, list[Threshold]] = defaultdict(list)
+    for threshold in thresholds:
+        by_meter[threshold.meter_key].append(threshold)
+    fired: list[Alert] = []
+    locked = False
+    for (customer_id, meter_key), starts in sorted(batch.touched.items()):
+        meter = catalog.meter(meter_key)
+        if meter is None or meter_key not in by_meter:
+            continue
+        time_zone = catalog.customer_time_zone(customer_id)
+        checked: set[datetime] = set()
+        for instant in sorted(starts):
+            context = catalog.billing(customer_id, instant, meter_key)
+            period = alert_period(context.schedule, instant, time_zone)
+            if period.start in checked:
+                continue
+            checked.add(period.start)
+            usage: Decimal | None = None
+            for threshold in by_meter[meter_key]:
+                if not threshold.applies_to(customer_id, context.plan_key):
+                    continue
+                level = threshold.units(context.included_units)
+                if level is None:
+                    continue
+                if usage is None:
+                    points = await compute_points(conn, meter, customer_id, [(period.start, period.end)], (), {})
+                    usage = points[0].total
+                if not crossed(usage, level):
+                    continue
+                if not locked:
+                    await repo.lock_alert_inserts(conn)
+                    locked = True
+                row = await repo.insert_alert(
+                    conn,
+                    {
+                        "id": str(uuid.uuid4()),
+                        "threshold_id": threshold.id,
+                        "customer_id": customer_id,
+                        "meter_key": meter_key,
+                        "period_start": period.start,
+                        "period_end": period.end,
+                        "threshold_units": level,
+                        "usage": usage,
+                    },
+                )
+                if row is not None:
+                    fired.append(alert_from_row(row))
+                    ALERTS_FIRED.labels(meter_key).inc()
+                    log.info("alert_fired", threshold_id=threshold.id, customer_id=customer_id, meter_key=meter_key)
+    return fired
+
+
+# ---------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class PointValue:
+    total: Decimal
+    # Group-by values (as a sorted tuple of pairs) -> value.
+    breakdown: dict[tuple[tuple[str, str], ...], Decimal]
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    customer_id: str
+    customer_external_id: str
+    meter_key: str
+    start: datetime
+    end: datetime
+    group_by: tuple[str, ...] = ()
+    dimension_filter: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    customer_id: str
+    meter_key: str
+    start: datetime
+    end: datetime
+    value: Decimal
+    breakdown: list[tuple[dict[str, str], Decimal]]
+    applied_position: int
+
+
+def _group(dims: dict[str, str], group_by: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((key, dims.get(key, "")) for key in group_by)
+
+
+async def compute_points(
+    conn: asyncpg.Connection,
+    meter: MeterDefinition,
+    customer_id: str,
+    points: Sequence[tuple[datetime, datetime]],
+    group_by: Sequence[str],
+    dimension_filter: dict[str, str],
+) -> list[PointValue]:
+    """The exact value of each consecutive point [start, end) (and per group-by values)."""
+    start, end = points[0][0], points[-1][1]
+    inner_start, inner_end = aligned_span(start, end)
+    span = (start, inner_start, inner_end, end)
+    boundaries = [p[0] for p in points] + [end]
+    agg = meter.aggregation
+    if agg is Aggregation.WEIGHTED_SUM:
+        return await _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter)
+    rows = await repo.summary_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST)
+    totals: list[list[Summary]] = [[] for _ in points]
+    groups: list[dict[tuple, list[Summary]]] = [defaultdict(list) for _ in points]
+    for row in rows:
+        index = row["point"] - 1
+        if not 0 <= index < len(points):
+            continue
+        latest_key = (row["latest_ts"], row["latest_id"]) if agg is Aggregation.LATEST else None
+        summary = Summary(
+            count=row["count"],
+            total=row["total"],
+            minimum=row["minimum"],
+            maximum=row["maximum"],
+            latest_key=latest_key,
+            latest_value=row["latest_value"] if latest_key else None,
+        )
+        totals[index].append(summary)
+        if group_by:
+            groups[index][_group(json.loads(row["dims"]), group_by)].append(summary)
+    if agg is not Aggregation.COUNT_UNIQUE:
+        return [
+            PointValue(
+                summary_value(agg, combine_all(totals[i])),
+                {g: summary_value(agg, combine_all(s)) for g, s in groups[i].items()},
+            )
+            for i in range(len(points))
+        ]
+    distinct: list[set[str]] = [set() for _ in points]
+    distinct_groups: list[dict[tuple, set[str]]] = [defaultdict(set) for _ in points]
+    for row in await repo.unique_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter):
+        index = row["point"] - 1
+        if not 0 <= index < len(points):
+            continue
+        distinct[index].add(row["value"])
+        if group_by:
+            distinct_groups[index][_group(json.loads(row["dims"]), group_by)].add(row["value"])
+    result = []
+    for i in range(len(points)):
+        keys = set(groups[i]) | set(distinct_groups[i])
+        result.append(
+            PointValue(
+                summary_value(agg, combine_all(totals[i]), len(distinct[i])),
+                {g: summary_value(agg, combine_all(groups[i].get(g, [])), len(distinct_groups[i].get(g, ()))) for g in keys},
+            )
+        )
+    return result
+
+
+async def _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter) -> list[PointValue]:
+    pieces: dict[str, list[tuple[tuple[datetime, str], Piece]]] = defaultdict(list)
+    dims_of: dict[str, dict[str, str]] = {}
+    for row in await repo.weighted_rows(conn, customer_id, meter.key, span, dimension_filter):
+        dims_of[row["dims_key"]] = json.loads(row["dims"])
+        piece = Piece(row["first_ts"], row["piece_end"], row["integral"], row["latest_value"])
+        pieces[row["dims_key"]].append(((row["first_ts"], row["tiebreak"]), piece))
+    carry: dict[str, Decimal] = {}
+    for row in await repo.carry_in_rows(conn, customer_id, meter.key, span[0], dimension_filter):
+        dims_of[row["dims_key"]] = json.loads(row["dims"])
+        carry[row["dims_key"]] = row["value"]
+    totals = [ZERO] * len(points)
+    groups: list[dict[tuple, Decimal]] = [defaultdict(lambda: ZERO) for _ in points]
+    for key, dims in dims_of.items():
+        ordered = [p for _, p in sorted(pieces.get(key, []), key=lambda item: item[0])]
+        current = carry.get(key, ZERO)
+        cursor = 0
+        for i, (p_start, p_end) in enumerate(points):
+            inside = []
+            while cursor < len(ordered) and ordered[cursor].first_time < p_end:
+                inside.append(ordered[cursor])
+                cursor += 1
+            value = weighted_value(inside, current, p_start, p_end)
+            if inside:
+                current = inside[-1].last_value
+            totals[i] += value
+            if group_by:
+                groups[i][_group(dims, group_by)] += value
+    return [PointValue(totals[i], dict(groups[i])) for i in range(len(points))]
+
+
+class UsageQueries:
+    """GetUsage, UsageSeries and GetMeterStatus over a pool."""
+
+    def __init__(self, pool: asyncpg.Pool, catalog: CatalogView) -> None:
+        self._pool = pool
+        self._catalog = catalog
+
+    async def _resolve(self, query: UsageQuery, problems: Violations) -> tuple[str, MeterDefinition | None]:
+        meter = None
+        if not query.meter_key:
+            problems.add("meter_key", "is required", "REQUIRED")
+        else:
+            meter = self._catalog.meter(query.meter_key)
+        if not query.customer_id and not query.customer_external_id:
+            problems.add("customer", "name a customer by id or external_id", "REQUIRED")
+        if meter is not None:
+            for i, key in enumerate(query.group_by):
+                if key not in meter.group_by:
+                    problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
+            for key in query.dimension_filter:
+                if key not in meter.group_by:
+                    problems.add(f"dimension_filter[{key}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
+        problems.raise_if_any("invalid usage query")
+        if meter is None:
+            raise NotFound(f"no meter with key {query.meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": query.meter_key})
+        customer_id = await self._catalog.resolve_customer_id(query.customer_id, query.customer_external_id)
+        if customer_id is None:
+            raise NotFound("no such customer", reason="CUSTOMER_NOT_FOUND", metadata={"external_id": query.customer_external_id})
+        return customer_id, meter
+
+    async def get_usage(self, query: UsageQuery, problems: Violations) -> UsageResult:
+        customer_id, meter = await self._resolve(query, problems)
+        async with self._pool.acquire() as conn:
+            points = await compute_points(conn, meter, customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter)
+            applied = await conn.fetchval("SELECT applied_position FROM meter.applier_state WHERE consumer = 'main'")
+        point = points[0]
+        breakdown = sorted(((dict(g), v) for g, v in point.breakdown.items()), key=lambda item: sorted(item[0].items()))
+        return UsageResult(customer_id, meter.key, query.start, query.end, point.total, breakdown, applied or 0)
+
+    async def usage_series(
+        self, query: UsageQuery, granularity: Granularity | None, time_zone: str, problems: Violations
+    ) -> list[tuple[datetime, datetime, Decimal]]:
+        zone = None
+        if granularity is None:
+            problems.add("granularity", "must be HOUR, DAY or MONTH", "REQUIRED")
+        try:
+            zone = ZoneInfo(time_zone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.add("time_zone", f"unknown IANA time zone {time_zone!r}", "UNKNOWN_TIME_ZONE")
+        customer_id, meter = await self._resolve(query, problems)
+        windows = series_windows(query.start, query.end, granularity, zone)
+        if len(windows) > 10_000:
+            raise InvalidInput("too many points", violations=[Violation("granularity", "the series would exceed 10,000 points", "TOO_MANY_POINTS")])
+        async with self._pool.acquire() as conn:
+            points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter)
+        return [(s, e, p.total) for (s, e), p in zip(windows, points)]
+
+    async def status(self) -> repo.ApplierState:
+        async with self._pool.acquire() as conn:
+            return await repo.load_state(conn)
+
+
+# ---------------------------------------------------------------- thresholds and alerts
+
+
+def _threshold(row) -> Threshold:
+    return Threshold(
+        id=row["id"],
+        meter_key=row["meter_key"],
+        plan_key=row["plan_key"],
+        customer_id=row["customer_id"],
+        absolute_units=row["absolute_units"],
+        percent_of_included=row["percent_of_included"],
+        name=row["name"],
+        create_time=row["create_time"],
+    )
+
+
+def alert_from_row(row) -> Alert:
+    return Alert(
+        id=row["id"],
+        sequence=row["sequence"],
+        threshold_id=row["threshold_id"],
+        customer_id=row["customer_id"],
+        meter_key=row["meter_key"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        threshold_units=row["threshold_units"],
+        usage=row["usage"],
+        fire_time=row["fire_time"],
+    )
+
+
+class AlertBook:
+    """Thresholds and alerts; wakes WatchAlerts streams when the applier records alerts."""
+
+    def __init__(self, pool: asyncpg.Pool, catalog: CatalogView) -> None:
+        self._pool = pool
+        self._catalog = catalog
+        self._changed = asyncio.Condition()
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_new(self, timeout: float) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def create_threshold(self, new: NewThreshold) -> Threshold:
+        new.validate(known_meter=self._catalog.meter(new.meter_key) is not None)
+        async with self._pool.acquire() as conn:
+            row = await repo.insert_threshold(conn, {"id": str(uuid.uuid4()), **new.__dict__})
+        log.info("threshold_created", threshold_id=row["id"], meter_key=new.meter_key)
+        return _threshold(row)
+
+    async def list_thresholds(self, meter_key: str, after_id: str, limit: int) -> list[Threshold]:
+        async with self._pool.acquire() as conn:
+            return [_threshold(r) for r in await repo.list_thresholds(conn, meter_key, after_id, limit)]
+
+    async def delete_threshold(self, threshold_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            if not await repo.delete_threshold(conn, threshold_id):
+                raise NotFound("no such threshold", reason="THRESHOLD_NOT_FOUND", metadata={"id": threshold_id})
+
+    async def alerts_after(self, sequence: int, customer_id: str, meter_key: str, limit: int) -> list[Alert]:
+        async with self._pool.acquire() as conn:
+            return [alert_from_row(r) for r in await repo.list_alerts(conn, sequence, customer_id, meter_key, limit)]
+
+
+# ---------------------------------------------------------------- backfills
+
+
+@dataclass(frozen=True)
+class BackfillView:
+    id: str
+    meter_key: str
+    state: str
+    position: int
+    target_position: int
+    entries_applied: int
+    error: str
+    create_time: datetime
+    finish_time: datetime | None
+
+
+def _backfill(row) -> BackfillView:
+    return BackfillView(
+        id=row["id"],
+        meter_key=row["meter_key"],
+        state=row["state"],
+        position=row["position"],
+        target_position=row["target_position"],
+        entries_applied=row["entries_applied"],
+        error=row["error"],
+        create_time=row["create_time"],
+        finish_time=row["finish_time"],
+    )
+
+
+class BackfillRunner(Protocol):
+    async def head_position(self) -> int: ...
+    def ensure_running(self, backfill_id: str, meter_key: str) -> None: ...
+
+
+class BackfillService:
+    """BackfillMeter and GetBackfill: replays of the log for one meter, run in the background."""
+
+    def __init__(self, pool: asyncpg.Pool, catalog: CatalogView, runner: BackfillRunner) -> None:
+        self._pool = pool
+        self._catalog = catalog
+        self._runner = runner
+
+    async def start_backfill(self, meter_key: str) -> BackfillView:
+        """Start replaying the log for ``meter_key``; while one runs, return that one (idempotent)."""
+        if not meter_key:
+            raise InvalidInput("meter_key is required", violations=[Violation("meter_key", "is required", "REQUIRED")])
+        await self._catalog.sync()
+        if self._catalog.meter(meter_key) is None:
+            raise NotFound(f"no meter with key {meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": meter_key})
+        target = await self._runner.head_position()
+        async with self._pool.acquire() as conn:
+            row = await repo.create_backfill(conn, str(uuid.uuid4()), meter_key, target)
+            if row is None:
+                row = await repo.find_running_backfill(conn, meter_key)
+        self._runner.ensure_running(row["id"], meter_key)
+        log.info("backfill_requested", backfill_id=row["id"], meter_key=meter_key)
+        return _backfill(row)
+
+    async def get_backfill(self, backfill_id: str) -> BackfillView:
+        async with self._pool.acquire() as conn:
+            row = await repo.get_backfill(conn, backfill_id)
+        if row is None:
+            raise NotFound("no such backfill", reason="BACKFILL_NOT_FOUND", metadata={"id": backfill_id})
+        return _backfill(row)
