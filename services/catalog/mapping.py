@@ -64,7 +64,7 @@ def decimal_field(parent, name: str) -> Decimal | None:
 
 
 def decimal_out(value: Decimal | None) -> common_pb2.Decimal | None:
-    return None if value is None else common_pb2.Decimal(value=str(value))
+    return None if value is None else common_pb2.Decimal(value=format(value, "f"))
 
 
 def time_in(parent, name: str) -> datetime | None:

@@ -264,7 +264,7 @@ def _dec(value: str | None) -> Decimal | None:
 
 
 def _str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else format(value, "f")
 
 
 def _price_json(price: Price | None) -> dict | None:
