@@ -1,14 +1,16 @@
-"""`tally`: serve, migrate and run the services (operator commands grow here)."""
+"""`tally`: run the services and operate them: customers, events, usage, invoices, alerts, status."""
 
 from __future__ import annotations
 
 import typer
 
 from tally.cli.catalog import catalog_app
+from tally.cli.keys import keys_app
 from tally.config import SERVICES
 
 app = typer.Typer(help="Tally: usage metering and billing.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
