@@ -23,9 +23,11 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from tally.auth import ApiKeyClientInterceptor, service_api_key
 from tally.channels import MAX_MESSAGE_BYTES
 from tally.config import service_address
 from tally.interceptors import RequestIdClientInterceptor
+from tally.tls import TlsConfig
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -135,22 +137,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _stream_channel(target: str) -> grpc.aio.Channel:
-    # The sender retries whole streams itself (resending unacknowledged batches), so the
-    # channel's own retry policy is off, and reconnects start fast to match its backoff.
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 0),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 5000),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-        interceptors=[RequestIdClientInterceptor()],
-    )
+def _stream_channel(target: str, api_key: str | None) -> grpc.aio.Channel:
+    """A channel like tally.channels.connect (TLS and API key from the environment), except that
+    the channel's own retry policy is off: the sender retries whole streams itself, resending
+    unacknowledged batches. Reconnects start fast to match the sender's backoff."""
+    tls = TlsConfig.from_env()
+    api_key = service_api_key() if api_key is None else api_key
+    interceptors: list = [RequestIdClientInterceptor()]
+    if api_key:
+        interceptors.append(ApiKeyClientInterceptor(api_key))
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", 0),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        ("grpc.keepalive_time_ms", 30_000),
+        *tls.channel_options(),
+    ]
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 @dataclass
@@ -197,11 +206,13 @@ class AsyncEventSender:
         max_backoff: float = 5.0,
         max_reconnects: int = 20,
         metadata: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         on_result: Callable[[EventOutcome], None] | None = None,
     ) -> None:
         """
         Args:
             target: host:port of ingest; defaults to TALLY_INGEST_ADDR.
+            api_key: the bearer key to present; defaults to TALLY_SERVICE_API_KEY.
             channel: an existing channel to use instead (not closed by the sender).
             batch_size: events per batch (ingest accepts up to 1,000).
             flush_interval: seconds an event may wait in the buffer before its batch is sent.
@@ -224,7 +235,9 @@ class AsyncEventSender:
             metadata=tuple((metadata or {}).items()),
         )
         self._owns_channel = channel is None
-        self._channel = channel if channel is not None else _stream_channel(target or service_address("ingest"))
+        self._channel = channel if channel is not None else _stream_channel(
+            target or service_address("ingest"), api_key
+        )
         self._stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
         self._on_result = on_result
         self.stats = SenderStats()

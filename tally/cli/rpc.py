@@ -1,0 +1,57 @@
+"""Calling the services from CLI commands: channels, one asyncio.run per command, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import typer
+
+from tally.channels import connect
+from tally.cli.output import describe_rpc_error, print_error
+from tally.config import service_address
+from tally_gen.catalog.v1 import catalog_pb2_grpc
+from tally_gen.ingest.v1 import ingest_pb2_grpc
+from tally_gen.invoice.v1 import invoice_pb2_grpc
+from tally_gen.meter.v1 import meter_pb2_grpc
+
+T = TypeVar("T")
+
+STUBS = {
+    "catalog": catalog_pb2_grpc.CatalogServiceStub,
+    "ingest": ingest_pb2_grpc.IngestServiceStub,
+    "meter": meter_pb2_grpc.MeterServiceStub,
+    "invoice": invoice_pb2_grpc.InvoiceServiceStub,
+}
+
+TIMEOUT = 30.0
+
+
+def fail(message: str, violations: list[tuple[str, str]] | None = None) -> None:
+    """Report a problem found before any call and exit with code 1."""
+    print_error(
+        {
+            "code": "INVALID_ARGUMENT",
+            "message": message,
+            "reason": "",
+            "violations": [{"field": f, "description": d} for f, d in violations or []],
+        }
+    )
+    raise typer.Exit(1)
+
+
+def call(service: str, use: Callable[[object], Awaitable[T]]) -> T:
+    """Run ``use(stub)`` against ``service``; a failed RPC becomes readable lines and exit 1."""
+    address = service_address(service)
+
+    async def run() -> T:
+        async with connect(address) as channel:
+            return await use(STUBS[service](channel))
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as error:
+        print_error(describe_rpc_error(error, service, address))
+        raise typer.Exit(1) from None
