@@ -5,12 +5,32 @@ from __future__ import annotations
 import typer
 
 from tally.cli.catalog import catalog_app
-from tally.cli.keys import keys_app
+from tally.cli.customers import customers_app, subscriptions_app
+from tally.cli.events import events_app
+from tally.cli.invoices import invoices_app
+from tally.cli.output import MODE
+from tally.cli.status import health, status
+from tally.cli.usage import alerts_app, usage_app
 from tally.config import SERVICES
 
 app = typer.Typer(help="Tally: usage metering and billing.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-app.add_typer(keys_app, name="keys")
+app.add_typer(customers_app, name="customers")
+app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(events_app, name="events")
+app.add_typer(usage_app, name="usage")
+app.add_typer(invoices_app, name="invoices")
+app.add_typer(alerts_app, name="alerts")
+app.command()(status)
+app.command()(health)
+
+
+@app.callback()
+def options(
+    json_output: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of tables."),
+) -> None:
+    """Service addresses come from TALLY_<SERVICE>_ADDR (default 127.0.0.1:5005N)."""
+    MODE.json = json_output
 
 
 @app.command()
