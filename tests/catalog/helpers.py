@@ -16,7 +16,7 @@ def dec(value: str) -> common_pb2.Decimal:
 
 
 def meter(key: str | None = None, **fields) -> pb.Meter:
-    values = dict(key=key or unique("meter"), name="Call minutes", unit="minutes", event_type="call",
+    values = dict(key=key or unique("meter"), name="Call minutes", unit="minutes", event_type=unique("call"),
                   aggregation=pb.AGGREGATION_SUM, value_property="minutes")
     values.update(fields)
     return pb.Meter(**values)

@@ -31,9 +31,10 @@ def flt(prop="destination", op=pb.FILTER_OPERATOR_EQ, values=("US",)) -> pb.Mete
 class TestCreateMeterValidation:
     async def test_a_valid_meter_is_created_with_its_fields(self, stub):
         key = unique("meter")
-        created = (await create(stub, key=key, filters=[flt()], group_by=["region"])).meter
+        event_type = unique("call")
+        created = (await create(stub, key=key, event_type=event_type, filters=[flt()], group_by=["region"])).meter
         assert created.id.startswith("mtr_")
-        assert (created.key, created.event_type, created.aggregation) == (key, "call", pb.AGGREGATION_SUM)
+        assert (created.key, created.event_type, created.aggregation) == (key, event_type, pb.AGGREGATION_SUM)
         assert [(f.property, f.operator, list(f.values)) for f in created.filters] == [
             ("destination", pb.FILTER_OPERATOR_EQ, ["US"])
         ]
