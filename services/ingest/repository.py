@@ -123,12 +123,12 @@ LIMIT $4
 
 HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8"
 
-# The oldest open transaction of any other client of this database: rows that are not yet
-# visible were written after it began (or after now).
+# The oldest open transaction on the whole server (xids are server-wide, so the one holding
+# the snapshot xmin may belong to another database): a row not yet visible below the horizon
+# got its ingest_time after that transaction began, or after now.
 OLDEST_OPEN_TRANSACTION = """
 SELECT min(xact_start) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND backend_type = 'client backend' AND xact_start IS NOT NULL
+WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL
 """
 
 HEAD = """
@@ -150,6 +150,10 @@ SELECT (SELECT count(*) FROM ingest.events) AS events,
 UNMETERED_BY_TYPE = """
 SELECT event_type, count(*) AS n FROM ingest.events WHERE NOT metered GROUP BY event_type ORDER BY event_type
 """
+
+
+class WriteConflict(Exception):
+    """The write lost a deadlock against a concurrent writer and was rolled back: retry it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +206,23 @@ class IngestRepository:
         Keys taken by a concurrent sender are waited for by ON CONFLICT, then read back by a
         second statement, whose fresh snapshot sees that sender's committed row.
         """
-        # One lock order for every writer: two batches sharing keys cannot deadlock.
-        ordered = sorted(events, key=lambda e: e.idempotency_key)
-        rows = await self.conn.fetch(
+        # Send order is log order. Two concurrent batches sharing keys in different orders can
+        # deadlock; Postgres then aborts one and the service retries it (WriteConflict).
+        ordered = events
+        try:
+            rows = await self._insert_events(ordered)
+        except asyncpg.DeadlockDetectedError as error:
+            raise WriteConflict(str(error)) from error
+        by_key = {e.idempotency_key: e for e in ordered}
+        stored = {key: StoredKey(event_id, by_key[key].payload_hash, True) for key, event_id in rows}
+        if len(stored) < len(ordered):
+            missing = [e.idempotency_key for e in ordered if e.idempotency_key not in stored]
+            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
+                stored[key] = StoredKey(event_id, bytes(payload_hash), False)
+        return stored
+
+    async def _insert_events(self, ordered: Sequence[AcceptedEvent]) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
             INSERT_EVENTS,
             [e.idempotency_key for e in ordered],
             [e.payload_hash for e in ordered],
@@ -214,13 +232,6 @@ class IngestRepository:
             [e.properties for e in ordered],
             [e.metered for e in ordered],
         )
-        by_key = {e.idempotency_key: e for e in ordered}
-        stored = {key: StoredKey(event_id, by_key[key].payload_hash, True) for key, event_id in rows}
-        if len(stored) < len(ordered):
-            missing = [e.idempotency_key for e in ordered if e.idempotency_key not in stored]
-            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
-                stored[key] = StoredKey(event_id, bytes(payload_hash), False)
-        return stored
 
     async def get_event(self, idempotency_key: str) -> StoredEvent | None:
         row = await self.conn.fetchrow(SELECT_EVENT, idempotency_key)

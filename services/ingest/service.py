@@ -34,9 +34,9 @@ from services.ingest.domain.log import (
 )
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, validate_usage
-from services.ingest.repository import IngestCounts, IngestStore, StoredEvent
+from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKey, WriteConflict
 from tally import metrics
-from tally.errors import AlreadyExists, InvalidInput, NotFound, Violation
+from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
 
 log = structlog.get_logger()
 
@@ -45,6 +45,8 @@ UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
 UNKNOWN_METER = "UNKNOWN_METER"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
+# A batch that loses a deadlock against a concurrent batch sharing keys is retried.
+WRITE_ATTEMPTS = 3
 
 
 class CatalogDirectory(Protocol):
@@ -151,26 +153,49 @@ class IngestService:
                 unique.append(event)
         stored = {}
         if unique:
-            async with self.store.connection(transaction=atomic) as repo:
-                stored = await repo.insert_events(unique)
-                conflicts = [
-                    e for e in accepted if stored[e.idempotency_key].payload_hash != e.payload_hash
-                ]
-                if conflicts and atomic:
-                    # Raising inside the transaction rolls back the events stored with them.
-                    metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc(len(conflicts))
-                    raise _conflict_error(
-                        [e.idempotency_key for e in conflicts],
-                        [
-                            Violation(
-                                f"{prefix(e.index)}.idempotency_key",
-                                f"{e.idempotency_key!r} was already used for a different event",
-                                CONFLICT_REASON,
-                            )
-                            for e in conflicts
-                        ],
-                    )
+            stored = await self._store_events(unique, accepted, atomic=atomic, prefix=prefix)
             self._notify_committed()
+        return self._outcomes(events, rejected, accepted, stored, source, prefix)
+
+    async def _store_events(
+        self, unique: list[AcceptedEvent], accepted: list[AcceptedEvent], *, atomic: bool, prefix: Callable[[int], str]
+    ) -> dict[str, StoredKey]:
+        """Insert in one transaction; in ATOMIC mode a conflicting key rolls it all back."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self.store.connection(transaction=atomic) as repo:
+                    stored = await repo.insert_events(unique)
+                    conflicts = [e for e in accepted if stored[e.idempotency_key].payload_hash != e.payload_hash]
+                    if conflicts and atomic:
+                        # Raised inside the transaction: the events stored with them roll back.
+                        metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc(len(conflicts))
+                        raise _conflict_error(
+                            [e.idempotency_key for e in conflicts],
+                            [
+                                Violation(
+                                    f"{prefix(e.index)}.idempotency_key",
+                                    f"{e.idempotency_key!r} was already used for a different event",
+                                    CONFLICT_REASON,
+                                )
+                                for e in conflicts
+                            ],
+                        )
+                    return stored
+            except WriteConflict:
+                if attempt == WRITE_ATTEMPTS:
+                    raise Unavailable("too much contention on idempotency keys; retry", retry_after_seconds=0.1)
+                log.info("event_write_retried", attempt=attempt)
+        raise AssertionError("unreachable")
+
+    def _outcomes(
+        self,
+        events: Sequence[EventInput],
+        rejected: dict[int, list[Violation]],
+        accepted: list[AcceptedEvent],
+        stored: dict[str, StoredKey],
+        source: str,
+        prefix: Callable[[int], str],
+    ) -> BatchOutcome:
         outcomes: list[EventOutcome] = []
         by_index = {e.index: e for e in accepted}
         counted_as_new: set[str] = set()
