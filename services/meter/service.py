@@ -135,6 +135,15 @@ async def apply_entries(
     return batch
 
 
+async def fresh_meter(catalog: CatalogView, key: str) -> MeterDefinition | None:
+    """The meter from the cache; on a miss, once more after the cache caught up with the catalog."""
+    meter = catalog.meter(key)
+    if meter is None:
+        await catalog.sync()
+        meter = catalog.meter(key)
+    return meter
+
+
 def _aggregation(catalog: CatalogView, meter_key: str) -> Aggregation | None:
     meter = catalog.meter(meter_key)
     return meter.aggregation if meter is not None else None
@@ -343,7 +352,7 @@ class UsageQueries:
         if not query.meter_key:
             problems.add("meter_key", "is required", "REQUIRED")
         else:
-            meter = self._catalog.meter(query.meter_key)
+            meter = await fresh_meter(self._catalog, query.meter_key)
         if not query.customer_id and not query.customer_external_id:
             problems.add("customer", "name a customer by id or external_id", "REQUIRED")
         if meter is not None:
@@ -444,7 +453,8 @@ class AlertBook:
                 pass
 
     async def create_threshold(self, new: NewThreshold) -> Threshold:
-        new.validate(known_meter=self._catalog.meter(new.meter_key) is not None)
+        known = bool(new.meter_key) and await fresh_meter(self._catalog, new.meter_key) is not None
+        new.validate(known_meter=known)
         async with self._pool.acquire() as conn:
             row = await repo.insert_threshold(conn, {"id": str(uuid.uuid4()), **new.__dict__})
         log.info("threshold_created", threshold_id=row["id"], meter_key=new.meter_key)
