@@ -37,7 +37,7 @@ bench: install
 
 # SIGKILL soak: 20 seeded runs per service; figures go to .tally/soak-results.jsonl.
 soak: install
-	TALLY_SOAK_RECORD=1 $(BIN)/python -m pytest -m slow tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+	TALLY_SOAK_RECORD=1 $(BIN)/python -m pytest -m slow tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
