@@ -1,7 +1,71 @@
 """gRPC entrypoint of the invoice service: decode, call one use case, encode."""
 
-from tally_gen.invoice.v1 import invoice_pb2_grpc
+from __future__ import annotations
+
+from services.invoice import mapping
+from services.invoice.service import InvoiceService
+from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 
 
 class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
-    """Thin servicer; RPCs not yet implemented answer UNIMPLEMENTED."""
+    def __init__(self, service: InvoiceService) -> None:
+        self.service = service
+
+    async def CloseDuePeriods(self, request, context):
+        as_of = mapping.optional_time_from(request, "as_of")
+        result = await self.service.close_due_periods(as_of, list(request.subscription_ids))
+        return invoice_pb2.CloseDuePeriodsResponse(
+            invoices_created=len(result.created),
+            invoices_finalized=result.finalized,
+            waiting_for_usage=result.waiting_for_usage,
+            invoice_ids=result.created,
+            subscriptions_failed=result.failed,
+        )
+
+    async def GetInvoice(self, request, context):
+        ref = request.WhichOneof("ref")
+        invoice = await self.service.get_invoice(
+            invoice_id=request.id if ref == "id" else "", number=request.number if ref == "number" else ""
+        )
+        return invoice_pb2.GetInvoiceResponse(invoice=mapping.invoice_to(invoice))
+
+    async def ListInvoices(self, request, context):
+        found, token = await self.service.list_invoices(
+            requested_page_size=request.page_size,
+            page_token=request.page_token,
+            customer_id=request.customer_id,
+            subscription_id=request.subscription_id,
+            status=mapping.status_from(request.status),
+        )
+        return invoice_pb2.ListInvoicesResponse(invoices=[mapping.invoice_to(i) for i in found], next_page_token=token)
+
+    async def FinalizeInvoice(self, request, context):
+        invoice = await self.service.finalize_invoice(request.id)
+        return invoice_pb2.FinalizeInvoiceResponse(invoice=mapping.invoice_to(invoice))
+
+    async def MarkInvoicePaid(self, request, context):
+        invoice = await self.service.mark_invoice_paid(request.id)
+        return invoice_pb2.MarkInvoicePaidResponse(invoice=mapping.invoice_to(invoice))
+
+    async def VoidInvoice(self, request, context):
+        invoice = await self.service.void_invoice(request.id, request.reason)
+        return invoice_pb2.VoidInvoiceResponse(invoice=mapping.invoice_to(invoice))
+
+    async def UpcomingInvoice(self, request, context):
+        invoice = await self.service.upcoming_invoice(request.subscription_id, mapping.optional_time_from(request, "as_of"))
+        return invoice_pb2.UpcomingInvoiceResponse(invoice=mapping.invoice_to(invoice))
+
+    async def ListBillingPeriods(self, request, context):
+        found, token = await self.service.list_billing_periods(
+            request.subscription_id,
+            mapping.optional_time_from(request, "until"),
+            request.page_size,
+            request.page_token,
+        )
+        return invoice_pb2.ListBillingPeriodsResponse(
+            periods=[mapping.period_to(period, invoice_id) for period, invoice_id in found], next_page_token=token
+        )
+
+    async def RenderInvoicePdf(self, request, context):
+        pdf, filename = await self.service.render_pdf(request.id)
+        return invoice_pb2.RenderInvoicePdfResponse(pdf=pdf, filename=filename)

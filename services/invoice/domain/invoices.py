@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
+from tally.currency import MINOR_UNITS
 from tally.errors import FailedPrecondition
 
 
@@ -98,7 +99,10 @@ class Invoice:
 
     @property
     def subtotal(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal(0))
+        total = sum((line.amount for line in self.lines), Decimal(0))
+        # Line amounts are already rounded; this only gives "0.00" rather than "0".
+        places = MINOR_UNITS.get(self.currency, 2)
+        return total.quantize(Decimal(1).scaleb(-places))
 
     @property
     def total(self) -> Decimal:

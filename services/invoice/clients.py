@@ -1,0 +1,116 @@
+"""The catalog and meter as the invoice service sees them, over gRPC.
+
+Every transport failure becomes a domain error here, in one place: NOT_FOUND stays
+NotFound, everything else is Unavailable (the close retries on its next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import grpc
+
+from services.invoice import mapping
+from services.invoice.domain.billing import UsageQuery
+from services.invoice.domain.plans import Customer, PlanVersion, Subscription
+from services.invoice.domain.pricing import UsagePart
+from tally.errors import NotFound, Unavailable
+from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tally_gen.common.v1 import common_pb2
+from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
+
+CALL_TIMEOUT = 30.0
+
+
+def _translate(error: grpc.aio.AioRpcError, what: str) -> Exception:
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"{what} not found", reason="NOT_FOUND_UPSTREAM", metadata={"detail": error.details() or ""})
+    return Unavailable(
+        f"{what}: {error.code().name} {error.details() or ''}".strip(),
+        reason="UPSTREAM_UNAVAILABLE",
+        retry_after_seconds=1.0,
+    )
+
+
+class CatalogClient:
+    """Subscriptions, plan versions and customers from the catalog.
+
+    Plan versions never change once published, so they are cached for the process's life.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        self._versions: dict[str, PlanVersion] = {}
+        self._version_locks: dict[str, asyncio.Lock] = {}
+
+    async def subscription_pages(self, page_size: int = 500) -> AsyncIterator[list[Subscription]]:
+        token = ""
+        while True:
+            try:
+                reply = await self._stub.ListSubscriptions(
+                    catalog_pb2.ListSubscriptionsRequest(page_size=page_size, page_token=token), timeout=CALL_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, "subscriptions") from None
+            yield [mapping.subscription_from(s) for s in reply.subscriptions]
+            token = reply.next_page_token
+            if not token:
+                return
+
+    async def subscription(self, subscription_id: str) -> Subscription:
+        try:
+            reply = await self._stub.GetSubscription(
+                catalog_pb2.GetSubscriptionRequest(id=subscription_id), timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, f"subscription {subscription_id}") from None
+        return mapping.subscription_from(reply.subscription)
+
+    async def plan_version(self, version_id: str) -> PlanVersion:
+        cached = self._versions.get(version_id)
+        if cached is not None:
+            return cached
+        lock = self._version_locks.setdefault(version_id, asyncio.Lock())
+        async with lock:
+            if version_id not in self._versions:
+                try:
+                    reply = await self._stub.GetPlanVersion(
+                        catalog_pb2.GetPlanVersionRequest(id=version_id), timeout=CALL_TIMEOUT
+                    )
+                except grpc.aio.AioRpcError as error:
+                    raise _translate(error, f"plan version {version_id}") from None
+                self._versions[version_id] = mapping.plan_version_from(reply.version)
+        return self._versions[version_id]
+
+    async def customer(self, customer_id: str) -> Customer:
+        try:
+            reply = await self._stub.GetCustomer(
+                catalog_pb2.GetCustomerRequest(customer=common_pb2.CustomerRef(id=customer_id)), timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, f"customer {customer_id}") from None
+        return mapping.customer_from(reply.customer)
+
+
+class MeterClient:
+    """Usage and the meter's progress through ingest's log."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = meter_pb2_grpc.MeterServiceStub(channel)
+
+    async def usage(self, customer_id: str, query: UsageQuery) -> UsagePart:
+        try:
+            reply = await self._stub.GetUsage(mapping.usage_request(customer_id, query), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, f"usage of {query.meter_key}") from None
+        return mapping.usage_from(query, reply)
+
+    async def applied_watermark(self) -> datetime | None:
+        """Every log entry ingested before this instant has been applied; None if unknown."""
+        try:
+            reply = await self._stub.GetMeterStatus(meter_pb2.GetMeterStatusRequest(), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, "meter status") from None
+        return mapping.optional_time_from(reply, "applied_watermark")

@@ -1,0 +1,295 @@
+"""Protobuf <-> domain conversion for the invoice service; the only place that converts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf import timestamp_pb2
+
+from services.invoice.domain.billing import UsageQuery
+from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount
+from services.invoice.domain.plans import (
+    Customer,
+    DimensionPrice,
+    FeeTiming,
+    FixedFee,
+    Phase,
+    PlanVersion,
+    Price,
+    PricingModel,
+    Subscription,
+    Tier,
+    UsageCharge,
+)
+from services.invoice.domain.pricing import UsagePart
+from tally.domain.periods import Anchor, Interval, Period
+from tally.errors import InvalidInput, Violation
+from tally_gen.catalog.v1 import catalog_pb2
+from tally_gen.common.v1 import common_pb2
+from tally_gen.invoice.v1 import invoice_pb2
+from tally_gen.meter.v1 import meter_pb2
+
+UTC = timezone.utc
+
+# ------------------------------------------------------------------ scalars
+
+
+def decimal_from(message: common_pb2.Decimal, default: Decimal | None = Decimal(0), field: str = "") -> Decimal | None:
+    if not message.value:
+        return default
+    try:
+        value = Decimal(message.value)
+    except InvalidOperation:
+        raise InvalidInput(
+            "not a decimal", violations=[Violation(field or "value", f"{message.value!r} is not a decimal number")]
+        ) from None
+    if not value.is_finite():
+        raise InvalidInput("not a finite decimal", violations=[Violation(field or "value", "must be finite")])
+    return value
+
+
+def decimal_to(value: Decimal | None) -> common_pb2.Decimal | None:
+    return None if value is None else common_pb2.Decimal(value=str(value))
+
+
+def time_from(message: timestamp_pb2.Timestamp) -> datetime:
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def optional_time_from(parent, name: str) -> datetime | None:
+    return time_from(getattr(parent, name)) if parent.HasField(name) else None
+
+
+def time_to(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def range_to(start: datetime | None, end: datetime | None) -> common_pb2.TimeRange | None:
+    if start is None or end is None:
+        return None
+    return common_pb2.TimeRange(start=time_to(start), end=time_to(end))
+
+
+# ------------------------------------------------------------------ catalog -> domain
+
+_INTERVALS = {
+    catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
+    catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
+    catalog_pb2.BILLING_INTERVAL_MONTH: Interval.MONTH,
+    catalog_pb2.BILLING_INTERVAL_QUARTER: Interval.QUARTER,
+    catalog_pb2.BILLING_INTERVAL_YEAR: Interval.YEAR,
+}
+_MODELS = {
+    catalog_pb2.PRICING_MODEL_PER_UNIT: PricingModel.PER_UNIT,
+    catalog_pb2.PRICING_MODEL_PACKAGE: PricingModel.PACKAGE,
+    catalog_pb2.PRICING_MODEL_GRADUATED: PricingModel.GRADUATED,
+    catalog_pb2.PRICING_MODEL_VOLUME: PricingModel.VOLUME,
+}
+
+
+def price_from(message: catalog_pb2.Price) -> Price:
+    return Price(
+        model=_MODELS.get(message.model, PricingModel.PER_UNIT),
+        unit_price=decimal_from(message.unit_price),
+        package_size=decimal_from(message.package_size, Decimal(1)),
+        package_price=decimal_from(message.package_price),
+        tiers=tuple(
+            Tier(
+                up_to=decimal_from(tier.up_to, None) if tier.HasField("up_to") else None,
+                unit_price=decimal_from(tier.unit_price),
+                flat_amount=decimal_from(tier.flat_amount),
+            )
+            for tier in message.tiers
+        ),
+    )
+
+
+def charge_from(message: catalog_pb2.Charge) -> FixedFee | UsageCharge:
+    if message.WhichOneof("kind") == "fixed":
+        fee = message.fixed
+        return FixedFee(
+            key=message.key,
+            name=message.name,
+            amount=decimal_from(fee.amount),
+            timing=FeeTiming.IN_ADVANCE if fee.timing == catalog_pb2.FEE_TIMING_IN_ADVANCE else FeeTiming.IN_ARREARS,
+            prorate=fee.prorate if fee.HasField("prorate") else True,
+        )
+    usage = message.usage
+    return UsageCharge(
+        key=message.key,
+        name=message.name,
+        meter_key=usage.meter_key,
+        price=price_from(usage.price),
+        included_units=decimal_from(usage.included_units),
+        minimum_amount=decimal_from(usage.minimum_amount, None),
+        maximum_amount=decimal_from(usage.maximum_amount, None),
+        dimension_prices=tuple(
+            DimensionPrice(tuple(sorted(dp.match.items())), price_from(dp.price)) for dp in usage.dimension_prices
+        ),
+    )
+
+
+def plan_version_from(message: catalog_pb2.PlanVersion) -> PlanVersion:
+    return PlanVersion(
+        id=message.id,
+        plan_key=message.plan_key,
+        version=message.version,
+        name=message.name,
+        currency=message.currency,
+        interval=_INTERVALS.get(message.interval, Interval.MONTH),
+        interval_count=message.interval_count or 1,
+        charges=tuple(charge_from(charge) for charge in message.charges if charge.WhichOneof("kind")),
+    )
+
+
+def customer_from(message: catalog_pb2.Customer) -> Customer:
+    return Customer(
+        id=message.id,
+        external_id=message.external_id,
+        name=message.name,
+        email=message.email,
+        timezone=message.timezone or "UTC",
+        currency=message.currency,
+    )
+
+
+def subscription_from(message: catalog_pb2.Subscription) -> Subscription:
+    phases = tuple(
+        Phase(
+            plan_version_id=phase.plan_version_id,
+            plan_key=phase.plan_key,
+            plan_version=phase.plan_version,
+            start=time_from(phase.start_time),
+            end=optional_time_from(phase, "end_time"),
+        )
+        for phase in message.phases
+    )
+    start = time_from(message.start_time)
+    if not phases:
+        phases = (Phase(message.plan_version_id, message.plan_key, message.plan_version, start),)
+    return Subscription(
+        id=message.id,
+        customer_id=message.customer_id,
+        start=start,
+        anchor=Anchor.ANNIVERSARY if message.anchor == catalog_pb2.BILLING_ANCHOR_ANNIVERSARY else Anchor.CALENDAR,
+        phases=phases,
+        cancel_at=optional_time_from(message, "cancel_at"),
+        cancel_at_period_end=message.cancel_at_period_end,
+        canceled_time=optional_time_from(message, "canceled_time"),
+        metadata=dict(message.metadata),
+    )
+
+
+# ------------------------------------------------------------------ meter <-> domain
+
+
+def usage_request(customer_id: str, query: UsageQuery) -> meter_pb2.GetUsageRequest:
+    return meter_pb2.GetUsageRequest(
+        customer=common_pb2.CustomerRef(id=customer_id),
+        meter_key=query.meter_key,
+        start=time_to(query.start),
+        end=time_to(query.end),
+        group_by=list(query.group_by),
+    )
+
+
+def usage_from(query: UsageQuery, message: meter_pb2.GetUsageResponse) -> UsagePart:
+    return UsagePart(
+        start=query.start,
+        end=query.end,
+        total=decimal_from(message.value),
+        breakdown=tuple(
+            (tuple(sorted(row.dimensions.items())), decimal_from(row.value)) for row in message.breakdown
+        ),
+    )
+
+
+# ------------------------------------------------------------------ invoice domain -> proto
+
+_STATUS_TO = {
+    InvoiceStatus.DRAFT: invoice_pb2.INVOICE_STATUS_DRAFT,
+    InvoiceStatus.FINALIZED: invoice_pb2.INVOICE_STATUS_FINALIZED,
+    InvoiceStatus.PAID: invoice_pb2.INVOICE_STATUS_PAID,
+    InvoiceStatus.VOID: invoice_pb2.INVOICE_STATUS_VOID,
+}
+_STATUS_FROM = {value: key for key, value in _STATUS_TO.items()}
+_KIND_TO = {
+    LineKind.FIXED_FEE: invoice_pb2.LINE_KIND_FIXED_FEE,
+    LineKind.USAGE: invoice_pb2.LINE_KIND_USAGE,
+    LineKind.ADJUSTMENT: invoice_pb2.LINE_KIND_ADJUSTMENT,
+}
+
+
+def status_from(value: int) -> InvoiceStatus | None:
+    """None for UNSPECIFIED (no filter)."""
+    return _STATUS_FROM.get(value)
+
+
+def tier_to(tier: TierAmount) -> invoice_pb2.TierBreakdown:
+    return invoice_pb2.TierBreakdown(
+        tier=tier.tier,
+        from_units=decimal_to(tier.from_units),
+        up_to=decimal_to(tier.up_to),
+        quantity=decimal_to(tier.quantity),
+        unit_price=decimal_to(tier.unit_price),
+        flat_amount=decimal_to(tier.flat_amount),
+        amount=decimal_to(tier.amount),
+    )
+
+
+def line_to(line: InvoiceLine) -> invoice_pb2.InvoiceLine:
+    return invoice_pb2.InvoiceLine(
+        id=line.id,
+        kind=_KIND_TO[line.kind],
+        description=line.description,
+        charge_key=line.charge_key,
+        meter_key=line.meter_key,
+        dimensions=dict(line.dimensions),
+        period=range_to(line.period_start, line.period_end),
+        plan_key=line.plan_key,
+        plan_version=line.plan_version,
+        quantity=decimal_to(line.quantity),
+        included_units=decimal_to(line.included_units),
+        unit_price=decimal_to(line.unit_price),
+        tiers=[tier_to(tier) for tier in line.tiers],
+        proration=decimal_to(line.proration),
+        amount=decimal_to(line.amount),
+        adjusts_invoice_id=line.adjusts_invoice_id,
+        adjusts_period=range_to(line.adjusts_period_start, line.adjusts_period_end),
+        usage=decimal_to(line.usage),
+        amount_before_limits=decimal_to(line.amount_before_limits),
+    )
+
+
+def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
+    return invoice_pb2.Invoice(
+        id=invoice.id,
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        subscription_id=invoice.subscription_id,
+        status=_STATUS_TO[invoice.status],
+        currency=invoice.currency,
+        period=range_to(invoice.period_start, invoice.period_end),
+        lines=[line_to(line) for line in invoice.lines],
+        subtotal=decimal_to(invoice.subtotal),
+        total=decimal_to(invoice.total),
+        content_hash=invoice.content_hash,
+        create_time=time_to(invoice.create_time),
+        grace_end_time=time_to(invoice.grace_end_time),
+        finalize_time=time_to(invoice.finalize_time),
+        paid_time=time_to(invoice.paid_time),
+        void_time=time_to(invoice.void_time),
+        void_reason=invoice.void_reason,
+        customer_name=invoice.customer_name,
+        customer_email=invoice.customer_email,
+        customer_external_id=invoice.customer_external_id,
+    )
+
+
+def period_to(period: Period, invoice_id: str = "") -> invoice_pb2.BillingPeriod:
+    return invoice_pb2.BillingPeriod(period=range_to(period.start, period.end), invoice_id=invoice_id)

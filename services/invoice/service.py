@@ -1,0 +1,517 @@
+"""Use cases of the invoice service: period close, lifecycle, preview, periods, PDF."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.invoice.clients import CatalogClient, MeterClient
+from services.invoice.domain.billing import (
+    PeriodContext,
+    adjustment_lines,
+    price_period,
+    usage_queries,
+)
+from services.invoice.domain.invoices import (
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineKind,
+    invoice_number,
+    number_sequence,
+)
+from services.invoice.domain.plans import Customer, PlanVersion, Subscription
+from services.invoice.pdf import render_invoice_pdf
+from services.invoice.repository import BILLED, InvoiceRepository
+from tally.db import transaction
+from tally.domain.periods import Period, Schedule, ended_periods, period_containing, periods
+from tally.errors import DomainError, InvalidInput, NotFound, Violation
+from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
+from tally.pagination import decode_page_token, encode_page_token, page_size
+
+log = structlog.get_logger()
+UTC = timezone.utc
+MAX_GRACE_SECONDS = 72 * 3600
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class InvoiceSettings:
+    """TALLY_INVOICE_* settings."""
+
+    grace_seconds: int = 3600
+    close_interval_seconds: float = 60.0
+    adjustment_lookback_days: int = 35
+    close_concurrency: int = 64
+    seller_name: str = "Tally"
+    seller_details: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.grace_seconds <= MAX_GRACE_SECONDS:
+            problems.append(Violation("TALLY_INVOICE_GRACE_SECONDS", f"must be between 0 and {MAX_GRACE_SECONDS} (72 h)"))
+        if self.close_interval_seconds < 0:
+            problems.append(Violation("TALLY_INVOICE_CLOSE_INTERVAL_SECONDS", "must be >= 0 (0 disables the scheduler)"))
+        if self.adjustment_lookback_days < 1:
+            problems.append(Violation("TALLY_INVOICE_ADJUSTMENT_LOOKBACK_DAYS", "must be >= 1"))
+        if self.close_concurrency < 1:
+            problems.append(Violation("TALLY_INVOICE_CLOSE_CONCURRENCY", "must be >= 1"))
+        if problems:
+            raise InvalidInput("invalid invoice settings", violations=problems)
+
+    @classmethod
+    def from_env(cls) -> "InvoiceSettings":
+        def env(name: str, default: str) -> str:
+            return os.environ.get(name) or default
+
+        try:
+            return cls(
+                grace_seconds=int(env("TALLY_INVOICE_GRACE_SECONDS", "3600")),
+                close_interval_seconds=float(env("TALLY_INVOICE_CLOSE_INTERVAL_SECONDS", "60")),
+                adjustment_lookback_days=int(env("TALLY_INVOICE_ADJUSTMENT_LOOKBACK_DAYS", "35")),
+                close_concurrency=int(env("TALLY_INVOICE_CLOSE_CONCURRENCY", "64")),
+                seller_name=env("TALLY_INVOICE_SELLER_NAME", "Tally"),
+                seller_details=env("TALLY_INVOICE_SELLER_DETAILS", ""),
+            )
+        except ValueError as error:
+            raise InvalidInput(f"invalid invoice settings: {error}") from None
+
+
+@dataclass
+class CloseResult:
+    created: list[str] = field(default_factory=list)
+    finalized: int = 0
+    waiting_for_usage: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Account:
+    """A subscription with what pricing it needs, fetched once per run."""
+
+    subscription: Subscription
+    customer: Customer
+    versions: dict[str, PlanVersion]
+    schedule: Schedule
+
+    def currency(self, period: Period) -> str:
+        phase = self.subscription.phase_at(period.start) or self.subscription.phases[-1]
+        return self.versions[phase.plan_version_id].currency or self.customer.currency
+
+
+class InvoiceService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        catalog: CatalogClient,
+        meter: MeterClient,
+        settings: InvoiceSettings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.meter = meter
+        self.settings = settings
+        self.clock = clock
+        self._limit = asyncio.Semaphore(settings.close_concurrency)
+
+    # ------------------------------------------------------------------ period close
+
+    async def close_due_periods(self, as_of: datetime | None = None, subscription_ids: Sequence[str] = ()) -> CloseResult:
+        """One invoice per ended subscription period; finalize drafts whose grace is over.
+
+        Drafts are finalized only once the meter's watermark is past period end + grace, so
+        no late-but-in-grace usage is missed. Safe to run concurrently: the unique
+        (subscription_id, period_start) constraint keeps one invoice per period, and
+        finalization locks the draft row.
+        """
+        as_of = as_of or self.clock()
+        watermark = await self.meter.applied_watermark()
+        result = CloseResult()
+        customers: dict[str, Customer] = {}
+        async for page in self._subscription_pages(subscription_ids, result):
+            await self._close_page(page, as_of, watermark, customers, result)
+        async with self.engine.connect() as conn:
+            draft_ids = await InvoiceRepository(conn).due_draft_ids(as_of, subscription_ids)
+        await asyncio.gather(*(self._finalize_due_draft(i, as_of, watermark, customers, result) for i in draft_ids))
+        log.info(
+            "periods_closed",
+            as_of=as_of.isoformat(),
+            created=len(result.created),
+            finalized=result.finalized,
+            waiting_for_usage=result.waiting_for_usage,
+            failed=result.failed,
+        )
+        return result
+
+    async def _subscription_pages(self, ids: Sequence[str], result: CloseResult) -> AsyncIterator[list[Subscription]]:
+        if not ids:
+            async for page in self.catalog.subscription_pages():
+                yield page
+            return
+        found = []
+        for subscription_id in dict.fromkeys(ids):
+            try:
+                found.append(await self.catalog.subscription(subscription_id))
+            except NotFound:
+                raise NotFound(
+                    f"subscription {subscription_id} not found", violations=[Violation("subscription_ids", subscription_id)]
+                ) from None
+        yield found
+
+    async def _account(self, subscription: Subscription, customers: dict[str, Customer]) -> _Account:
+        versions = {}
+        for phase in subscription.phases:
+            if phase.plan_version_id not in versions:
+                versions[phase.plan_version_id] = await self.catalog.plan_version(phase.plan_version_id)
+        customer = customers.get(subscription.customer_id)
+        if customer is None:
+            customer = customers[subscription.customer_id] = await self.catalog.customer(subscription.customer_id)
+        first = versions[subscription.phases[0].plan_version_id]
+        return _Account(subscription, customer, versions, subscription.schedule(first, customer.timezone))
+
+    async def _close_page(
+        self,
+        page: list[Subscription],
+        as_of: datetime,
+        watermark: datetime | None,
+        customers: dict[str, Customer],
+        result: CloseResult,
+    ) -> None:
+        ids = [s.id for s in page]
+        since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
+        async with self.engine.connect() as conn:
+            repo = InvoiceRepository(conn)
+            invoiced = await repo.period_starts(ids)
+            history = await repo.history(ids, since)
+
+        async def close_one(subscription: Subscription) -> list[Invoice]:
+            async with self._limit:
+                try:
+                    account = await self._account(subscription, customers)
+                    due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
+                    drafts = []
+                    has_draft = any(i.status is InvoiceStatus.DRAFT for i in history[subscription.id])
+                    for index, period in enumerate(due):
+                        # Adjustments go on one invoice only: the earliest not yet finalized.
+                        adjust = index == 0 and not has_draft
+                        lines = await self._price(account, period, history[subscription.id], "", adjust, as_of)
+                        drafts.append(self._new_draft(account, period, lines))
+                    return drafts
+                except DomainError as error:
+                    result.failed += 1
+                    log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                    return []
+
+        batches = await asyncio.gather(*(close_one(s) for s in page))
+        drafts = [d for batch in batches for d in batch]
+        if not drafts:
+            return
+        now = self.clock()
+        async with transaction(self.engine) as conn:
+            repo = InvoiceRepository(conn)
+            inserted = await repo.insert_new(drafts)
+            # A period whose grace is already over, with the meter caught up, is finalized in
+            # the same transaction: it was priced from fresh usage just now.
+            ready = [
+                d for d in drafts if d.id in inserted and watermark is not None and d.grace_end_time <= min(as_of, watermark)
+            ]
+            finalized = await self._finalize_all(repo, ready, now)
+        for draft in drafts:
+            if draft.id in inserted:
+                result.created.append(draft.id)
+                INVOICES_CLOSED.labels(status="finalized" if draft.id in finalized else "draft").inc()
+                log.info("invoice_created", invoice_id=draft.id, subscription_id=draft.subscription_id,
+                         period_start=draft.period_start.isoformat(), finalized=draft.id in finalized)
+        result.finalized += len(finalized)
+
+    async def _finalize_all(self, repo: InvoiceRepository, drafts: list[Invoice], now: datetime) -> set[str]:
+        """Number and finalize drafts inside the caller's transaction (ordered by period)."""
+        if not drafts:
+            return set()
+        sequence = number_sequence(now)
+        numbers = await repo.next_numbers(sequence, len(drafts))
+        ordered = sorted(drafts, key=lambda d: (d.period_start, d.id))
+        for draft, value in zip(ordered, numbers):
+            await repo.replace_draft(draft.finalize(invoice_number(sequence, value), now))
+            INVOICES_FINALIZED.inc()
+        return {d.id for d in ordered}
+
+    async def _finalize_due_draft(
+        self,
+        invoice_id: str,
+        as_of: datetime,
+        watermark: datetime | None,
+        customers: dict[str, Customer],
+        result: CloseResult,
+    ) -> None:
+        async with self._limit:
+            async with self.engine.connect() as conn:
+                draft = await InvoiceRepository(conn).get(invoice_id)
+            if draft is None or draft.status is not InvoiceStatus.DRAFT:
+                return
+            if watermark is None or watermark < draft.grace_end_time:
+                result.waiting_for_usage += 1
+                log.info("finalize_waiting_for_usage", invoice_id=invoice_id,
+                         grace_end=draft.grace_end_time.isoformat(), watermark=watermark and watermark.isoformat())
+                return
+            try:
+                if await self._reprice_and_finalize(draft, as_of, customers):
+                    result.finalized += 1
+            except DomainError as error:
+                result.failed += 1
+                log.warning("invoice_finalize_failed", invoice_id=invoice_id, error=str(error))
+
+    async def _reprice_and_finalize(self, draft: Invoice, as_of: datetime, customers: dict[str, Customer]) -> bool:
+        """Re-price a draft from fresh usage and finalize it; False if someone else did first."""
+        subscription = await self.catalog.subscription(draft.subscription_id)
+        account = await self._account(subscription, customers)
+        since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
+        async with self.engine.connect() as conn:
+            history = (await InvoiceRepository(conn).history([subscription.id], since))[subscription.id]
+        earliest_draft = next((i for i in history if i.status is InvoiceStatus.DRAFT), None)
+        adjust = earliest_draft is None or earliest_draft.id == draft.id
+        period = self._period_of(account, draft)
+        lines = await self._price(account, period, history, draft.id, adjust, as_of)
+        now = self.clock()
+        async with transaction(self.engine) as conn:
+            repo = InvoiceRepository(conn)
+            current = await repo.get(draft.id, for_update=True)
+            if current is None or current.status is not InvoiceStatus.DRAFT:
+                return False
+            repriced = replace(
+                current,
+                lines=_with_ids(current.id, lines),
+                customer_name=account.customer.name,
+                customer_email=account.customer.email,
+                customer_external_id=account.customer.external_id,
+            )
+            await self._finalize_all(repo, [repriced], now)
+        log.info("invoice_finalized", invoice_id=draft.id, subscription_id=draft.subscription_id)
+        return True
+
+    def _period_of(self, account: _Account, invoice: Invoice) -> Period:
+        nominal = period_containing(account.schedule, invoice.period_start)
+        return Period(
+            invoice.period_start,
+            invoice.period_end,
+            nominal.full_start if nominal else invoice.period_start,
+            nominal.full_end if nominal else invoice.period_end,
+        )
+
+    async def _price(
+        self,
+        account: _Account,
+        period: Period,
+        history: list[Invoice],
+        exclude_id: str,
+        with_adjustments: bool,
+        as_of: datetime,
+    ) -> list[InvoiceLine]:
+        """The period's lines from fresh usage, plus adjustments for billed earlier periods."""
+        lines = await self._price_period(account, period)
+        if not with_adjustments:
+            return lines
+        others = [i for i in history if i.id != exclude_id]
+        for original in others:
+            if original.status.value not in BILLED or original.period_start >= period.start:
+                continue
+            earlier = [
+                line
+                for invoice in others
+                for line in invoice.lines
+                if line.kind is LineKind.ADJUSTMENT and line.adjusts_invoice_id == original.id
+            ]
+            fresh = await self._price_period(account, self._period_of(account, original))
+            lines.extend(adjustment_lines(original, fresh, earlier))
+        return lines
+
+    async def _price_period(self, account: _Account, period: Period) -> list[InvoiceLine]:
+        context = PeriodContext(
+            subscription=account.subscription,
+            schedule=account.schedule,
+            period=period,
+            versions=account.versions,
+            currency=account.currency(period),
+            is_first_period=period.start == account.schedule.start,
+        )
+        queries = usage_queries(context)
+        results = await asyncio.gather(*(self.meter.usage(account.subscription.customer_id, q) for q in queries))
+        return price_period(context, dict(zip(queries, results)))
+
+    def _new_draft(self, account: _Account, period: Period, lines: list[InvoiceLine]) -> Invoice:
+        invoice_id = f"inv_{uuid.uuid4().hex}"
+        return Invoice(
+            id=invoice_id,
+            customer_id=account.subscription.customer_id,
+            subscription_id=account.subscription.id,
+            currency=account.currency(period),
+            period_start=period.start,
+            period_end=period.end,
+            lines=_with_ids(invoice_id, lines),
+            status=InvoiceStatus.DRAFT,
+            create_time=self.clock(),
+            grace_end_time=period.end + timedelta(seconds=self.settings.grace_seconds),
+            customer_name=account.customer.name,
+            customer_email=account.customer.email,
+            customer_external_id=account.customer.external_id,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def get_invoice(self, invoice_id: str = "", number: str = "") -> Invoice:
+        if not invoice_id and not number:
+            raise InvalidInput("id or number is required", violations=[Violation("ref", "set id or number", "REQUIRED")])
+        async with self.engine.connect() as conn:
+            repo = InvoiceRepository(conn)
+            invoice = await (repo.get(invoice_id) if invoice_id else repo.get_by_number(number))
+        if invoice is None:
+            raise NotFound(f"invoice {invoice_id or number} not found", reason="INVOICE_NOT_FOUND")
+        return invoice
+
+    async def list_invoices(
+        self,
+        *,
+        requested_page_size: int,
+        page_token: str,
+        customer_id: str = "",
+        subscription_id: str = "",
+        status: InvoiceStatus | None = None,
+    ) -> tuple[list[Invoice], str]:
+        limit = page_size(requested_page_size)
+        filters = {"c": customer_id, "s": subscription_id, "st": status.value if status else ""}
+        state = decode_page_token(page_token, kind="invoices")
+        after = None
+        if state is not None:
+            if state.get("f") != filters:
+                raise InvalidInput(
+                    "page token was issued for other filters",
+                    violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
+                )
+            after = (datetime.fromisoformat(state["t"]), state["i"])
+        async with self.engine.connect() as conn:
+            found = await InvoiceRepository(conn).list(
+                limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status
+            )
+        token = ""
+        if len(found) > limit:
+            found = found[:limit]
+            last = found[-1]
+            token = encode_page_token({"f": filters, "t": last.create_time.isoformat(), "i": last.id}, kind="invoices")
+        return found, token
+
+    async def finalize_invoice(self, invoice_id: str) -> Invoice:
+        """Finalize a draft now, before its grace period is over, from fresh usage."""
+        draft = await self.get_invoice(invoice_id)
+        if draft.status is not InvoiceStatus.DRAFT:
+            draft.finalize("", self.clock())  # raises FailedPrecondition with the status
+        await self._reprice_and_finalize(draft, self.clock(), {})
+        return await self.get_invoice(invoice_id)
+
+    async def mark_invoice_paid(self, invoice_id: str) -> Invoice:
+        return await self._transition(invoice_id, lambda invoice, now: invoice.mark_paid(now))
+
+    async def void_invoice(self, invoice_id: str, reason: str) -> Invoice:
+        return await self._transition(invoice_id, lambda invoice, now: invoice.void(now, reason))
+
+    async def _transition(self, invoice_id: str, change: Callable[[Invoice, datetime], Invoice]) -> Invoice:
+        if not invoice_id:
+            raise InvalidInput("id is required", violations=[Violation("id", "required", "REQUIRED")])
+        async with transaction(self.engine) as conn:
+            repo = InvoiceRepository(conn)
+            invoice = await repo.get(invoice_id, for_update=True)
+            if invoice is None:
+                raise NotFound(f"invoice {invoice_id} not found", reason="INVOICE_NOT_FOUND")
+            changed = change(invoice, self.clock())
+            await repo.update_status(changed)
+        log.info("invoice_status_changed", invoice_id=invoice_id, status=changed.status.value)
+        return changed
+
+    # ------------------------------------------------------------------ preview and periods
+
+    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+        """The current period's invoice to date, with pending adjustments; nothing is stored."""
+        as_of = as_of or self.clock()
+        if not subscription_id:
+            raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
+        subscription = await self.catalog.subscription(subscription_id)
+        account = await self._account(subscription, {})
+        period = period_containing(account.schedule, as_of)
+        if period is None:
+            raise NotFound(
+                f"subscription {subscription_id} has no billing period at {as_of.isoformat()}",
+                reason="NO_CURRENT_PERIOD",
+            )
+        since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
+        async with self.engine.connect() as conn:
+            history = (await InvoiceRepository(conn).history([subscription_id], since))[subscription_id]
+        has_draft = any(i.status is InvoiceStatus.DRAFT for i in history)
+        lines = await self._price(account, period, history, "", not has_draft, as_of)
+        preview = self._new_draft(account, period, lines)
+        return replace(preview, id="", lines=_with_ids("upcoming", lines))
+
+    async def list_billing_periods(
+        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+    ) -> tuple[list[tuple[Period, str]], str]:
+        if not subscription_id:
+            raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
+        until = until or self.clock()
+        limit = page_size(requested_page_size)
+        state = decode_page_token(page_token, kind="billing_periods") or {"o": 0, "s": subscription_id}
+        if state.get("s") != subscription_id:
+            raise InvalidInput(
+                "page token was issued for another subscription",
+                violations=[Violation("page_token", "issued for another subscription", "INVALID_PAGE_TOKEN")],
+            )
+        offset = int(state["o"])
+        subscription = await self.catalog.subscription(subscription_id)
+        account = await self._account(subscription, {})
+        page: list[Period] = []
+        more = False
+        for index, period in enumerate(periods(account.schedule, until)):
+            if index < offset:
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(period)
+        async with self.engine.connect() as conn:
+            invoiced = (await InvoiceRepository(conn).period_starts([subscription_id]))[subscription_id]
+        token = encode_page_token({"o": offset + limit, "s": subscription_id}, kind="billing_periods") if more else ""
+        return [(p, invoiced.get(p.start, "")) for p in page], token
+
+    async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
+        invoice = await self.get_invoice(invoice_id)
+        pdf = render_invoice_pdf(invoice, seller_name=self.settings.seller_name, seller_details=self.settings.seller_details)
+        return pdf, f"{invoice.number or invoice.id}.pdf"
+
+
+def _with_ids(invoice_id: str, lines: list[InvoiceLine] | tuple[InvoiceLine, ...]) -> tuple[InvoiceLine, ...]:
+    return tuple(replace(line, id=f"{invoice_id}-{index}") for index, line in enumerate(lines, start=1))
+
+
+async def run_scheduler(service: InvoiceService, interval: float, stop: asyncio.Event) -> None:
+    """Call close_due_periods every ``interval`` seconds until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+            return
+        except asyncio.TimeoutError:
+            pass
+        try:
+            await service.close_due_periods()
+        except DomainError as error:
+            log.warning("scheduled_close_failed", error=str(error))
+        except Exception:  # noqa: BLE001 - the scheduler must outlive any one failed run
+            log.exception("scheduled_close_crashed")
+
