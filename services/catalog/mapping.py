@@ -331,7 +331,8 @@ _ENTITY_OUT = {
 
 
 def change_out(change: CatalogChange) -> pb.WatchCatalogResponse:
-    field, encode = _ENTITY_OUT[change.kind]
     out = pb.WatchCatalogResponse(revision=change.revision)
-    getattr(out, field).CopyFrom(encode(change.entity))
+    if change.entity is not None:
+        field, encode = _ENTITY_OUT[change.kind]
+        getattr(out, field).CopyFrom(encode(change.entity))
     return out

@@ -61,18 +61,14 @@ async def current_revision(conn: AsyncConnection) -> int:
 
 
 async def changes_after(conn: AsyncConnection, revision: int, limit: int) -> list[tuple[int, str, str]]:
-    """(revision, kind, entity_id) after ``revision``, one row per entity at its latest revision.
-
-    Entities are loaded in their current state, so older changes of the same entity add nothing.
-    """
+    """Up to ``limit`` (revision, kind, entity_id) rows after ``revision``, in revision order."""
     rows = await conn.execute(
-        select(func.max(t.changes.c.revision).label("rev"), t.changes.c.kind, t.changes.c.entity_id)
+        select(t.changes.c.revision, t.changes.c.kind, t.changes.c.entity_id)
         .where(t.changes.c.revision > revision)
-        .group_by(t.changes.c.kind, t.changes.c.entity_id)
-        .order_by(text("rev"))
+        .order_by(t.changes.c.revision)
         .limit(limit)
     )
-    return [(int(r.rev), r.kind, r.entity_id) for r in rows]
+    return [(int(r.revision), r.kind, r.entity_id) for r in rows]
 
 
 # ---------------------------------------------------------------- meters

@@ -30,7 +30,7 @@ log = structlog.get_logger()
 
 # Watchers re-read the change feed at least this often, even without a notification.
 WATCH_POLL_SECONDS = 0.5
-WATCH_BATCH = 500
+WATCH_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class ApplyResult:
 class CatalogChange:
     revision: int
     kind: str  # meter, customer, plan_version, subscription, product, plan
-    entity: Any
+    # None only if the entity cannot be loaded; the revision is still reported.
+    entity: Any | None
 
 
 class _DryRun(Exception):
@@ -566,12 +567,14 @@ class CatalogService:
             ticket = self._notifier.ticket() if self._notifier else None
             async with self._read() as conn:
                 rows = await repo.changes_after(conn, last, WATCH_BATCH)
-                entities = await self._load(conn, rows) if rows else {}
-            for revision, kind, entity_id in rows:
-                entity = entities.get((kind, entity_id))
-                if entity is not None:
-                    yield CatalogChange(revision, kind, entity)
-                last = revision
+                # Entities are sent in their current state, so within a batch only the last
+                # change of each entity matters; the batch's last revision is always kept.
+                latest = {(kind, entity_id): revision for revision, kind, entity_id in rows}
+                entities = await self._load(conn, list(latest)) if latest else {}
+            for (kind, entity_id), revision in sorted(latest.items(), key=lambda item: item[1]):
+                yield CatalogChange(revision, kind, entities.get((kind, entity_id)))
+            if rows:
+                last = rows[-1][0]
             if len(rows) == WATCH_BATCH:
                 continue
             if ticket is None:
@@ -582,9 +585,9 @@ class CatalogService:
                 except TimeoutError:
                     pass
 
-    async def _load(self, conn: AsyncConnection, rows: list[tuple[int, str, str]]) -> dict[tuple[str, str], Any]:
+    async def _load(self, conn: AsyncConnection, refs: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         ids: dict[str, list[str]] = {}
-        for _, kind, entity_id in rows:
+        for kind, entity_id in refs:
             ids.setdefault(kind, []).append(entity_id)
         loaded: dict[tuple[str, str], Any] = {}
         loaders = {
