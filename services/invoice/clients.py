@@ -35,7 +35,7 @@ def _translate(error: grpc.aio.AioRpcError, what: str) -> Exception:
 
 
 class CatalogClient:
-    """Subscriptions, plan versions and customers from the catalog.
+    """Subscriptions, plan versions and customers, read over the catalog's RPCs.
 
     Plan versions never change once published, so they are cached for the process's life.
     """

@@ -212,6 +212,10 @@ class InvoiceService:
                     result.failed += 1
                     log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
                     return []
+                except Exception:  # noqa: BLE001 - one bad subscription must not stop the others
+                    result.failed += 1
+                    log.exception("subscription_close_crashed", subscription_id=subscription.id)
+                    return []
 
         batches = await asyncio.gather(*(close_one(s) for s in page))
         drafts = [d for batch in batches for d in batch]
@@ -271,6 +275,9 @@ class InvoiceService:
             except DomainError as error:
                 result.failed += 1
                 log.warning("invoice_finalize_failed", invoice_id=invoice_id, error=str(error))
+            except Exception:  # noqa: BLE001 - one bad draft must not stop the others
+                result.failed += 1
+                log.exception("invoice_finalize_crashed", invoice_id=invoice_id)
 
     async def _reprice_and_finalize(self, draft: Invoice, as_of: datetime, customers: dict[str, Customer]) -> bool:
         """Re-price a draft from fresh usage and finalize it; False if someone else did first."""

@@ -6,15 +6,12 @@ reach its use cases; it talks to the other three over gRPC exactly as in product
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from services.invoice.app import create_app
 from services.invoice.service import InvoiceSettings
 from tally.channels import connect
 from tests.harness import in_process
-from tests.invoice.helpers import Stubs
+from tests.invoice.helpers import Stubs, invoice_app
 
 
 @pytest.fixture(scope="session")
@@ -26,17 +23,7 @@ async def invoice_stack(services, database_url, settings):
         services.terminate("invoice")
         services.start("invoice")
         await services.wait("invoice")
-    saved = {name: os.environ.get(name) for name in ("TALLY_CATALOG_ADDR", "TALLY_METER_ADDR")}
-    os.environ["TALLY_CATALOG_ADDR"] = services.address("catalog")
-    os.environ["TALLY_METER_ADDR"] = services.address("meter")
-    try:
-        app = create_app(database_url, settings, InvoiceSettings(close_interval_seconds=0))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    app = invoice_app(services, database_url, settings, InvoiceSettings(close_interval_seconds=0))
     channels = [connect(services.address(s)) for s in ("catalog", "ingest", "meter")]
     async with in_process(app) as (_running, invoice_channel):
         yield app.service, Stubs(*channels, invoice_channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -16,6 +17,8 @@ from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
+from services.invoice.app import create_app
+from services.invoice.service import InvoiceSettings
 from tests.harness import unique
 
 UTC = timezone.utc
@@ -129,3 +132,19 @@ class Stubs:
 
 def usage_amounts(invoice: invoice_pb2.Invoice) -> list[tuple[int, Decimal]]:
     return [(line.kind, money(line.amount)) for line in invoice.lines]
+
+
+def invoice_app(services, database_url, settings, invoice_settings: InvoiceSettings):
+    """An in-process invoice app that reaches the cluster's catalog and meter."""
+    names = ("TALLY_CATALOG_ADDR", "TALLY_METER_ADDR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["TALLY_CATALOG_ADDR"] = services.address("catalog")
+    os.environ["TALLY_METER_ADDR"] = services.address("meter")
+    try:
+        return create_app(database_url, settings, invoice_settings)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
