@@ -91,52 +91,70 @@ class LogApplier:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
 
+    async def _read(self, cursor: str, wait: bool) -> ingest_pb2.ReadLogResponse:
+        return await self._stub.ReadLog(
+            ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
+            timeout=self._wait_millis / 1000 + 30,
+        )
+
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
         cursor, caught_up, head = state.cursor, False, state.head_position
-        while True:
-            reply = await self._stub.ReadLog(
-                ingest_pb2.ReadLogRequest(
-                    cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if caught_up else 0
-                ),
-                timeout=self._wait_millis / 1000 + 30,
-            )
-            entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
-            if entries:
-                await self._catalog.sync()
-            watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
-            head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
-            applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None
-            if entries or reply.head_position != head or reply.caught_up != caught_up or reply.next_cursor != cursor:
-                alerts = []
-                async with conn.transaction():
-                    tally = repo.Tally()
-                    if entries:
-                        batch = await apply_entries(conn, entries, self._catalog)
-                        alerts = await evaluate_thresholds(conn, batch, self._catalog)
-                        tally = batch.tally
-                    await repo.save_progress(
-                        conn,
-                        cursor=reply.next_cursor,
-                        applied_position=max((p for p, _ in entries), default=0),
-                        applied_ingest_time=applied_time,
-                        watermark=watermark,
-                        head_position=reply.head_position,
-                        head_ingest_time=head_time,
-                        caught_up=reply.caught_up,
-                        tally=tally,
-                    )
-                if alerts:
-                    await self._alerts.notify()
-                self._report_lag(await repo.load_state(conn))
-            cursor, caught_up, head = reply.next_cursor, reply.caught_up, reply.head_position
+        applied_position = state.applied_position
+        pending: asyncio.Task | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.create_task(self._read(cursor, caught_up))
+                reply = await pending
+                pending = None
+                if not reply.caught_up:
+                    # Read the next batch while this one is applied (the cursor is already known).
+                    pending = asyncio.create_task(self._read(reply.next_cursor, False))
+                entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
+                if entries:
+                    await self._catalog.sync()
+                watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
+                head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
+                applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None
+                if entries or reply.head_position != head or reply.caught_up != caught_up or reply.next_cursor != cursor:
+                    alerts = []
+                    async with conn.transaction():
+                        tally = repo.Tally()
+                        if entries:
+                            batch = await apply_entries(conn, entries, self._catalog)
+                            alerts = await evaluate_thresholds(conn, batch, self._catalog)
+                            tally = batch.tally
+                        await repo.save_progress(
+                            conn,
+                            cursor=reply.next_cursor,
+                            applied_position=max((p for p, _ in entries), default=0),
+                            applied_ingest_time=applied_time,
+                            watermark=watermark,
+                            head_position=reply.head_position,
+                            head_ingest_time=head_time,
+                            caught_up=reply.caught_up,
+                            tally=tally,
+                        )
+                    if alerts:
+                        await self._alerts.notify()
+                applied_position = max([applied_position, *(p for p, _ in entries)])
+                cursor, caught_up, head = reply.next_cursor, reply.caught_up, reply.head_position
+                self._report_lag(caught_up, head, applied_position, head_time, applied_time)
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     @staticmethod
-    def _report_lag(state: repo.ApplierState) -> None:
-        METER_APPLIED_POSITION.set(state.applied_position)
-        lag = lag_of(state)
-        METER_LAG_ENTRIES.set(lag[0])
-        METER_LAG_SECONDS.set(lag[1])
+    def _report_lag(caught_up, head, applied_position, head_time, applied_time) -> None:
+        METER_APPLIED_POSITION.set(applied_position)
+        if caught_up:
+            METER_LAG_ENTRIES.set(0)
+            METER_LAG_SECONDS.set(0)
+            return
+        METER_LAG_ENTRIES.set(max(0, head - applied_position))
+        if head_time is not None and applied_time is not None:
+            METER_LAG_SECONDS.set(max(0.0, (head_time - applied_time).total_seconds()))
 
 
 def lag_of(state: repo.ApplierState) -> tuple[int, float]:

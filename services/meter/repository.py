@@ -44,8 +44,8 @@ async def insert_contributions(
     records = await conn.fetch(
         """
         INSERT INTO meter.contributions
-            (entry_id, meter_key, customer_id, dims_key, dims, ts, window_start, value, count, unique_value, position)
-        SELECT x.entry_id, x.meter_key, x.customer_id, x.dims_key, x.dims_key::jsonb, x.ts, x.window_start,
+            (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+        SELECT x.entry_id, x.meter_key, x.customer_id, x.dims_key, x.ts, x.window_start,
                x.value, x.count, x.unique_value, x.position
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
                     $7::numeric[], $8::numeric[], $9::text[], $10::bigint[])
@@ -66,6 +66,87 @@ async def insert_contributions(
         [p for _, _, p in rows],
     )
     return [tuple(r) for r in records]
+
+
+_INSERT_AND_MERGE = """
+WITH x AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                         $7::numeric[], $8::numeric[], $9::text[], $10::bigint[])
+         AS x(entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+),
+inserted AS (
+    INSERT INTO meter.contributions
+        (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+    SELECT * FROM x WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
+    ON CONFLICT (entry_id, meter_key) DO NOTHING
+    RETURNING customer_id, meter_key, window_start, dims_key, ts, entry_id, value, count, unique_value
+),
+uniques AS (
+    INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims)
+    SELECT DISTINCT customer_id, meter_key, window_start, dims_key, unique_value, dims_key::jsonb
+    FROM inserted WHERE unique_value IS NOT NULL
+    ON CONFLICT DO NOTHING
+),
+summarized AS (
+    SELECT customer_id, meter_key, window_start, dims_key,
+           sum(count) AS count, sum(value) AS total, min(value) AS minimum, max(value) AS maximum,
+           (array_agg(ts ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_ts,
+           (array_agg(entry_id ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_id,
+           (array_agg(value ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_value,
+           min(ts) AS first_ts
+    FROM inserted
+    GROUP BY customer_id, meter_key, window_start, dims_key
+)
+INSERT INTO meter.buckets AS b (customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
+                                latest_ts, latest_id, latest_value, first_ts, integral)
+SELECT customer_id, meter_key, window_start, dims_key, dims_key::jsonb, count, total, minimum, maximum,
+       latest_ts, latest_id, latest_value, first_ts, 0
+FROM summarized
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
+    count = b.count + excluded.count,
+    total = b.total + excluded.total,
+    minimum = least(b.minimum, excluded.minimum),
+    maximum = greatest(b.maximum, excluded.maximum),
+    latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (b.latest_ts, b.latest_id COLLATE "C")
+                     THEN excluded.latest_ts ELSE b.latest_ts END,
+    latest_value = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (b.latest_ts, b.latest_id COLLATE "C")
+                        THEN excluded.latest_value ELSE b.latest_value END,
+    latest_id = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (b.latest_ts, b.latest_id COLLATE "C")
+                     THEN excluded.latest_id ELSE b.latest_id END,
+    first_ts = least(b.first_ts, excluded.first_ts)
+RETURNING customer_id, meter_key, window_start, dims_key
+"""
+
+
+async def insert_and_merge(
+    conn: asyncpg.Connection, rows: Sequence[tuple[Contribution, datetime, int]]
+) -> list[WindowKey]:
+    """Store new contributions and merge them into their buckets in one statement.
+
+    For every aggregation except WEIGHTED_SUM a window's summary (and its distinct values) can
+    absorb new contributions without rereading the old ones; a replayed or voided entry is
+    filtered out by the insert before anything is merged. Returns the windows that changed.
+    """
+    if not rows:
+        return []
+    records = await conn.fetch(_INSERT_AND_MERGE, *_contribution_columns(rows))
+    return [tuple(r) for r in records]
+
+
+def _contribution_columns(rows: Sequence[tuple[Contribution, datetime, int]]) -> list[list]:
+    return [
+        [c.entry_id for c, _, _ in rows],
+        [c.meter_key for c, _, _ in rows],
+        [c.customer_id for c, _, _ in rows],
+        [dims_key(c.dimensions) for c, _, _ in rows],
+        [c.timestamp for c, _, _ in rows],
+        [w for _, w, _ in rows],
+        [c.value for c, _, _ in rows],
+        [c.count for c, _, _ in rows],
+        [c.unique_value for c, _, _ in rows],
+        [p for _, _, p in rows],
+    ]
 
 
 async def void_entries(conn: asyncpg.Connection, entry_ids: Sequence[str], positions: Sequence[int]) -> list[WindowKey]:
@@ -99,9 +180,9 @@ _TOUCHED = """
 _RECOMPUTE_BUCKETS = f"""
 WITH {_TOUCHED},
 contributed AS (
-    SELECT t.customer_id, t.meter_key, t.window_start, t.dims_key, c.dims, c.ts, c.entry_id, c.value, c.count,
+    SELECT t.customer_id, t.meter_key, t.window_start, t.dims_key, c.ts, c.entry_id, c.value, c.count,
            lead(c.ts) OVER (PARTITION BY t.customer_id, t.meter_key, t.window_start, t.dims_key
-                            ORDER BY c.ts, c.entry_id) AS next_ts
+                            ORDER BY c.ts, c.entry_id COLLATE "C") AS next_ts
     FROM touched t
     JOIN meter.contributions c
       ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
@@ -109,11 +190,11 @@ contributed AS (
 ),
 summarized AS (
     SELECT customer_id, meter_key, window_start, dims_key,
-           (array_agg(dims))[1] AS dims,
+           dims_key::jsonb AS dims,
            sum(count) AS count, sum(value) AS total, min(value) AS minimum, max(value) AS maximum,
-           (array_agg(ts ORDER BY ts DESC, entry_id DESC))[1] AS latest_ts,
-           (array_agg(entry_id ORDER BY ts DESC, entry_id DESC))[1] AS latest_id,
-           (array_agg(value ORDER BY ts DESC, entry_id DESC))[1] AS latest_value,
+           (array_agg(ts ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_ts,
+           (array_agg(entry_id ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_id,
+           (array_agg(value ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_value,
            min(ts) AS first_ts,
            sum(value * extract(epoch FROM coalesce(next_ts, window_start + interval '1 minute') - ts)) AS integral
     FROM contributed
@@ -165,7 +246,7 @@ async def recompute_windows(conn: asyncpg.Connection, keys: Sequence[WindowKey],
         WITH {_TOUCHED}
         INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims)
         SELECT DISTINCT ON (t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value)
-               t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value, c.dims
+               t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value, t.dims_key::jsonb
         FROM touched t
         JOIN meter.contributions c
           ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
@@ -293,9 +374,9 @@ async def summary_rows(
     inner_end), raw contributions cover the edges. ``boundaries`` split the period into points.
     """
     latest = (
-        """, (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_ts,
-             (array_agg(latest_id ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_id,
-             (array_agg(latest_value ORDER BY latest_ts DESC, latest_id DESC))[1] AS latest_value"""
+        """, (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_ts,
+             (array_agg(latest_id ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_id,
+             (array_agg(latest_value ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_value"""
         if with_latest
         else ""
     )
@@ -311,9 +392,9 @@ async def summary_rows(
             WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
               AND b.dims @> $8::jsonb
             UNION ALL
-            SELECT c.dims_key, c.dims, c.ts, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
+            SELECT c.dims_key, c.dims_key::jsonb, c.ts, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
             FROM meter.contributions c
-            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $8::jsonb
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $8::jsonb
         ) x
         GROUP BY dims_key, point
         """,
@@ -343,9 +424,9 @@ async def unique_rows(
             WHERE u.customer_id = $1 AND u.meter_key = $2 AND u.window_start >= $4 AND u.window_start < $5
               AND u.dims @> $8::jsonb
             UNION ALL
-            SELECT c.dims_key, c.dims, c.ts, c.unique_value
+            SELECT c.dims_key, c.dims_key::jsonb, c.ts, c.unique_value
             FROM meter.contributions c
-            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $8::jsonb
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $8::jsonb
               AND c.unique_value IS NOT NULL
         ) x
         """,
@@ -373,9 +454,9 @@ async def weighted_rows(
         WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
           AND b.dims @> $7::jsonb
         UNION ALL
-        SELECT c.dims_key, c.dims::text, c.ts, c.ts, 0, c.value, c.entry_id
+        SELECT c.dims_key, c.dims_key, c.ts, c.ts, 0, c.value, c.entry_id
         FROM meter.contributions c
-        WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims @> $7::jsonb
+        WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $7::jsonb
         """,
         customer_id,
         meter_key,
@@ -390,9 +471,9 @@ async def carry_in_rows(
     """The value in force at ``before`` per dimension set: each one's latest contribution before it."""
     return await conn.fetch(
         """
-        SELECT DISTINCT ON (dims_key) dims_key, dims::text AS dims, value
+        SELECT DISTINCT ON (dims_key) dims_key, dims_key AS dims, value
         FROM meter.contributions
-        WHERE customer_id = $1 AND meter_key = $2 AND ts < $3 AND dims @> $4::jsonb
+        WHERE customer_id = $1 AND meter_key = $2 AND ts < $3 AND dims_key::jsonb @> $4::jsonb
         ORDER BY dims_key, ts DESC, entry_id DESC
         """,
         customer_id,

@@ -125,10 +125,17 @@ async def apply_entries(
             rows.setdefault((contribution.entry_id, meter.key), (contribution, window_start(contribution.timestamp), position))
         elif isinstance(item, str):
             voided.setdefault(item, position)
-    inserted = await repo.insert_contributions(conn, list(rows.values()))
+    # WEIGHTED_SUM windows are recomputed from their contributions (their integral depends on
+    # the order of every point); the other aggregations merge new contributions in place.
+    weighted = [r for r in rows.values() if _aggregation(catalog, r[0].meter_key) is Aggregation.WEIGHTED_SUM]
+    mergeable = [r for r in rows.values() if _aggregation(catalog, r[0].meter_key) is not Aggregation.WEIGHTED_SUM]
+    merged = await repo.insert_and_merge(conn, mergeable)
+    recompute = await repo.insert_contributions(conn, weighted)
     removed = await repo.void_entries(conn, list(voided), list(voided.values()))
-    unique_meters = {key[1] for key in [*inserted, *removed] if _aggregation(catalog, key[1]) is Aggregation.COUNT_UNIQUE}
-    await repo.recompute_windows(conn, [*inserted, *removed], unique_meters)
+    recompute += removed
+    unique_meters = {key[1] for key in removed if _aggregation(catalog, key[1]) is Aggregation.COUNT_UNIQUE}
+    await repo.recompute_windows(conn, recompute, unique_meters)
+    inserted = [*merged, *recompute[: len(recompute) - len(removed)]]
     batch = AppliedBatch(tally=tally)
     for customer_id, meter_key, start, _dims in inserted:
         batch.touched.setdefault((customer_id, meter_key), set()).add(start)

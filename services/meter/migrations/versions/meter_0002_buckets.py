@@ -22,7 +22,6 @@ def upgrade() -> None:
             meter_key text NOT NULL,
             customer_id text NOT NULL,
             dims_key text NOT NULL,
-            dims jsonb NOT NULL,
             ts timestamptz NOT NULL,
             window_start timestamptz NOT NULL,
             value numeric NOT NULL,
