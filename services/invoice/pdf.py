@@ -21,11 +21,19 @@ def _day(value: datetime | None) -> str:
 
 
 def _num(value: Decimal | None) -> str:
+    """Plain notation with thousands separators, never scientific ("1E+3")."""
     if value is None:
         return ""
-    # Plain notation with thousands separators, never scientific ("1E+3").
-    text = f"{value:,f}"
-    return text
+    return f"{value:,f}"
+
+
+def _qty(value: Decimal | None) -> str:
+    """A quantity without insignificant trailing zeros ("361.0" reads "361")."""
+    if value is None:
+        return ""
+    if value == value.to_integral_value():
+        return f"{value.to_integral_value():,f}"
+    return f"{value.normalize():,f}"
 
 
 def _line_rows(line: InvoiceLine, currency: str, style) -> list[list]:
@@ -34,26 +42,26 @@ def _line_rows(line: InvoiceLine, currency: str, style) -> list[list]:
         if line.proration is not None:
             units += f" × {line.proration:.6f} (prorated)"
     elif line.kind is LineKind.ADJUSTMENT:
-        units = f"{_num(line.usage)} units" if line.usage is not None else ""
+        units = f"{_qty(line.usage)} units" if line.usage is not None else ""
     elif line.unit_price is not None and not line.tiers[1:]:
-        units = f"{_num(line.quantity)} × {_num(line.unit_price)}"
+        units = f"{_qty(line.quantity)} × {_num(line.unit_price)}"
     else:
-        units = f"{_num(line.quantity)} units"
+        units = f"{_qty(line.quantity)} units"
     description = escape(line.description)
     if line.included_units:
-        description += f"<br/>usage {_num(line.usage)}, included {_num(line.included_units)}"
+        description += f"<br/>usage {_qty(line.usage)}, included {_qty(line.included_units)}"
     if line.amount_before_limits is not None:
         description += f"<br/>before minimum/maximum: {_num(line.amount_before_limits)}"
     period = f"{line.period_start:%Y-%m-%d} – {line.period_end:%Y-%m-%d}"
     rows = [[Paragraph(description, style), period, units, f"{_num(line.amount)} {currency}"]]
     for tier in line.tiers:
-        bound = f"{_num(tier.from_units)}–{_num(tier.up_to)}" if tier.up_to is not None else f"{_num(tier.from_units)}+"
+        bound = f"{_qty(tier.from_units)}–{_qty(tier.up_to)}" if tier.up_to is not None else f"{_qty(tier.from_units)}+"
         flat = f" + {_num(tier.flat_amount)}" if tier.flat_amount else ""
         rows.append(
             [
                 Paragraph(f"&nbsp;&nbsp;Tier {tier.tier} ({bound})", style),
                 "",
-                f"{_num(tier.quantity)} × {_num(tier.unit_price)}{flat}",
+                f"{_qty(tier.quantity)} × {_num(tier.unit_price)}{flat}",
                 _num(tier.amount),
             ]
         )
