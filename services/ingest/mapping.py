@@ -7,7 +7,7 @@ import math
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from services.ingest.domain.events import CustomerRef, EventInput, PropertiesShape
+from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventInput, PropertiesShape
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import UsageInput
@@ -68,28 +68,42 @@ def customer_ref_from_proto(ref: common_pb2.CustomerRef) -> CustomerRef:
     return CustomerRef()
 
 
+def _properties(props: struct_pb2.Struct) -> tuple[bytes, PropertiesShape]:
+    raw = props.SerializeToString(deterministic=True)
+    if not raw:
+        return raw, PropertiesShape(0, 0)
+    # Byte-level bounds spare the Python walk for nearly every event. Each nesting level
+    # needs one struct_value (0x2a) or list_value (0x32) tag byte, so fewer than 8 such bytes
+    # prove the depth within 8. A NaN or Infinity double has 0x7f or 0xff as its last byte,
+    # so bytes without either hold none.
+    if raw.count(b"\x2a") + raw.count(b"\x32") < MAX_PROPERTIES_DEPTH and b"\x7f" not in raw and b"\xff" not in raw:
+        return raw, PropertiesShape(len(raw), 1)
+    non_finite: list[str] = []
+    depth = _measure_struct(props, 1, "", non_finite)
+    return raw, PropertiesShape(len(raw), depth, tuple(non_finite))
+
+
+_NO_PROPERTIES = (b"", PropertiesShape(0, 0))
+
+
 def event_from_proto(event: ingest_pb2.Event) -> EventInput:
     timestamp = None
     if event.HasField("timestamp"):
         ts = event.timestamp
         timestamp = ts.seconds * 1_000_000 + ts.nanos // 1000
-    if event.HasField("properties"):
-        props = event.properties
-        non_finite: list[str] = []
-        depth = _measure_struct(props, 1, "", non_finite) if props.fields else 0
-        raw = props.SerializeToString(deterministic=True)
-        shape = PropertiesShape(len(raw), depth, tuple(non_finite))
+    raw, shape = _properties(event.properties) if event.HasField("properties") else _NO_PROPERTIES
+    customer = event.customer
+    which = customer.WhichOneof("ref")
+    if which == "external_id":
+        ref = CustomerRef("", customer.external_id)
+    elif which == "id":
+        ref = CustomerRef(customer.id, "")
     else:
-        raw = b""
-        shape = PropertiesShape(0, 0)
-    return EventInput(
-        idempotency_key=event.idempotency_key,
-        event_type=event.event_type,
-        customer=customer_ref_from_proto(event.customer),
-        timestamp_micros=timestamp,
-        properties=raw,
-        shape=shape,
-    )
+        ref = _NO_CUSTOMER
+    return EventInput(event.idempotency_key, event.event_type, ref, timestamp, raw, shape)
+
+
+_NO_CUSTOMER = CustomerRef("", "")
 
 
 def events_from_proto(events) -> list[EventInput]:
@@ -148,37 +162,41 @@ def result_to_proto(outcome: EventOutcome) -> ingest_pb2.EventResult:
     )
 
 
-def _counts(batch: BatchOutcome) -> tuple[int, int, int]:
+def _fill_results(results, batch: BatchOutcome) -> tuple[int, int, int]:
+    """Append one EventResult per outcome (add() beats building and copying messages)."""
     accepted = duplicate = rejected = 0
+    add = results.add
     for outcome in batch.outcomes:
-        if outcome.status is EventStatus.ACCEPTED:
+        status = outcome.status
+        if status is EventStatus.ACCEPTED:
             accepted += 1
-        elif outcome.status is EventStatus.DUPLICATE:
+        elif status is EventStatus.DUPLICATE:
             duplicate += 1
         else:
             rejected += 1
+        if outcome.violations:
+            add(
+                index=outcome.index,
+                status=_STATUS[status],
+                event_id=outcome.event_id,
+                idempotency_key=outcome.idempotency_key,
+                violations=_violations_to_proto(outcome.violations),
+            )
+        else:
+            add(index=outcome.index, status=_STATUS[status], event_id=outcome.event_id, idempotency_key=outcome.idempotency_key)
     return accepted, duplicate, rejected
 
 
 def batch_to_proto(batch: BatchOutcome) -> ingest_pb2.SendEventBatchResponse:
-    accepted, duplicate, rejected = _counts(batch)
-    return ingest_pb2.SendEventBatchResponse(
-        results=[result_to_proto(o) for o in batch.outcomes],
-        accepted_count=accepted,
-        duplicate_count=duplicate,
-        rejected_count=rejected,
-    )
+    response = ingest_pb2.SendEventBatchResponse()
+    response.accepted_count, response.duplicate_count, response.rejected_count = _fill_results(response.results, batch)
+    return response
 
 
 def stream_ack_to_proto(batch_id: str, batch: BatchOutcome) -> ingest_pb2.StreamEventsResponse:
-    accepted, duplicate, rejected = _counts(batch)
-    return ingest_pb2.StreamEventsResponse(
-        batch_id=batch_id,
-        results=[result_to_proto(o) for o in batch.outcomes],
-        accepted_count=accepted,
-        duplicate_count=duplicate,
-        rejected_count=rejected,
-    )
+    response = ingest_pb2.StreamEventsResponse(batch_id=batch_id)
+    response.accepted_count, response.duplicate_count, response.rejected_count = _fill_results(response.results, batch)
+    return response
 
 
 def send_event_to_proto(outcome: EventOutcome) -> ingest_pb2.SendEventResponse:

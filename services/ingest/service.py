@@ -19,11 +19,12 @@ import structlog
 from services.ingest.domain.events import (
     AcceptedEvent,
     CustomerRef,
+    UNKNOWN_CUSTOMER,
     EventInput,
     Limits,
-    accept_event,
     batch_size_violation,
-    validate_event,
+    prepare_events,
+    resolvable_refs,
 )
 from services.ingest.domain.log import (
     MAX_WAIT_MILLIS,
@@ -41,7 +42,6 @@ from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Vio
 log = structlog.get_logger()
 
 CONFLICT_REASON = "IDEMPOTENCY_KEY_CONFLICT"
-UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
 UNKNOWN_METER = "UNKNOWN_METER"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
@@ -114,36 +114,22 @@ class IngestService:
     async def _send(
         self, events: Sequence[EventInput], *, atomic: bool, source: str, prefix: Callable[[int], str]
     ) -> BatchOutcome:
-        now = self.clock()
-        rejected: dict[int, list[Violation]] = {}
-        for index, event in enumerate(events):
-            problems = validate_event(event, now_micros=now, limits=self.limits, prefix=prefix(index))
-            if problems:
-                rejected[index] = problems
-        refs = {e.customer for i, e in enumerate(events) if i not in rejected}
+        refs = resolvable_refs(events)
         customers = await self.catalog.resolve_customers(refs) if refs else {}
-        for index, event in enumerate(events):
-            if index not in rejected and customers.get(event.customer) is None:
-                rejected[index] = [
-                    Violation(f"{prefix(index)}.customer", f"unknown customer {_describe(event.customer)}", UNKNOWN_CUSTOMER)
-                ]
+        accepted, rejected = prepare_events(
+            events,
+            customers=customers,
+            is_metered=self.catalog.is_metered,
+            now_micros=self.clock(),
+            limits=self.limits,
+            prefix=prefix,
+        )
         if rejected and atomic:
             for problems in rejected.values():
                 metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput(
                 f"{len(rejected)} of {len(events)} events are invalid; nothing was stored",
                 violations=[v for index in sorted(rejected) for v in rejected[index]],
-            )
-        metered_types: dict[str, bool] = {}
-        accepted: list[AcceptedEvent] = []
-        for index, event in enumerate(events):
-            if index in rejected:
-                continue
-            metered = metered_types.get(event.event_type)
-            if metered is None:
-                metered = metered_types[event.event_type] = self.catalog.is_metered(event.event_type)
-            accepted.append(
-                accept_event(event, index=index, customer_id=customers[event.customer], now_micros=now, metered=metered)
             )
         first_by_key: dict[str, AcceptedEvent] = {}
         unique: list[AcceptedEvent] = []
@@ -246,7 +232,7 @@ class IngestService:
         if not any(p.field == "customer" for p in problems):
             customers = await self.catalog.resolve_customers({usage.customer})
             if customers.get(usage.customer) is None:
-                problems.append(Violation("customer", f"unknown customer {_describe(usage.customer)}", UNKNOWN_CUSTOMER))
+                problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
         if usage.meter_key.strip() and not await self.catalog.meter_exists(usage.meter_key):
             problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
         if problems:
@@ -328,7 +314,3 @@ class IngestService:
         watermark = started if oldest_open is None else min(started, oldest_open)
         page = next_page(entries, cursor=cursor, limit=limit, horizon=horizon, watermark=watermark)
         return dataclasses.replace(page, head=head)
-
-
-def _describe(ref: CustomerRef) -> str:
-    return f"id {ref.id!r}" if ref.id else f"external_id {ref.external_id!r}"

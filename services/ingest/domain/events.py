@@ -1,14 +1,18 @@
 """Events as ingest receives them: validation limits, canonical content and derived keys.
 
-Pure: no grpc, protobuf or SQL. Instants on this hot path are integer microseconds since the
-Unix epoch (UTC): building an aware datetime per event costs more than everything else the
-validation does, and Postgres takes the integers directly.
+Pure: no grpc, protobuf or SQL. This is the hot path (hundreds of thousands of events a
+second), which shapes two choices: instants are integer microseconds since the Unix epoch (UTC),
+because building an aware datetime per event costs more than the whole validation, and the
+per-event value objects are NamedTuples, immutable like frozen dataclasses but built and hashed
+in C, several times faster.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tally.errors import Violation
 
@@ -34,8 +38,7 @@ class Limits:
         return self.late_event_window_days * 86_400 * MICROS_PER_SECOND
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerRef:
+class CustomerRef(NamedTuple):
     """A customer named by Tally id or by the caller's external id; both empty means none."""
 
     id: str = ""
@@ -45,19 +48,22 @@ class CustomerRef:
     def is_empty(self) -> bool:
         return not self.id and not self.external_id
 
+    def describe(self) -> str:
+        return f"id {self.id!r}" if self.id else f"external_id {self.external_id!r}"
 
-@dataclass(frozen=True, slots=True)
-class PropertiesShape:
+
+class PropertiesShape(NamedTuple):
     """What validation needs to know about a properties document, measured by the mapping."""
 
     size_bytes: int
+    # Nesting depth; a cheap byte-level bound may stand in for it when that bound already
+    # proves the depth within MAX_PROPERTIES_DEPTH.
     depth: int
     # Dot paths of numbers that are NaN or +-Infinity.
     non_finite_paths: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EventInput:
+class EventInput(NamedTuple):
     """One event as sent. ``properties`` is the deterministic serialization of its Struct."""
 
     idempotency_key: str
@@ -69,8 +75,7 @@ class EventInput:
     shape: PropertiesShape
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
+class AcceptedEvent(NamedTuple):
     """A valid event, ready to store: its key is final and its customer resolved."""
 
     index: int
@@ -102,7 +107,11 @@ def validate_event(
                     "IDEMPOTENCY_KEY_TOO_LONG",
                 )
             )
-    if not event.event_type.strip():
+    if "\x00" in key:
+        problems.append(Violation(f"{prefix}.idempotency_key", "must not contain NUL characters", "INVALID_CHARACTER"))
+    if "\x00" in event.event_type:
+        problems.append(Violation(f"{prefix}.event_type", "must not contain NUL characters", "INVALID_CHARACTER"))
+    elif not event.event_type.strip():
         problems.append(Violation(f"{prefix}.event_type", "is required", "EVENT_TYPE_MISSING"))
     elif len(event.event_type) > MAX_EVENT_TYPE_CHARS:
         problems.append(
@@ -116,6 +125,8 @@ def validate_event(
         problems.append(
             Violation(f"{prefix}.customer", "is required: set id or external_id", "CUSTOMER_MISSING")
         )
+    elif "\x00" in event.customer.id or "\x00" in event.customer.external_id:
+        problems.append(Violation(f"{prefix}.customer", "must not contain NUL characters", "INVALID_CHARACTER"))
     if event.timestamp_micros is not None:
         problems.extend(
             validate_instant(event.timestamp_micros, now_micros=now_micros, limits=limits, field=f"{prefix}.timestamp")
@@ -177,10 +188,9 @@ def content_digest(event: EventInput, customer_id: str) -> bytes:
     Two sends of the same event digest alike, so the digest is both the payload hash that
     tells a duplicate from a conflict and the source of a derived idempotency key.
     """
-    et = event.event_type.encode()
-    cid = customer_id.encode()
-    ts = b"" if event.timestamp_micros is None else str(event.timestamp_micros).encode()
-    head = b"%d:%b%d:%b%d:%b" % (len(et), et, len(cid), cid, len(ts), ts)
+    # Text fields cannot hold NUL (validated), so NUL separates them unambiguously.
+    ts = "" if event.timestamp_micros is None else event.timestamp_micros
+    head = f"{event.event_type}\x00{customer_id}\x00{ts}\x00".encode()
     return hashlib.sha256(head + event.properties).digest()
 
 
@@ -204,3 +214,81 @@ def accept_event(
         properties=event.properties,
         metered=metered,
     )
+
+
+UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
+
+
+def resolvable_refs(events: Sequence[EventInput]) -> set[CustomerRef]:
+    """The customer refs worth looking up: non-empty and free of NUL characters."""
+    return {
+        ref
+        for ref in {e.customer for e in events}
+        if (ref.id or ref.external_id) and "\x00" not in ref.id and "\x00" not in ref.external_id
+    }
+
+
+def prepare_events(
+    events: Sequence[EventInput],
+    *,
+    customers: Mapping[CustomerRef, str | None],
+    is_metered: Callable[[str], bool],
+    now_micros: int,
+    limits: Limits,
+    prefix: Callable[[int], str],
+) -> tuple[list[AcceptedEvent], dict[int, list[Violation]]]:
+    """Validate and accept a batch in one pass: (accepted events, violations by index).
+
+    One guard expression clears a valid event; only an event that trips it goes through the
+    full validate_event, which reports every problem. This keeps a valid event at a few
+    microseconds, which is what the streaming throughput is made of.
+    """
+    low = now_micros - limits.late_event_window_micros
+    high = now_micros + limits.future_tolerance_micros
+    metered_by_type: dict[str, bool] = {}
+    accepted: list[AcceptedEvent] = []
+    rejected: dict[int, list[Violation]] = {}
+    sha256 = hashlib.sha256
+    for index, event in enumerate(events):
+        key, event_type, customer, ts, props, shape = event
+        customer_id = customers.get(customer)
+        if (
+            customer_id is None
+            or not event_type
+            or len(key) > MAX_IDEMPOTENCY_KEY_CHARS
+            or len(event_type) > MAX_EVENT_TYPE_CHARS
+            or shape.size_bytes > MAX_PROPERTIES_BYTES
+            or shape.depth > MAX_PROPERTIES_DEPTH
+            or shape.non_finite_paths
+            or (ts is not None and not low <= ts <= high)
+            or (key and not key.strip())
+            or not event_type.strip()
+            or "\x00" in key
+            or "\x00" in event_type
+        ):
+            problems = validate_event(event, now_micros=now_micros, limits=limits, prefix=prefix(index))
+            if customer_id is None and not any(p.field.endswith(".customer") for p in problems):
+                problems.append(
+                    Violation(f"{prefix(index)}.customer", f"unknown customer {customer.describe()}", UNKNOWN_CUSTOMER)
+                )
+            if problems:
+                rejected[index] = problems
+                continue
+        metered = metered_by_type.get(event_type)
+        if metered is None:
+            metered = metered_by_type[event_type] = is_metered(event_type)
+        # Text fields cannot hold NUL (validated), so NUL separates them unambiguously.
+        digest = sha256(f"{event_type}\x00{customer_id}\x00{'' if ts is None else ts}\x00".encode() + props).digest()
+        accepted.append(
+            AcceptedEvent(
+                index,
+                key or DERIVED_KEY_PREFIX + digest.hex(),
+                digest,
+                event_type,
+                customer_id,
+                now_micros if ts is None else ts,
+                props,
+                metered,
+            )
+        )
+    return accepted, rejected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tally.errors import Violation
 
@@ -14,8 +15,9 @@ class EventStatus(enum.Enum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
+class EventOutcome(NamedTuple):
+    """One per event of a send (a NamedTuple: built once per event on the hot path)."""
+
     index: int
     status: EventStatus
     event_id: str = ""
