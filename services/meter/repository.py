@@ -96,6 +96,29 @@ summarized AS (
            min(ts) AS first_ts
     FROM inserted
     GROUP BY customer_id, meter_key, window_start, dims_key
+),
+days AS (
+    INSERT INTO meter.day_buckets AS d (customer_id, meter_key, day, dims_key, dims, count, total, minimum, maximum,
+                                        latest_ts, latest_id, latest_value)
+    SELECT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00'), dims_key, dims_key::jsonb,
+           sum(count), sum(total), min(minimum), max(maximum),
+           (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1],
+           (array_agg(latest_id ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1],
+           (array_agg(latest_value ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1]
+    FROM summarized
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (customer_id, meter_key, day, dims_key) DO UPDATE SET
+        count = d.count + excluded.count,
+        total = d.total + excluded.total,
+        minimum = least(d.minimum, excluded.minimum),
+        maximum = greatest(d.maximum, excluded.maximum),
+        latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (d.latest_ts, d.latest_id COLLATE "C")
+                         THEN excluded.latest_ts ELSE d.latest_ts END,
+        latest_value = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (d.latest_ts, d.latest_id COLLATE "C")
+                            THEN excluded.latest_value ELSE d.latest_value END,
+        latest_id = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (d.latest_ts, d.latest_id COLLATE "C")
+                         THEN excluded.latest_id ELSE d.latest_id END
 )
 INSERT INTO meter.buckets AS b (customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
                                 latest_ts, latest_id, latest_value, first_ts, integral)
@@ -221,6 +244,40 @@ ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
 """
 
 
+_RECOMPUTE_DAYS = """
+WITH touched AS (
+    SELECT DISTINCT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00') AS day, dims_key
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(customer_id, meter_key, window_start, dims_key)
+),
+summarized AS (
+    SELECT t.customer_id, t.meter_key, t.day, t.dims_key,
+           sum(b.count) AS count, sum(b.total) AS total, min(b.minimum) AS minimum, max(b.maximum) AS maximum,
+           (array_agg(b.latest_ts ORDER BY b.latest_ts DESC, b.latest_id COLLATE "C" DESC))[1] AS latest_ts,
+           (array_agg(b.latest_id ORDER BY b.latest_ts DESC, b.latest_id COLLATE "C" DESC))[1] AS latest_id,
+           (array_agg(b.latest_value ORDER BY b.latest_ts DESC, b.latest_id COLLATE "C" DESC))[1] AS latest_value
+    FROM touched t
+    JOIN meter.buckets b
+      ON b.customer_id = t.customer_id AND b.meter_key = t.meter_key
+     AND b.window_start >= t.day AND b.window_start < t.day + interval '1 day' AND b.dims_key = t.dims_key
+    GROUP BY 1, 2, 3, 4
+),
+emptied AS (
+    DELETE FROM meter.day_buckets d USING touched t
+    WHERE d.customer_id = t.customer_id AND d.meter_key = t.meter_key AND d.day = t.day AND d.dims_key = t.dims_key
+      AND NOT EXISTS (
+          SELECT 1 FROM summarized s
+          WHERE s.customer_id = t.customer_id AND s.meter_key = t.meter_key AND s.day = t.day AND s.dims_key = t.dims_key)
+)
+INSERT INTO meter.day_buckets (customer_id, meter_key, day, dims_key, dims, count, total, minimum, maximum,
+                               latest_ts, latest_id, latest_value)
+SELECT customer_id, meter_key, day, dims_key, dims_key::jsonb, count, total, minimum, maximum, latest_ts, latest_id, latest_value
+FROM summarized
+ON CONFLICT (customer_id, meter_key, day, dims_key) DO UPDATE SET
+    count = excluded.count, total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,
+    latest_ts = excluded.latest_ts, latest_id = excluded.latest_id, latest_value = excluded.latest_value
+"""
+
+
 async def recompute_windows(conn: asyncpg.Connection, keys: Sequence[WindowKey], unique_meters: set[str]) -> None:
     """Recompute each touched window's bucket (and, for COUNT_UNIQUE meters, its distinct values)."""
     if not keys:
@@ -228,6 +285,7 @@ async def recompute_windows(conn: asyncpg.Connection, keys: Sequence[WindowKey],
     keys = sorted(set(keys))
     columns = [list(col) for col in zip(*keys)]
     await conn.execute(_RECOMPUTE_BUCKETS, *columns)
+    await conn.execute(_RECOMPUTE_DAYS, *columns)
     unique_keys = [k for k in keys if k[1] in unique_meters]
     if not unique_keys:
         return
@@ -367,12 +425,16 @@ async def summary_rows(
     boundaries: Sequence[datetime],
     dimension_filter: dict[str, str],
     with_latest: bool,
+    days: tuple[datetime, datetime] | None = None,
 ) -> list[asyncpg.Record]:
     """Per (dims, point) sums, counts, min, max (and latest) over [start, end).
 
     ``span`` is (start, inner_start, inner_end, end): whole buckets cover [inner_start,
-    inner_end), raw contributions cover the edges. ``boundaries`` split the period into points.
+    inner_end), raw contributions cover the edges. ``days`` (whole UTC days inside the inner
+    span, only when no point boundary falls inside them) are read from the day roll-ups.
+    ``boundaries`` split the period into points.
     """
+    day_start, day_end = days if days is not None else (span[2], span[2])
     latest = (
         """, (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_ts,
              (array_agg(latest_id ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_id,
@@ -386,10 +448,22 @@ async def summary_rows(
                sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
                {latest}
         FROM (
+            SELECT d.dims_key, d.dims, d.day AS t, d.count, d.total, d.minimum, d.maximum,
+                   d.latest_ts, d.latest_id, d.latest_value
+            FROM meter.day_buckets d
+            WHERE d.customer_id = $1 AND d.meter_key = $2 AND d.day >= $9 AND d.day < $10
+              AND d.dims @> $8::jsonb
+            UNION ALL
             SELECT b.dims_key, b.dims, b.window_start AS t, b.count, b.total, b.minimum, b.maximum,
                    b.latest_ts, b.latest_id, b.latest_value
             FROM meter.buckets b
-            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
+            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $9
+              AND b.dims @> $8::jsonb
+            UNION ALL
+            SELECT b.dims_key, b.dims, b.window_start AS t, b.count, b.total, b.minimum, b.maximum,
+                   b.latest_ts, b.latest_id, b.latest_value
+            FROM meter.buckets b
+            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $10 AND b.window_start < $5
               AND b.dims @> $8::jsonb
             UNION ALL
             SELECT c.dims_key, c.dims_key::jsonb, c.ts, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
@@ -403,6 +477,8 @@ async def summary_rows(
         *span,
         list(boundaries),
         json.dumps(dimension_filter),
+        day_start,
+        day_end,
     )
 
 

@@ -39,7 +39,7 @@ from services.meter.domain.matching import (
 )
 from services.meter.domain.model import Aggregation, Contribution, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
-from services.meter.domain.windows import Granularity, aligned_span, series_windows, window_start
+from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days, window_start
 from tally.domain.periods import Schedule
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
@@ -268,7 +268,11 @@ async def compute_points(
     agg = meter.aggregation
     if agg is Aggregation.WEIGHTED_SUM:
         return await _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter)
-    rows = await repo.summary_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST)
+    # Day roll-ups serve a single period; a series' points may cut through a UTC day.
+    days = whole_days(inner_start, inner_end) if len(points) == 1 else None
+    rows = await repo.summary_rows(
+        conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST, days
+    )
     totals: list[list[Summary]] = [[] for _ in points]
     groups: list[dict[tuple, list[Summary]]] = [defaultdict(list) for _ in points]
     for row in rows:

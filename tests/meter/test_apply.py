@@ -66,11 +66,11 @@ class MemoryCatalog:
 
 
 @st.composite
-def scenarios(draw):
+def scenarios(draw, span_seconds: int = 4 * 3600, unit: timedelta = timedelta(minutes=1)):
     n = draw(st.integers(1, 30))
     events = []
     for i in range(n):
-        offset = draw(st.integers(0, 4 * 3600 - 1))
+        offset = draw(st.integers(0, span_seconds - 1))
         micros = draw(st.sampled_from([0, 1, 500_000]))
         events.append(
             {
@@ -86,8 +86,9 @@ def scenarios(draw):
     order = draw(st.permutations(events))
     duplicates = draw(st.lists(st.sampled_from(events), max_size=5))
     batches = draw(st.integers(1, 4))
-    first = draw(st.integers(0, 240))
-    length = draw(st.integers(1, 240))
+    steps = span_seconds // int(unit.total_seconds())
+    first = draw(st.integers(0, steps)) * unit
+    length = draw(st.integers(1, steps)) * unit
     seconds = draw(st.sampled_from([0, 0, 17]))
     return events, voided, list(order) + duplicates, batches, first, length, seconds
 
@@ -148,8 +149,8 @@ async def run_scenario(database_url: str, scenario) -> None:
         # A replay of the whole log (a crash before the cursor moved) changes nothing.
         async with conn.transaction():
             await apply_entries(conn, items, catalog)
-        period_start = T0 + timedelta(minutes=first, seconds=seconds)
-        period_end = period_start + timedelta(minutes=length)
+        period_start = T0 + first + timedelta(seconds=seconds)
+        period_end = period_start + length
         for meter in catalog.meters.values():
             [point] = await compute_points(conn, meter, customer, [(period_start, period_end)], ("region",), {})
             expected = expected_contributions(events, voided, meter, customer)
@@ -167,12 +168,25 @@ class TestApplyAndQueryOnPostgres:
     def test_every_aggregation_equals_brute_force_with_late_events_voids_and_duplicates(self, database_url, scenario):
         asyncio.run(run_scenario(database_url, scenario))
 
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(scenario=scenarios(span_seconds=4 * 86_400, unit=timedelta(hours=1)))
+    def test_periods_of_several_days_read_through_day_roll_ups_exactly(self, database_url, scenario):
+        asyncio.run(run_scenario(database_url, scenario))
+
+    def test_whole_days_merged_over_several_batches_equal_brute_force(self, database_url):
+        events = [
+            {"id": f"e{i}", "ts": T0 + timedelta(hours=7 * i, seconds=i), "v": str(i), "user": f"u{i % 3}", "region": "eu"}
+            for i in range(20)
+        ]
+        scenario = (events, {"e3", "e11"}, events + events[:4], 3, timedelta(hours=3), timedelta(days=5, hours=1), 0)
+        asyncio.run(run_scenario(database_url, scenario))
+
     def test_count_unique_across_window_boundaries_counts_each_user_once(self, database_url):
         events = [
             {"id": f"e{i}", "ts": T0 + timedelta(minutes=i, seconds=59), "v": "1", "user": "ann", "region": "eu"}
             for i in range(5)
         ]
-        asyncio.run(run_scenario(database_url, (events, set(), events, 2, 0, 10, 0)))
+        asyncio.run(run_scenario(database_url, (events, set(), events, 2, timedelta(0), timedelta(minutes=10), 0)))
 
     def test_a_void_recomputes_max_of_the_window(self, database_url):
         async def scenario():

@@ -73,3 +73,15 @@ def _boundaries(start: datetime, end: datetime, granularity: Granularity, zone: 
         k += 1
         result.append(local_midnight(add_months(first_day, k), zone))
     return result
+
+
+DAY = timedelta(days=1)
+
+
+def whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The whole UTC days inside [start, end) (for day roll-ups), or None when there are none."""
+    first = start - (start - _EPOCH) % DAY
+    if first < start:
+        first += DAY
+    last = end - (end - _EPOCH) % DAY
+    return (first, last) if first < last else None
