@@ -33,6 +33,9 @@ class ServiceApp:
     register: Callable[[grpc.aio.Server], None]
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # Run when shutdown begins, before in-flight RPCs are drained: ends endless server streams
+    # (such as WatchCatalog) so that draining does not wait out the whole grace period.
+    on_drain: list[Hook] = field(default_factory=list)
     interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
     # Where API keys are checked when TALLY_AUTH_MODE=required; None reads TALLY_AUTH_KEYS_FILE.
     key_verifier: KeyVerifier | None = None
@@ -54,6 +57,8 @@ class RunningServer:
         self._stopped = True
         log.info("server_stopping", service=self.app.name, grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
+        for hook in self.app.on_drain:
+            await hook()
         await self.server.stop(grace)
         for hook in reversed(self.app.on_stop):
             await hook()

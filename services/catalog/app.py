@@ -22,5 +22,6 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
         service_names=[SERVICE_NAME],
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
         on_start=[notifier.start],
+        on_drain=[notifier.drain],
         on_stop=[notifier.stop, engine.dispose],
     )

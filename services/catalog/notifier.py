@@ -25,10 +25,21 @@ class ChangeNotifier:
         self._dsn = asyncpg_dsn(database_url)
         self._event = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        """True once the server is shutting down: watchers finish their streams."""
+        return self._draining
 
     def ticket(self) -> asyncio.Event:
         """Take before reading the changes table; it is set by any commit after that."""
         return self._event
+
+    async def drain(self) -> None:
+        """Wake every watcher so it ends its stream; clients reconnect to a live instance."""
+        self._draining = True
+        self._notify()
 
     def _notify(self, *_args) -> None:
         event, self._event = self._event, asyncio.Event()

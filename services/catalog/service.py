@@ -575,6 +575,8 @@ class CatalogService:
                 yield CatalogChange(revision, kind, entities.get((kind, entity_id)))
             if rows:
                 last = rows[-1][0]
+            if self._notifier is not None and self._notifier.draining:
+                return
             if len(rows) == WATCH_BATCH:
                 continue
             if ticket is None:

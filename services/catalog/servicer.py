@@ -200,6 +200,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.GetCatalogRevisionResponse(revision=await self._service.current_revision())
 
     async def WatchCatalog(self, request, context):
+        # Headers right away: a client knows it is connected before the first change arrives.
+        await context.send_initial_metadata(())
         async for change in self._service.watch(request.after_revision):
             yield m.change_out(change)
 

@@ -12,6 +12,7 @@ from tally.catalog_cache import CatalogCache
 from tally.channels import connect
 from tally.errors import Unavailable
 from tally_gen.catalog.v1 import catalog_pb2 as pb
+from tally_gen.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from tally_gen.common.v1 import common_pb2
 from tests.catalog.helpers import create_customer, create_meter, create_plan, fixed_charge, plan_spec, usage_charge
 from tests.harness import free_port, unique
@@ -84,6 +85,24 @@ class TestWatchCatalog:
         kinds = {c.WhichOneof("entity"): c for c in changes}
         assert kinds["plan_version"].plan_version.id == plan.latest_version.id
         assert kinds["plan"].plan.key == plan.key
+
+
+class TestShutdown:
+    async def test_stopping_the_server_ends_watch_streams_cleanly_instead_of_cancelling_them(
+        self, database_url, settings
+    ):
+        running = await in_process_on(database_url, settings, 0)
+        channel = connect(f"127.0.0.1:{running.port}")
+        try:
+            stream = pb_grpc.CatalogServiceStub(channel).WatchCatalog(pb.WatchCatalogRequest(after_revision=10**12))
+            reader = asyncio.ensure_future(next_changes(stream, 1))
+            await stream.wait_for_connection()
+            await running.stop(grace=2)
+            assert await reader == []
+            assert await stream.code() == grpc.StatusCode.OK
+        finally:
+            await running.stop(grace=0)
+            await channel.close()
 
 
 class TestCatalogCache:
