@@ -6,6 +6,7 @@ number becomes "UNKNOWN_<n>", so the domain's validation reports every problem i
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -89,6 +90,11 @@ def _set_time(message, name: str, value: datetime | None) -> None:
 def _set_decimal(message, name: str, value: Decimal | None) -> None:
     if value is not None:
         getattr(message, name).CopyFrom(decimal_out(value))
+
+
+def mask_in(paths) -> tuple[str, ...]:
+    """Update-mask paths in proto names; JSON-style camelCase ("valueProperty") is accepted too."""
+    return tuple(re.sub(r"(?<!^)([A-Z])", r"_\1", path.strip()).lower() for path in paths)
 
 
 # ---------------------------------------------------------------- meters

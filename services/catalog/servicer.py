@@ -44,7 +44,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def UpdateMeter(self, request, context):
         _required(request.meter.key, "meter.key")
-        meter = await self._service.update_meter(m.meter_spec_in(request.meter), tuple(request.update_mask))
+        meter = await self._service.update_meter(m.meter_spec_in(request.meter), m.mask_in(request.update_mask))
         return pb.UpdateMeterResponse(meter=m.meter_out(meter))
 
     async def ArchiveMeter(self, request, context):
@@ -69,7 +69,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def UpdateProduct(self, request, context):
         _required(request.product.key, "product.key")
-        product = await self._service.update_product(m.product_spec_in(request.product), tuple(request.update_mask))
+        product = await self._service.update_product(m.product_spec_in(request.product), m.mask_in(request.update_mask))
         return pb.UpdateProductResponse(product=m.product_out(product))
 
     async def ArchiveProduct(self, request, context):
@@ -137,7 +137,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def UpdateCustomer(self, request, context):
         id = _required(request.customer.id, "customer.id")
         customer = await self._service.update_customer(id, m.customer_spec_in(request.customer),
-                                                       tuple(request.update_mask))
+                                                       m.mask_in(request.update_mask))
         return pb.UpdateCustomerResponse(customer=m.customer_out(customer))
 
     async def ArchiveCustomer(self, request, context):

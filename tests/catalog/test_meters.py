@@ -221,6 +221,12 @@ class TestUpdateMeter:
         updated = (await stub.UpdateMeter(pb.UpdateMeterRequest(meter=update, update_mask=["name"]))).meter
         assert (updated.name, updated.unit, updated.aggregation) == ("Renamed", "minutes", pb.AGGREGATION_SUM)
 
+    async def test_json_style_mask_names_are_accepted(self, stub):
+        created = await create_meter(stub)
+        update = pb.Meter(key=created.key, value_property="usage.seconds")
+        updated = (await stub.UpdateMeter(pb.UpdateMeterRequest(meter=update, update_mask=["valueProperty"]))).meter
+        assert updated.value_property == "usage.seconds"
+
     async def test_the_key_cannot_be_named_in_the_mask(self, stub):
         created = await create_meter(stub)
         found = await violations_of(
