@@ -7,7 +7,7 @@ import math
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventInput, PropertiesShape
+from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventBatch, EventInput, PropertiesShape
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import UsageInput
@@ -68,46 +68,74 @@ def customer_ref_from_proto(ref: common_pb2.CustomerRef) -> CustomerRef:
     return CustomerRef()
 
 
+# Shapes of flat properties documents by size: one object per size, not one per event.
+_FLAT_SHAPES: dict[int, PropertiesShape] = {}
+
+
 def _properties(props: struct_pb2.Struct) -> tuple[bytes, PropertiesShape]:
     raw = props.SerializeToString(deterministic=True)
     if not raw:
-        return raw, PropertiesShape(0, 0)
+        return raw, _EMPTY_SHAPE
     # Byte-level bounds spare the Python walk for nearly every event. Each nesting level
     # needs one struct_value (0x2a) or list_value (0x32) tag byte, so fewer than 8 such bytes
     # prove the depth within 8. A NaN or Infinity double has 0x7f or 0xff as its last byte,
     # so bytes without either hold none.
     if raw.count(b"\x2a") + raw.count(b"\x32") < MAX_PROPERTIES_DEPTH and b"\x7f" not in raw and b"\xff" not in raw:
-        return raw, PropertiesShape(len(raw), 1)
+        size = len(raw)
+        shape = _FLAT_SHAPES.get(size)
+        if shape is None:
+            shape = _FLAT_SHAPES[size] = PropertiesShape(size, 1)
+        return raw, shape
     non_finite: list[str] = []
     depth = _measure_struct(props, 1, "", non_finite)
     return raw, PropertiesShape(len(raw), depth, tuple(non_finite))
 
 
-_NO_PROPERTIES = (b"", PropertiesShape(0, 0))
-
-
-def event_from_proto(event: ingest_pb2.Event) -> EventInput:
-    timestamp = None
-    if event.HasField("timestamp"):
-        ts = event.timestamp
-        timestamp = ts.seconds * 1_000_000 + ts.nanos // 1000
-    raw, shape = _properties(event.properties) if event.HasField("properties") else _NO_PROPERTIES
-    customer = event.customer
-    which = customer.WhichOneof("ref")
-    if which == "external_id":
-        ref = CustomerRef("", customer.external_id)
-    elif which == "id":
-        ref = CustomerRef(customer.id, "")
-    else:
-        ref = _NO_CUSTOMER
-    return EventInput(event.idempotency_key, event.event_type, ref, timestamp, raw, shape)
-
-
+_EMPTY_SHAPE = PropertiesShape(0, 0)
 _NO_CUSTOMER = CustomerRef("", "")
 
 
-def events_from_proto(events) -> list[EventInput]:
-    return [event_from_proto(event) for event in events]
+def event_from_proto(event: ingest_pb2.Event) -> EventInput:
+    return events_from_proto([event]).event(0)
+
+
+def events_from_proto(events) -> EventBatch:
+    """The batch as columns; one pass, reusing one CustomerRef per distinct customer."""
+    keys: list[str] = []
+    types: list[str] = []
+    customers: list[CustomerRef] = []
+    timestamps: list[int | None] = []
+    properties: list[bytes] = []
+    shapes: list[PropertiesShape] = []
+    by_external: dict[str, CustomerRef] = {}
+    by_id: dict[str, CustomerRef] = {}
+    for event in events:
+        keys.append(event.idempotency_key)
+        types.append(event.event_type)
+        customer = event.customer
+        which = customer.WhichOneof("ref")
+        if which == "external_id":
+            value = customer.external_id
+            ref = by_external.get(value)
+            if ref is None:
+                ref = by_external[value] = CustomerRef("", value)
+        elif which == "id":
+            value = customer.id
+            ref = by_id.get(value)
+            if ref is None:
+                ref = by_id[value] = CustomerRef(value, "")
+        else:
+            ref = _NO_CUSTOMER
+        customers.append(ref)
+        if event.HasField("timestamp"):
+            ts = event.timestamp
+            timestamps.append(ts.seconds * 1_000_000 + ts.nanos // 1000)
+        else:
+            timestamps.append(None)
+        raw, shape = _properties(event.properties)
+        properties.append(raw)
+        shapes.append(shape)
+    return EventBatch(keys, types, customers, timestamps, properties, shapes)
 
 
 def _instant(ts: timestamp_pb2.Timestamp) -> dt.datetime:
@@ -152,39 +180,25 @@ def _violations_to_proto(violations) -> list[common_pb2.FieldViolation]:
     return [common_pb2.FieldViolation(field=v.field, description=v.description, reason=v.reason) for v in violations]
 
 
-def result_to_proto(outcome: EventOutcome) -> ingest_pb2.EventResult:
-    return ingest_pb2.EventResult(
-        index=outcome.index,
-        status=_STATUS[outcome.status],
-        event_id=outcome.event_id,
-        idempotency_key=outcome.idempotency_key,
-        violations=_violations_to_proto(outcome.violations),
-    )
-
-
 def _fill_results(results, batch: BatchOutcome) -> tuple[int, int, int]:
-    """Append one EventResult per outcome (add() beats building and copying messages)."""
-    accepted = duplicate = rejected = 0
+    """Append one EventResult per event (add() beats building and copying messages)."""
     add = results.add
-    for outcome in batch.outcomes:
-        status = outcome.status
-        if status is EventStatus.ACCEPTED:
-            accepted += 1
-        elif status is EventStatus.DUPLICATE:
-            duplicate += 1
-        else:
-            rejected += 1
-        if outcome.violations:
+    violations = batch.violations
+    statuses = [_STATUS[status] for status in batch.statuses]
+    for index, (status, event_id, key) in enumerate(zip(statuses, batch.event_ids, batch.keys)):
+        if index in violations:
             add(
-                index=outcome.index,
-                status=_STATUS[status],
-                event_id=outcome.event_id,
-                idempotency_key=outcome.idempotency_key,
-                violations=_violations_to_proto(outcome.violations),
+                index=index,
+                status=status,
+                event_id=event_id,
+                idempotency_key=key,
+                violations=_violations_to_proto(violations[index]),
             )
         else:
-            add(index=outcome.index, status=_STATUS[status], event_id=outcome.event_id, idempotency_key=outcome.idempotency_key)
-    return accepted, duplicate, rejected
+            add(index=index, status=status, event_id=event_id, idempotency_key=key)
+    accepted = batch.count(EventStatus.ACCEPTED)
+    duplicate = batch.count(EventStatus.DUPLICATE)
+    return accepted, duplicate, len(batch) - accepted - duplicate
 
 
 def batch_to_proto(batch: BatchOutcome) -> ingest_pb2.SendEventBatchResponse:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.ingest.domain.events import AcceptedEvent
+from services.ingest.domain.events import PreparedBatch
 from services.ingest.domain.log import (
     LogEntry,
     LoggedEvent,
@@ -126,14 +126,31 @@ ORDER BY v.xid, v.position
 LIMIT $4
 """
 
-HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8"
-
-# The oldest open transaction on the whole server (xids are server-wide, so the one holding
-# the snapshot xmin may belong to another database): a row not yet visible below the horizon
-# got its ingest_time after that transaction began, or after now.
-OLDEST_OPEN_TRANSACTION = """
-SELECT min(xact_start) FROM pg_stat_activity
-WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL
+# The log horizon comes from two statements, run in this order (services/ingest/README.md
+# has the argument). Log writers are the transactions holding RowExclusiveLock on a log
+# table: a writer takes that lock before its INSERT takes a transaction id (tx CTE), and
+# releases it only once its commit is visible.
+_LOG_WRITERS = """
+    SELECT a.backend_xid, a.xact_start
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
+      AND l.relation IN ('ingest.events'::regclass, 'ingest.usage_records'::regclass, 'ingest.voids'::regclass)
+      AND l.pid <> pg_backend_pid()
+"""
+# 1. An instant taken before reading (statement_timestamp() precedes the statement's work),
+#    and when the log writers of that moment began.
+WRITERS_BEFORE = f"""
+WITH writers AS MATERIALIZED ({_LOG_WRITERS})
+SELECT statement_timestamp(), (SELECT min(xact_start) FROM writers)
+"""
+# 2. The snapshot's xmax (taken when the statement starts), then the log writers of this
+#    later moment: their 32-bit ids, widened in log_horizon, and when they began.
+WRITERS_AFTER = f"""
+WITH writers AS MATERIALIZED ({_LOG_WRITERS})
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+       array_remove(array_agg(backend_xid::text::int8), NULL),
+       min(xact_start)
+FROM writers
 """
 
 HEAD = """
@@ -159,6 +176,14 @@ SELECT event_type, count(*) AS n FROM ingest.events WHERE NOT metered GROUP BY e
 
 class WriteConflict(Exception):
     """The write lost a deadlock against a concurrent writer and was rolled back: retry it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKeys:
+    """After an insert: event id per key written now, (event id, payload hash) per key held before."""
+
+    inserted: dict[str, str]
+    held: dict[str, tuple[str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,45 +230,41 @@ class IngestRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def insert_events(self, events: Sequence[AcceptedEvent]) -> dict[str, StoredKey]:
-        """Insert events whose keys are new; report what every key now holds.
+    async def insert_events(self, batch: PreparedBatch) -> StoredKeys:
+        """Insert the events whose keys are new; report what every other key already holds.
 
         Keys taken by a concurrent sender are waited for by ON CONFLICT, then read back by a
-        second statement, whose fresh snapshot sees that sender's committed row.
+        second statement, whose fresh snapshot sees that sender's committed row. Send order is
+        log order. Two concurrent batches sharing keys in different orders can deadlock;
+        Postgres then aborts one, reported as WriteConflict for the service to retry.
         """
-        # Send order is log order. Two concurrent batches sharing keys in different orders can
-        # deadlock; Postgres then aborts one and the service retries it (WriteConflict).
-        ordered = events
-        try:
-            rows = await self._insert_events(ordered)
-        except asyncpg.DeadlockDetectedError as error:
-            raise WriteConflict(str(error)) from error
-        by_key = {e.idempotency_key: e for e in ordered}
-        stored = {key: StoredKey(event_id, by_key[key].payload_hash, True) for key, event_id in rows}
-        if len(stored) < len(ordered):
-            missing = [e.idempotency_key for e in ordered if e.idempotency_key not in stored]
-            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
-                stored[key] = StoredKey(event_id, bytes(payload_hash), False)
-        return stored
-
-    async def _insert_events(self, ordered: Sequence[AcceptedEvent]) -> list[asyncpg.Record]:
         types: dict[str, int] = {}
         customers: dict[str, int] = {}
         # Postgres arrays are 1-based.
-        type_of = [types.setdefault(e.event_type, len(types) + 1) for e in ordered]
-        customer_of = [customers.setdefault(e.customer_id, len(customers) + 1) for e in ordered]
-        metered = {e.event_type: e.metered for e in ordered}
-        return await self.conn.fetch(
-            INSERT_EVENTS,
-            [e.idempotency_key for e in ordered],
-            [e.payload_hash + e.properties for e in ordered],
-            list(types),
-            list(customers),
-            [metered[t] for t in types],
-            ",".join(map(str, type_of)),
-            ",".join(map(str, customer_of)),
-            ",".join([str(e.timestamp_micros) for e in ordered]),
-        )
+        type_of = [types.setdefault(t, len(types) + 1) for t in batch.event_types]
+        customer_of = [customers.setdefault(c, len(customers) + 1) for c in batch.customer_ids]
+        metered = dict(zip(batch.event_types, batch.metered))
+        try:
+            rows = await self.conn.fetch(
+                INSERT_EVENTS,
+                batch.keys,
+                list(map(bytes.__add__, batch.payload_hashes, batch.properties)),
+                list(types),
+                list(customers),
+                [metered[t] for t in types],
+                ",".join(map(str, type_of)),
+                ",".join(map(str, customer_of)),
+                ",".join(map(str, batch.timestamps)),
+            )
+        except asyncpg.DeadlockDetectedError as error:
+            raise WriteConflict(str(error)) from error
+        inserted = dict(rows)
+        held: dict[str, tuple[str, bytes]] = {}
+        if len(inserted) < len(batch):
+            missing = [key for key in batch.keys if key not in inserted]
+            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
+                held[key] = (event_id, bytes(payload_hash))
+        return StoredKeys(inserted, held)
 
     async def get_event(self, idempotency_key: str) -> StoredEvent | None:
         row = await self.conn.fetchrow(SELECT_EVENT, idempotency_key)
@@ -289,15 +310,23 @@ class IngestRepository:
 
     # ------------------------------------------------------------------ log
 
-    async def clock(self) -> dt.datetime:
-        return await self.conn.fetchval("SELECT clock_timestamp()")
+    async def log_horizon(self) -> tuple[int, dt.datetime]:
+        """(horizon, watermark) for a log read that follows.
 
-    async def oldest_open_transaction(self) -> dt.datetime | None:
-        return await self.conn.fetchval(OLDEST_OPEN_TRANSACTION)
-
-    async def horizon(self) -> int:
-        """The snapshot xmin: every transaction below it has committed or rolled back."""
-        return await self.conn.fetchval(HORIZON)
+        Every log-writing transaction below the horizon has finished, and every row that can
+        still appear at or above it carries an ingest_time at or after the watermark. Only the
+        log's own writers count: a long transaction elsewhere on the server holds nothing back.
+        """
+        started, oldest_before = await self.conn.fetchrow(WRITERS_BEFORE)
+        xmax, xids32, oldest_after = await self.conn.fetchrow(WRITERS_AFTER)
+        horizon = xmax
+        for xid32 in xids32 or ():
+            # How far the 32-bit id lies behind xmax; more than 2^31 means it lies ahead.
+            behind = (xmax - xid32) % 2**32
+            if behind <= 2**31:
+                horizon = min(horizon, xmax - behind)
+        watermark = min(t for t in (started, oldest_before, oldest_after) if t is not None)
+        return horizon, watermark
 
     async def read_log(self, after: LogPosition, horizon: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` entries after ``after`` and below ``horizon``, in (xid, position) order."""

@@ -17,11 +17,12 @@ from typing import Protocol
 import structlog
 
 from services.ingest.domain.events import (
-    AcceptedEvent,
     CustomerRef,
     UNKNOWN_CUSTOMER,
+    EventBatch,
     EventInput,
     Limits,
+    PreparedBatch,
     batch_size_violation,
     prepare_events,
     resolvable_refs,
@@ -35,7 +36,7 @@ from services.ingest.domain.log import (
 )
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, validate_usage
-from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKey, WriteConflict
+from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
 from tally import metrics
 from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
 
@@ -63,6 +64,10 @@ class CatalogDirectory(Protocol):
 
 def now_micros() -> int:
     return time.time_ns() // 1000
+
+
+def _conflict_violation(prefix: str, key: str) -> Violation:
+    return Violation(f"{prefix}.idempotency_key", f"{key!r} was already used for a different event", CONFLICT_REASON)
 
 
 def _conflict_error(keys: list[str], violations: list[Violation]) -> AlreadyExists:
@@ -100,72 +105,69 @@ class IngestService:
 
     async def send_event(self, event: EventInput) -> EventOutcome:
         """Store one event; INVALID_ARGUMENT or ALREADY_EXISTS on failure."""
-        outcome = await self._send([event], atomic=True, source="send", prefix=lambda _: "event")
-        return outcome.outcomes[0]
+        outcome = await self._send(EventBatch.of([event]), atomic=True, source="send", prefix=lambda _: "event")
+        return outcome.outcome(0)
 
-    async def send_batch(self, events: Sequence[EventInput], *, atomic: bool, source: str = "batch") -> BatchOutcome:
+    async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
         """Store a batch: ATOMIC (all or nothing) or PARTIAL (a result per event)."""
-        too_many = batch_size_violation(len(events))
+        too_many = batch_size_violation(len(batch))
         if too_many is not None:
-            metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(events))
+            metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(batch))
             raise InvalidInput("batch too large", violations=[too_many])
-        return await self._send(events, atomic=atomic, source=source, prefix=lambda i: f"events[{i}]")
+        return await self._send(batch, atomic=atomic, source=source, prefix=lambda i: f"events[{i}]")
 
     async def _send(
-        self, events: Sequence[EventInput], *, atomic: bool, source: str, prefix: Callable[[int], str]
+        self, batch: EventBatch, *, atomic: bool, source: str, prefix: Callable[[int], str]
     ) -> BatchOutcome:
-        refs = resolvable_refs(events)
+        refs = resolvable_refs(batch.customers)
         customers = await self.catalog.resolve_customers(refs) if refs else {}
-        accepted, rejected = prepare_events(
-            events,
+        prepared = prepare_events(
+            batch,
             customers=customers,
             is_metered=self.catalog.is_metered,
             now_micros=self.clock(),
             limits=self.limits,
             prefix=prefix,
         )
-        if rejected and atomic:
-            for problems in rejected.values():
+        if prepared.rejected and atomic:
+            for problems in prepared.rejected.values():
                 metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput(
-                f"{len(rejected)} of {len(events)} events are invalid; nothing was stored",
-                violations=[v for index in sorted(rejected) for v in rejected[index]],
+                f"{len(prepared.rejected)} of {len(batch)} events are invalid; nothing was stored",
+                violations=[v for index in sorted(prepared.rejected) for v in prepared.rejected[index]],
             )
-        first_by_key: dict[str, AcceptedEvent] = {}
-        unique: list[AcceptedEvent] = []
-        for event in accepted:
-            if event.idempotency_key not in first_by_key:
-                first_by_key[event.idempotency_key] = event
-                unique.append(event)
-        stored = {}
-        if unique:
-            stored = await self._store_events(unique, accepted, atomic=atomic, prefix=prefix)
+        unique = prepared.first_of_each_key()
+        stored = StoredKeys({}, {})
+        if len(unique):
+            stored = await self._store_events(unique, prepared, atomic=atomic, prefix=prefix)
             self._notify_committed()
-        return self._outcomes(events, rejected, accepted, stored, source, prefix)
+        outcome = self._outcomes(len(batch), prepared, unique, stored, prefix)
+        self._count(outcome, prepared, source)
+        return outcome
 
     async def _store_events(
-        self, unique: list[AcceptedEvent], accepted: list[AcceptedEvent], *, atomic: bool, prefix: Callable[[int], str]
-    ) -> dict[str, StoredKey]:
+        self, unique: PreparedBatch, prepared: PreparedBatch, *, atomic: bool, prefix: Callable[[int], str]
+    ) -> StoredKeys:
         """Insert in one transaction; in ATOMIC mode a conflicting key rolls it all back."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                async with self.store.connection(transaction=atomic) as repo:
+                # A single INSERT is atomic by itself; a multi-event ATOMIC batch needs a
+                # transaction so that a conflict found after the insert can roll it back.
+                async with self.store.connection(transaction=atomic and len(unique) > 1) as repo:
                     stored = await repo.insert_events(unique)
-                    conflicts = [e for e in accepted if stored[e.idempotency_key].payload_hash != e.payload_hash]
-                    if conflicts and atomic:
-                        # Raised inside the transaction: the events stored with them roll back.
-                        metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc(len(conflicts))
-                        raise _conflict_error(
-                            [e.idempotency_key for e in conflicts],
-                            [
-                                Violation(
-                                    f"{prefix(e.index)}.idempotency_key",
-                                    f"{e.idempotency_key!r} was already used for a different event",
-                                    CONFLICT_REASON,
-                                )
-                                for e in conflicts
-                            ],
-                        )
+                    if atomic and stored.held:
+                        conflicts = [
+                            (index, key)
+                            for index, key, digest in zip(prepared.indexes, prepared.keys, prepared.payload_hashes)
+                            if key in stored.held and stored.held[key][1] != digest
+                        ]
+                        if conflicts:
+                            # Raised inside the transaction: the events stored with them roll back.
+                            metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc(len(conflicts))
+                            raise _conflict_error(
+                                [key for _, key in conflicts],
+                                [_conflict_violation(prefix(index), key) for index, key in conflicts],
+                            )
                     return stored
             except WriteConflict:
                 if attempt == WRITE_ATTEMPTS:
@@ -173,55 +175,58 @@ class IngestService:
                 log.info("event_write_retried", attempt=attempt)
         raise AssertionError("unreachable")
 
+    @staticmethod
     def _outcomes(
-        self,
-        events: Sequence[EventInput],
-        rejected: dict[int, list[Violation]],
-        accepted: list[AcceptedEvent],
-        stored: dict[str, StoredKey],
-        source: str,
-        prefix: Callable[[int], str],
+        size: int, prepared: PreparedBatch, unique: PreparedBatch, stored: StoredKeys, prefix: Callable[[int], str]
     ) -> BatchOutcome:
-        outcomes: list[EventOutcome] = []
-        by_index = {e.index: e for e in accepted}
-        counted_as_new: set[str] = set()
-        for index in range(len(events)):
-            if index in rejected:
-                outcomes.append(EventOutcome(index, EventStatus.REJECTED, violations=tuple(rejected[index])))
+        statuses = [EventStatus.REJECTED] * size
+        event_ids = [""] * size
+        keys = [""] * size
+        violations = {index: tuple(problems) for index, problems in prepared.rejected.items()}
+        inserted, held = stored.inserted, stored.held
+        # The digest each key was stored (or first sent) with in this batch.
+        first_digest = dict(zip(unique.keys, unique.payload_hashes)) if unique is not prepared else None
+        claimed: set[str] = set()
+        accepted, duplicate = EventStatus.ACCEPTED, EventStatus.DUPLICATE
+        for index, key, digest in zip(prepared.indexes, prepared.keys, prepared.payload_hashes):
+            keys[index] = key
+            event_id = inserted.get(key)
+            if event_id is not None:
+                if first_digest is None:
+                    statuses[index], event_ids[index] = accepted, event_id
+                elif first_digest[key] != digest:
+                    violations[index] = (_conflict_violation(prefix(index), key),)
+                elif key in claimed:
+                    statuses[index], event_ids[index] = duplicate, event_id
+                else:
+                    claimed.add(key)
+                    statuses[index], event_ids[index] = accepted, event_id
                 continue
-            event = by_index[index]
-            key = event.idempotency_key
-            held = stored[key]
-            if held.payload_hash != event.payload_hash:
-                problem = Violation(
-                    f"{prefix(index)}.idempotency_key", f"{key!r} was already used for a different event", CONFLICT_REASON
-                )
-                outcomes.append(EventOutcome(index, EventStatus.REJECTED, "", key, (problem,)))
-            elif held.inserted and key not in counted_as_new:
-                counted_as_new.add(key)
-                outcomes.append(EventOutcome(index, EventStatus.ACCEPTED, held.record_id, key))
+            event_id, held_digest = held[key]
+            if held_digest != digest:
+                violations[index] = (_conflict_violation(prefix(index), key),)
             else:
-                outcomes.append(EventOutcome(index, EventStatus.DUPLICATE, held.record_id, key))
-        self._count(outcomes, by_index, source)
-        return BatchOutcome(outcomes)
+                statuses[index], event_ids[index] = duplicate, event_id
+        return BatchOutcome(statuses, event_ids, keys, violations)
 
     @staticmethod
-    def _count(outcomes: list[EventOutcome], by_index: dict[int, AcceptedEvent], source: str) -> None:
-        accepted = duplicate = unmetered = 0
-        for outcome in outcomes:
-            if outcome.status is EventStatus.ACCEPTED:
-                accepted += 1
-                unmetered += not by_index[outcome.index].metered
-            elif outcome.status is EventStatus.DUPLICATE:
-                duplicate += 1
-            else:
-                metrics.EVENTS_REJECTED.labels(outcome.violations[0].reason).inc()
+    def _count(outcome: BatchOutcome, prepared: PreparedBatch, source: str) -> None:
+        accepted = outcome.count(EventStatus.ACCEPTED)
+        duplicate = outcome.count(EventStatus.DUPLICATE)
+        for problems in outcome.violations.values():
+            metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
         if accepted:
             metrics.EVENTS_ACCEPTED.labels(source).inc(accepted)
+            if not all(prepared.metered):
+                statuses = outcome.statuses
+                unmetered = sum(
+                    1
+                    for index, metered in zip(prepared.indexes, prepared.metered)
+                    if not metered and statuses[index] is EventStatus.ACCEPTED
+                )
+                metrics.EVENTS_UNMETERED.inc(unmetered)
         if duplicate:
             metrics.EVENTS_DUPLICATE.labels(source).inc(duplicate)
-        if unmetered:
-            metrics.EVENTS_UNMETERED.inc(unmetered)
 
     # ------------------------------------------------------------------ usage
 
@@ -305,12 +310,8 @@ class IngestService:
 
     async def _read_page(self, cursor: LogCursor, limit: int) -> LogPage:
         async with self.store.connection() as repo:
-            # Order matters: clock, then open transactions, then the horizon (see README).
-            started = await repo.clock()
-            oldest_open = await repo.oldest_open_transaction()
-            horizon = await repo.horizon()
+            horizon, watermark = await repo.log_horizon()
             entries = await repo.read_log(cursor.after, horizon, limit + 1)
             head = await repo.head()
-        watermark = started if oldest_open is None else min(started, oldest_open)
         page = next_page(entries, cursor=cursor, limit=limit, horizon=horizon, watermark=watermark)
         return dataclasses.replace(page, head=head)

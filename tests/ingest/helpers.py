@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -72,15 +73,37 @@ async def log_cursor_at_head(ingest) -> str:
             return cursor
 
 
-async def read_log_after(ingest, cursor: str, *, max_entries: int = 1000) -> list[ingest_pb2.LogEntry]:
-    """Every entry after ``cursor`` that is committed now."""
+def entry_key(entry: ingest_pb2.LogEntry) -> str:
+    kind = entry.WhichOneof("entry")
+    return getattr(entry, kind).idempotency_key
+
+
+async def read_log_after(ingest, cursor: str, until_keys: set[str], *, max_entries: int = 1000) -> list[ingest_pb2.LogEntry]:
+    """Entries after ``cursor`` until every key in ``until_keys`` has shown up.
+
+    A reader only gets rows below the oldest open transaction on the server, so a committed
+    row may show up a little later than its commit; "caught up" alone proves nothing.
+    """
     entries = []
-    while True:
-        page = await ingest.ReadLog(ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=max_entries))
+    missing = set(until_keys)
+    while missing:
+        page = await ingest.ReadLog(ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=max_entries, wait_millis=1000))
         entries.extend(page.entries)
+        missing -= {entry_key(e) for e in page.entries}
         cursor = page.next_cursor
-        if page.caught_up:
-            return entries
+    return entries
+
+
+async def read_log_through_sentinel(stack, cursor: str, customer) -> list[ingest_pb2.LogEntry]:
+    """Every entry committed before now: sends one more event and reads until it shows up.
+
+    The sentinel's transaction id is above every transaction that finished before it, so once
+    it is served, so is everything committed earlier.
+    """
+    sentinel = event(customer, key=f"sentinel-{uuid.uuid4().hex}", event_type="sentinel")
+    await stack.ingest.SendEvent(ingest_pb2.SendEventRequest(event=sentinel))
+    entries = await read_log_after(stack.ingest, cursor, {sentinel.idempotency_key})
+    return [e for e in entries if entry_key(e) != sentinel.idempotency_key]
 
 
 def logged_keys(entries, kind: str = "event") -> list[str]:

@@ -15,7 +15,7 @@ from tests.ingest.helpers import (
     log_cursor_at_head,
     logged_keys,
     now,
-    read_log_after,
+    read_log_through_sentinel,
     reason,
     violations,
 )
@@ -57,7 +57,7 @@ class TestSendEvent:
         second = await send(ingest_stack, message)
         assert not first.duplicate and second.duplicate
         assert second.event_id == first.event_id
-        keys = [e.event.idempotency_key for e in await read_log_after(ingest_stack.ingest, cursor)]
+        keys = logged_keys(await read_log_through_sentinel(ingest_stack, cursor, customer))
         assert keys.count(message.idempotency_key) == 1
 
     async def test_same_key_with_a_different_payload_is_already_exists_naming_the_key(self, ingest_stack, customer):
@@ -202,7 +202,7 @@ class TestSendEventBatch:
         )
         assert [f for f, _ in violations(error)] == ["events[1].event_type", "events[3].timestamp"]
         sent = {e.idempotency_key for e in events}
-        assert not set(logged_keys(await read_log_after(ingest_stack.ingest, cursor))) & sent
+        assert not set(logged_keys(await read_log_through_sentinel(ingest_stack, cursor, customer))) & sent
         await expect_error(
             ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=events[0].idempotency_key)),
             grpc.StatusCode.NOT_FOUND,

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from tests.harness import unique
-from tests.ingest.helpers import event, log_cursor_at_head, logged_keys, read_log_after
+from tests.ingest.helpers import event, log_cursor_at_head, logged_keys, read_log_through_sentinel
 from tally.channels import connect
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -79,7 +79,7 @@ class TestStreamEvents:
         assert all(a.rejected_count == 0 for a in acks)
         assert sum(a.accepted_count + a.duplicate_count for a in acks) == 500
 
-        keys = logged_keys(await read_log_after(ingest_stack.ingest, cursor))
+        keys = logged_keys(await read_log_through_sentinel(ingest_stack, cursor, customer))
         sent = [e.idempotency_key for b in batches for e in b.events]
         assert sorted(k for k in keys if k in set(sent)) == sorted(sent)
 

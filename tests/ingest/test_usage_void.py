@@ -16,6 +16,7 @@ from tests.ingest.helpers import (
     logged_keys,
     now,
     read_log_after,
+    read_log_through_sentinel,
     ts,
     violations,
 )
@@ -60,7 +61,7 @@ class TestRecordUsage:
         )
         reply = await ingest_stack.ingest.RecordUsage(request)
         assert reply.usage_record_id and not reply.duplicate
-        entries = await read_log_after(ingest_stack.ingest, cursor)
+        entries = await read_log_after(ingest_stack.ingest, cursor, {request.idempotency_key})
         [entry] = [e for e in entries if e.WhichOneof("entry") == "usage" and e.usage.idempotency_key == request.idempotency_key]
         logged = entry.usage
         assert logged.quantity.value == "22.000000000001"
@@ -124,7 +125,7 @@ class TestVoidEvent:
             ingest_pb2.VoidEventRequest(idempotency_key=message.idempotency_key, reason="sent by mistake")
         )
         assert reply.event_id == sent.event_id and not reply.already_voided
-        entries = await read_log_after(ingest_stack.ingest, cursor)
+        entries = await read_log_after(ingest_stack.ingest, cursor, {message.idempotency_key})
         [entry] = [e for e in entries if e.WhichOneof("entry") == "void" and e.void.idempotency_key == message.idempotency_key]
         assert entry.void.event_id == sent.event_id and entry.void.reason == "sent by mistake"
         assert dict(entry.void.event.properties) == {"minutes": 3}
@@ -145,7 +146,8 @@ class TestVoidEvent:
         )
         assert all(r.already_voided for r in replies)
         assert {r.void_time.ToDatetime() for r in replies} == {first.void_time.ToDatetime()}
-        assert message.idempotency_key not in logged_keys(await read_log_after(ingest_stack.ingest, cursor), "void")
+        entries = await read_log_through_sentinel(ingest_stack, cursor, customer)
+        assert message.idempotency_key not in logged_keys(entries, "void")
         stored = await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=message.idempotency_key))
         assert stored.event.void_reason == "a"
 

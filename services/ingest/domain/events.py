@@ -75,19 +75,6 @@ class EventInput(NamedTuple):
     shape: PropertiesShape
 
 
-class AcceptedEvent(NamedTuple):
-    """A valid event, ready to store: its key is final and its customer resolved."""
-
-    index: int
-    idempotency_key: str
-    payload_hash: bytes
-    event_type: str
-    customer_id: str
-    timestamp_micros: int
-    properties: bytes
-    metered: bool
-
-
 def validate_event(
     event: EventInput, *, now_micros: int, limits: Limits, prefix: str
 ) -> list[Violation]:
@@ -199,45 +186,102 @@ def derived_key(digest: bytes) -> str:
     return DERIVED_KEY_PREFIX + digest.hex()
 
 
-def accept_event(
-    event: EventInput, *, index: int, customer_id: str, now_micros: int, metered: bool
-) -> AcceptedEvent:
-    """The stored form of a valid event: final key, payload hash, default timestamp."""
-    digest = content_digest(event, customer_id)
-    return AcceptedEvent(
-        index=index,
-        idempotency_key=event.idempotency_key or derived_key(digest),
-        payload_hash=digest,
-        event_type=event.event_type,
-        customer_id=customer_id,
-        timestamp_micros=now_micros if event.timestamp_micros is None else event.timestamp_micros,
-        properties=event.properties,
-        metered=metered,
-    )
-
-
 UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
 
 
-def resolvable_refs(events: Sequence[EventInput]) -> set[CustomerRef]:
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """A batch of events as sent, column by column.
+
+    The batch, not the event, is the unit of work on the hot path: columns cost no object
+    per event, and the repository sends them to Postgres as they are.
+    """
+
+    keys: list[str]
+    event_types: list[str]
+    customers: list[CustomerRef]
+    # Microseconds since the epoch, None where the sender left the timestamp out.
+    timestamps: list[int | None]
+    properties: list[bytes]
+    shapes: list[PropertiesShape]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def event(self, index: int) -> EventInput:
+        return EventInput(
+            self.keys[index],
+            self.event_types[index],
+            self.customers[index],
+            self.timestamps[index],
+            self.properties[index],
+            self.shapes[index],
+        )
+
+    @classmethod
+    def of(cls, events: Sequence[EventInput]) -> EventBatch:
+        return cls(
+            [e.idempotency_key for e in events],
+            [e.event_type for e in events],
+            [e.customer for e in events],
+            [e.timestamp_micros for e in events],
+            [e.properties for e in events],
+            [e.shape for e in events],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """The valid events of a batch, ready to store (columns), and the problems of the rest."""
+
+    # Position in the sent batch of each accepted event.
+    indexes: list[int]
+    keys: list[str]
+    payload_hashes: list[bytes]
+    event_types: list[str]
+    customer_ids: list[str]
+    timestamps: list[int]
+    properties: list[bytes]
+    metered: list[bool]
+    rejected: dict[int, list[Violation]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def first_of_each_key(self) -> PreparedBatch:
+        """The batch without repeats of a key (the first occurrence stays)."""
+        if len(set(self.keys)) == len(self.keys):
+            return self
+        seen: set[str] = set()
+        keep = [i for i, key in enumerate(self.keys) if not (key in seen or seen.add(key))]
+        return PreparedBatch(
+            *([column[i] for i in keep] for column in (
+                self.indexes, self.keys, self.payload_hashes, self.event_types, self.customer_ids,
+                self.timestamps, self.properties, self.metered,
+            )),
+            rejected=self.rejected,
+        )
+
+
+def resolvable_refs(customers: Sequence[CustomerRef]) -> set[CustomerRef]:
     """The customer refs worth looking up: non-empty and free of NUL characters."""
     return {
         ref
-        for ref in {e.customer for e in events}
+        for ref in set(customers)
         if (ref.id or ref.external_id) and "\x00" not in ref.id and "\x00" not in ref.external_id
     }
 
 
 def prepare_events(
-    events: Sequence[EventInput],
+    batch: EventBatch,
     *,
     customers: Mapping[CustomerRef, str | None],
     is_metered: Callable[[str], bool],
     now_micros: int,
     limits: Limits,
     prefix: Callable[[int], str],
-) -> tuple[list[AcceptedEvent], dict[int, list[Violation]]]:
-    """Validate and accept a batch in one pass: (accepted events, violations by index).
+) -> PreparedBatch:
+    """Validate and accept a batch in one pass.
 
     One guard expression clears a valid event; only an event that trips it goes through the
     full validate_event, which reports every problem. This keeps a valid event at a few
@@ -246,11 +290,18 @@ def prepare_events(
     low = now_micros - limits.late_event_window_micros
     high = now_micros + limits.future_tolerance_micros
     metered_by_type: dict[str, bool] = {}
-    accepted: list[AcceptedEvent] = []
     rejected: dict[int, list[Violation]] = {}
+    indexes: list[int] = []
+    keys: list[str] = []
+    hashes: list[bytes] = []
+    types: list[str] = []
+    customer_ids: list[str] = []
+    timestamps: list[int] = []
+    properties: list[bytes] = []
+    metered: list[bool] = []
     sha256 = hashlib.sha256
-    for index, event in enumerate(events):
-        key, event_type, customer, ts, props, shape = event
+    columns = zip(batch.keys, batch.event_types, batch.customers, batch.timestamps, batch.properties, batch.shapes)
+    for index, (key, event_type, customer, ts, props, shape) in enumerate(columns):
         customer_id = customers.get(customer)
         if (
             customer_id is None
@@ -266,7 +317,7 @@ def prepare_events(
             or "\x00" in key
             or "\x00" in event_type
         ):
-            problems = validate_event(event, now_micros=now_micros, limits=limits, prefix=prefix(index))
+            problems = validate_event(batch.event(index), now_micros=now_micros, limits=limits, prefix=prefix(index))
             if customer_id is None and not any(p.field.endswith(".customer") for p in problems):
                 problems.append(
                     Violation(f"{prefix(index)}.customer", f"unknown customer {customer.describe()}", UNKNOWN_CUSTOMER)
@@ -274,21 +325,18 @@ def prepare_events(
             if problems:
                 rejected[index] = problems
                 continue
-        metered = metered_by_type.get(event_type)
-        if metered is None:
-            metered = metered_by_type[event_type] = is_metered(event_type)
-        # Text fields cannot hold NUL (validated), so NUL separates them unambiguously.
+        is_type_metered = metered_by_type.get(event_type)
+        if is_type_metered is None:
+            is_type_metered = metered_by_type[event_type] = is_metered(event_type)
+        # Text fields cannot hold NUL (validated), so NUL separates them unambiguously; the
+        # same content as content_digest.
         digest = sha256(f"{event_type}\x00{customer_id}\x00{'' if ts is None else ts}\x00".encode() + props).digest()
-        accepted.append(
-            AcceptedEvent(
-                index,
-                key or DERIVED_KEY_PREFIX + digest.hex(),
-                digest,
-                event_type,
-                customer_id,
-                now_micros if ts is None else ts,
-                props,
-                metered,
-            )
-        )
-    return accepted, rejected
+        indexes.append(index)
+        keys.append(key or DERIVED_KEY_PREFIX + digest.hex())
+        hashes.append(digest)
+        types.append(event_type)
+        customer_ids.append(customer_id)
+        timestamps.append(now_micros if ts is None else ts)
+        properties.append(props)
+        metered.append(is_type_metered)
+    return PreparedBatch(indexes, keys, hashes, types, customer_ids, timestamps, properties, metered, rejected)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from tally.errors import Violation
@@ -16,8 +16,6 @@ class EventStatus(enum.Enum):
 
 
 class EventOutcome(NamedTuple):
-    """One per event of a send (a NamedTuple: built once per event on the hot path)."""
-
     index: int
     status: EventStatus
     event_id: str = ""
@@ -27,7 +25,24 @@ class EventOutcome(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    outcomes: list[EventOutcome] = field(default_factory=list)
+    """One status, event id and key per sent event (columns), and the problems of the rejected."""
+
+    statuses: list[EventStatus]
+    event_ids: list[str]
+    keys: list[str]
+    violations: dict[int, tuple[Violation, ...]]
+
+    def __len__(self) -> int:
+        return len(self.statuses)
 
     def count(self, status: EventStatus) -> int:
-        return sum(1 for o in self.outcomes if o.status is status)
+        return self.statuses.count(status)
+
+    def outcome(self, index: int) -> EventOutcome:
+        return EventOutcome(
+            index, self.statuses[index], self.event_ids[index], self.keys[index], self.violations.get(index, ())
+        )
+
+    @property
+    def outcomes(self) -> list[EventOutcome]:
+        return [self.outcome(i) for i in range(len(self))]
