@@ -42,13 +42,19 @@ def create_engine(url: str, *, application_name: str, pool_size: int = 10) -> As
     )
 
 
-async def create_pool(url: str, *, application_name: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A raw asyncpg pool for hot paths (COPY, unnest, prepared statements)."""
+async def create_pool(
+    url: str, *, application_name: str, min_size: int = 1, max_size: int = 10, **options
+) -> asyncpg.Pool:
+    """A raw asyncpg pool for hot paths (COPY, unnest, prepared statements).
+
+    ``options`` go to asyncpg.create_pool as they are (for example ``reset``).
+    """
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=min_size,
         max_size=max_size,
         server_settings={"application_name": application_name},
+        **options,
     )
 
 

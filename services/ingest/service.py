@@ -36,6 +36,7 @@ from services.ingest.domain.log import (
 )
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, validate_usage
+from services.ingest.group_commit import GroupCommitter
 from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
 from tally import metrics
 from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
@@ -60,6 +61,10 @@ class CatalogDirectory(Protocol):
         """True when at least one meter reads this event type."""
 
     async def meter_exists(self, key: str) -> bool: ...
+
+
+def _single(_index: int) -> str:
+    return "event"
 
 
 def now_micros() -> int:
@@ -96,6 +101,7 @@ class IngestService:
         self.clock = clock
         # Set after every local commit, so long polls in this process wake at once.
         self._committed = asyncio.Event()
+        self._group_commit = GroupCommitter(self._write_group)
 
     def _notify_committed(self) -> None:
         self._committed.set()
@@ -104,9 +110,42 @@ class IngestService:
     # ------------------------------------------------------------------ events
 
     async def send_event(self, event: EventInput) -> EventOutcome:
-        """Store one event; INVALID_ARGUMENT or ALREADY_EXISTS on failure."""
-        outcome = await self._send(EventBatch.of([event]), atomic=True, source="send", prefix=lambda _: "event")
-        return outcome.outcome(0)
+        """Store one event; INVALID_ARGUMENT or ALREADY_EXISTS on failure.
+
+        Concurrent calls are written together (group commit); each is answered after the
+        commit that stored it.
+        """
+        prepared = await self._prepare(EventBatch.of([event]), prefix=_single)
+        if prepared.rejected:
+            problems = prepared.rejected[0]
+            metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
+            raise InvalidInput("invalid event; nothing was stored", violations=problems)
+        outcome = await self._group_commit.submit(prepared)
+        result = outcome.outcome(0)
+        if result.status is EventStatus.REJECTED:
+            metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc()
+            raise _conflict_error([result.idempotency_key], list(result.violations))
+        self._count(outcome, prepared, "send")
+        return result
+
+    async def _write_group(self, merged: PreparedBatch) -> BatchOutcome:
+        """Write single events sent concurrently as one batch (see GroupCommitter)."""
+        unique = merged.first_of_each_key()
+        stored = await self._store_events(unique, merged, atomic=False, prefix=_single)
+        self._notify_committed()
+        return self._outcomes(len(merged), merged, unique, stored, _single)
+
+    async def _prepare(self, batch: EventBatch, *, prefix: Callable[[int], str]) -> PreparedBatch:
+        refs = resolvable_refs(batch.customers)
+        customers = await self.catalog.resolve_customers(refs) if refs else {}
+        return prepare_events(
+            batch,
+            customers=customers,
+            is_metered=self.catalog.is_metered,
+            now_micros=self.clock(),
+            limits=self.limits,
+            prefix=prefix,
+        )
 
     async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
         """Store a batch: ATOMIC (all or nothing) or PARTIAL (a result per event)."""
@@ -119,16 +158,7 @@ class IngestService:
     async def _send(
         self, batch: EventBatch, *, atomic: bool, source: str, prefix: Callable[[int], str]
     ) -> BatchOutcome:
-        refs = resolvable_refs(batch.customers)
-        customers = await self.catalog.resolve_customers(refs) if refs else {}
-        prepared = prepare_events(
-            batch,
-            customers=customers,
-            is_metered=self.catalog.is_metered,
-            now_micros=self.clock(),
-            limits=self.limits,
-            prefix=prefix,
-        )
+        prepared = await self._prepare(batch, prefix=prefix)
         if prepared.rejected and atomic:
             for problems in prepared.rejected.values():
                 metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()

@@ -127,7 +127,7 @@ class TestLogGaps:
         """Writers hold their transactions open for random times, so commit order differs from
         position order; a concurrent reader must still see each committed row once."""
         marker = unique("gap")
-        pool = await create_pool(database_url, application_name="tally-ingest-test", min_size=2, max_size=14)
+        pool = await create_pool(database_url, application_name="tally-ingest-test", min_size=2, max_size=9)
         reader = IngestService(IngestStore(pool), _NoCatalog(), Limits())
         committed: list[str] = []
         rolled_back: list[str] = []
@@ -138,7 +138,7 @@ class TestLogGaps:
             pass
 
         async def writer(number: int) -> None:
-            for round_ in range(12):
+            for round_ in range(15):
                 keys = [f"{marker}-{number}-{round_}-{i}" for i in range(rng.randint(1, 3))]
                 rows = [
                     PreparedBatch(
@@ -200,7 +200,7 @@ class TestLogGaps:
                     await asyncio.sleep(rng.uniform(0, 0.01))
 
         consumer = asyncio.create_task(consume())
-        await asyncio.gather(*(writer(n) for n in range(10)))
+        await asyncio.gather(*(writer(n) for n in range(8)))
         writers_done.set()
         await consumer
         await pool.close()
