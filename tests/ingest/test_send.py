@@ -96,6 +96,22 @@ class TestSendEvent:
         assert len({r.event_id for r in replies}) == 1
 
 
+    async def test_concurrent_senders_are_answered_each_with_their_own_outcome(self, ingest_stack, customer):
+        taken = event(customer, key=unique("g"), timestamp=now(), properties={"v": 1})
+        await send(ingest_stack, taken)
+        fresh = [event(customer, key=unique("g"), timestamp=now()) for _ in range(30)]
+        clash = event(customer, key=taken.idempotency_key, timestamp=now(), properties={"v": 2})
+        results = await asyncio.gather(
+            *(send(ingest_stack, m) for m in [*fresh, clash, taken]), return_exceptions=True
+        )
+        replies, conflict, duplicate = results[:30], results[30], results[31]
+        assert all(not r.duplicate for r in replies)
+        assert [r.idempotency_key for r in replies] == [m.idempotency_key for m in fresh]
+        assert len({r.event_id for r in replies}) == 30
+        assert isinstance(conflict, grpc.aio.AioRpcError) and conflict.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert duplicate.duplicate
+
+
 class TestCustomerLookup:
     async def test_an_event_may_name_its_customer_by_external_id(self, ingest_stack):
         external = unique("acct")
