@@ -138,7 +138,7 @@ async def probe_freshness(channels, customer: str, stop: asyncio.Event, samples:
 async def wait_caught_up(channels, timeout: float = 600) -> float:
     ingest = ingest_pb2_grpc.IngestServiceStub(channels["ingest"])
     meter = meter_pb2_grpc.MeterServiceStub(channels["meter"])
-    head = (await ingest.GetIngestStats(ingest_pb2.GetIngestStatsRequest(), timeout=60)).head_position
+    head = (await ingest.ReadLog(ingest_pb2.ReadLogRequest(max_entries=1), timeout=60)).head_position
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         status = await meter.GetMeterStatus(meter_pb2.GetMeterStatusRequest(), timeout=30)
@@ -181,7 +181,7 @@ async def load_usage_state(database_url: str, events: int, customers: int) -> di
             SELECT 'bc_' || lpad(((i * 7919) % {customers})::text, 5, '0'),
                    $1::timestamptz + (i::float8 / {events}) * ($2::timestamptz - $1::timestamptz),
                    ((i * 31) % 10000)::numeric / 100
-            FROM generate_series(0, {events} - 1) AS i
+            FROM generate_series(0::bigint, {events} - 1) AS i
             """,
             MONTH_START,
             MONTH_END,
@@ -204,9 +204,22 @@ async def load_usage_state(database_url: str, events: int, customers: int) -> di
             """,
             USAGE_METER,
         )
+        await conn.execute(
+            """
+            INSERT INTO meter.day_buckets (customer_id, meter_key, day, dims_key, dims, count, total, minimum, maximum,
+                                           latest_ts, latest_id, latest_value)
+            SELECT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00'), dims_key, dims_key::jsonb,
+                   sum(count), sum(total), min(minimum), max(maximum), max(latest_ts), '',
+                   (array_agg(latest_value ORDER BY latest_ts DESC))[1]
+            FROM meter.buckets WHERE meter_key = $1
+            GROUP BY 1, 2, 3, 4
+            """,
+            USAGE_METER,
+        )
         bucket_load = time.perf_counter() - started
         await conn.execute("VACUUM ANALYZE bench_raw.events")
         await conn.execute("VACUUM ANALYZE meter.buckets")
+        await conn.execute("VACUUM ANALYZE meter.day_buckets")
         buckets = await conn.fetchval("SELECT count(*) FROM meter.buckets WHERE meter_key = $1", USAGE_METER)
         stored = await conn.fetchval("SELECT count(*) FROM bench_raw.events")
         return {"raw_insert": raw_insert, "raw_index": raw_index, "bucket_load": bucket_load, "buckets": buckets, "stored": stored}
@@ -306,6 +319,10 @@ async def measure(database_url: str, log_dir: Path) -> dict:
         paced = await lag_phase(channels, customers, probe_customer, lag_events, rate, "paced")
         print(f"full speed: {lag_events:,} events", flush=True)
         full = await lag_phase(channels, customers, probe_customer, lag_events, None, "full")
+        for name, phase in (("paced", paced), ("full", full)):
+            lag = phase["lag"]
+            print(f"{name}: {phase['rate']:,.0f} events/s, lag p50 {percentile(lag, 0.5):.3f} s, "
+                  f"p99 {percentile(lag, 0.99):.3f} s, drain {phase['drain']:.1f} s", flush=True)
         print(f"loading {usage_events:,} events for {usage_customers:,} customers", flush=True)
         load = await load_usage_state(database_url, usage_events, usage_customers)
         print(f"GetUsage x {queries:,}", flush=True)
