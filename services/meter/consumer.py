@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from datetime import datetime, timezone
 
@@ -106,8 +107,13 @@ class LogApplier:
             while True:
                 if pending is None:
                     pending = asyncio.create_task(self._read(cursor, caught_up))
+                asked = time.monotonic()
                 reply = await pending
                 pending = None
+                if not reply.entries and reply.caught_up and time.monotonic() - asked < 0.005:
+                    # Nothing new and the long poll did not wait (the log cannot advance yet):
+                    # don't spin.
+                    await asyncio.sleep(0.02)
                 if not reply.caught_up:
                     # Read the next batch while this one is applied (the cursor is already known).
                     pending = asyncio.create_task(self._read(reply.next_cursor, False))

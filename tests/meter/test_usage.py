@@ -268,3 +268,46 @@ class TestAlerts:
         [alert] = (await stubs.meter.ListAlerts(meter_pb2.ListAlertsRequest(customer_id=customer), timeout=10)).alerts
         assert Decimal(alert.threshold_units.value) == 80
         assert alert.period.start.ToDatetime(tzinfo=UTC) == datetime(now.year, now.month, 1, tzinfo=UTC)
+
+
+class TestThresholds:
+    async def test_invalid_threshold_reports_every_problem_at_once(self, stubs):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stubs.meter.CreateThreshold(
+                meter_pb2.CreateThresholdRequest(threshold=meter_pb2.Threshold(meter_key=unique("nope"))), timeout=10
+            )
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        from google.rpc import error_details_pb2, status_pb2
+
+        status = status_pb2.Status.FromString(
+            dict(error.value.trailing_metadata())["grpc-status-details-bin"]
+        )
+        request = error_details_pb2.BadRequest()
+        [detail] = [d for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)]
+        detail.Unpack(request)
+        assert {v.field for v in request.field_violations} == {"threshold.meter_key", "threshold.scope", "threshold.level"}
+
+    async def test_thresholds_are_listed_by_page_and_deleted(self, stubs):
+        meter = await stubs.create_meter(unique("t"), "COUNT")
+        customer = await stubs.create_customer()
+        created = []
+        for level in ("1", "2", "3"):
+            reply = await stubs.meter.CreateThreshold(
+                meter_pb2.CreateThresholdRequest(
+                    threshold=meter_pb2.Threshold(meter_key=meter, customer_id=customer, absolute_units=common_pb2.Decimal(value=level))
+                ),
+                timeout=10,
+            )
+            created.append(reply.threshold.id)
+        first = await stubs.meter.ListThresholds(meter_pb2.ListThresholdsRequest(meter_key=meter, page_size=2), timeout=10)
+        second = await stubs.meter.ListThresholds(
+            meter_pb2.ListThresholdsRequest(meter_key=meter, page_size=2, page_token=first.next_page_token), timeout=10
+        )
+        assert sorted(t.id for t in [*first.thresholds, *second.thresholds]) == sorted(created)
+        assert second.next_page_token == ""
+        await stubs.meter.DeleteThreshold(meter_pb2.DeleteThresholdRequest(id=created[0]), timeout=10)
+        remaining = await stubs.meter.ListThresholds(meter_pb2.ListThresholdsRequest(meter_key=meter), timeout=10)
+        assert sorted(t.id for t in remaining.thresholds) == sorted(created[1:])
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stubs.meter.DeleteThreshold(meter_pb2.DeleteThresholdRequest(id=created[0]), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
