@@ -183,8 +183,9 @@ class IngestService:
             try:
                 # A single INSERT is atomic by itself; a multi-event ATOMIC batch needs a
                 # transaction so that a conflict found after the insert can roll it back.
-                async with self.store.connection(transaction=atomic and len(unique) > 1) as repo:
-                    stored = await repo.insert_events(unique)
+                in_transaction = atomic and len(unique) > 1
+                async with self.store.connection(transaction=in_transaction) as repo:
+                    stored = await repo.insert_events(unique, optimistic=not in_transaction)
                     if atomic and stored.held:
                         conflicts = [
                             (index, key)
