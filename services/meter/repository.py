@@ -8,6 +8,7 @@ buckets inside the period plus the raw contributions of its unaligned edges.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ WindowKey = tuple[str, str, datetime, str]  # customer_id, meter_key, window_sta
 ALERT_INSERT_LOCK = 0x7A11_A1E7  # serializes alert inserts so sequence order is commit order
 
 
+@functools.lru_cache(maxsize=65536)
 def dims_key(dimensions: Dimensions) -> str:
     """Canonical text of a dimension set (sorted JSON object)."""
     return json.dumps(dict(dimensions), sort_keys=True, separators=(",", ":"))
