@@ -116,7 +116,8 @@ async def probe_freshness(channels, customer: str, stop: asyncio.Event, samples:
     request = meter_pb2.GetUsageRequest(customer=common_pb2.CustomerRef(id=customer), meter_key="bench_probe")
     request.start.FromDatetime(start)
     request.end.FromDatetime(end)
-    sent = 0
+    # Earlier phases' probes are in the same period: count only this phase's.
+    sent = int((await meter.GetUsage(request, timeout=30)).value.value)
     while not stop.is_set():
         event = ingest_pb2.Event(
             idempotency_key=f"probe-{os.getpid()}-{time.time_ns()}",
