@@ -45,7 +45,7 @@ class CatalogClient:
         self._versions: dict[str, PlanVersion] = {}
         self._version_locks: dict[str, asyncio.Lock] = {}
 
-    async def subscription_pages(self, page_size: int = 500) -> AsyncIterator[list[Subscription]]:
+    async def subscription_pages(self, page_size: int = 1000) -> AsyncIterator[list[Subscription]]:
         token = ""
         while True:
             try:
@@ -83,6 +83,24 @@ class CatalogClient:
                     raise _translate(error, f"plan version {version_id}") from None
                 self._versions[version_id] = mapping.plan_version_from(reply.version)
         return self._versions[version_id]
+
+    async def all_customers(self, page_size: int = 1000) -> dict[str, Customer]:
+        """Every customer (archived too), by id: a few pages instead of one call per customer."""
+        found: dict[str, Customer] = {}
+        token = ""
+        while True:
+            try:
+                reply = await self._stub.ListCustomers(
+                    catalog_pb2.ListCustomersRequest(page_size=page_size, page_token=token, include_archived=True),
+                    timeout=CALL_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, "customers") from None
+            for message in reply.customers:
+                found[message.id] = mapping.customer_from(message)
+            token = reply.next_page_token
+            if not token:
+                return found
 
     async def customer(self, customer_id: str) -> Customer:
         try:

@@ -139,6 +139,7 @@ def invoice_from_row(row) -> Invoice:
 
 
 BILLED = (InvoiceStatus.FINALIZED.value, InvoiceStatus.PAID.value)
+INSERT_CHUNK = 1000
 
 
 class InvoiceRepository:
@@ -149,15 +150,17 @@ class InvoiceRepository:
 
     async def insert_new(self, batch: Sequence[Invoice]) -> set[str]:
         """Insert invoices whose subscription period has none yet; the ids actually inserted."""
-        if not batch:
-            return set()
-        statement = (
-            insert(invoices)
-            .values([_row(invoice) for invoice in batch])
-            .on_conflict_do_nothing(constraint="invoices_one_per_subscription_period")
-            .returning(invoices.c.id)
-        )
-        return set((await self.conn.execute(statement)).scalars())
+        inserted: set[str] = set()
+        # Chunks keep each statement under Postgres's 32,767 bind parameters.
+        for start in range(0, len(batch), INSERT_CHUNK):
+            statement = (
+                insert(invoices)
+                .values([_row(invoice) for invoice in batch[start : start + INSERT_CHUNK]])
+                .on_conflict_do_nothing(constraint="invoices_one_per_subscription_period")
+                .returning(invoices.c.id)
+            )
+            inserted.update((await self.conn.execute(statement)).scalars())
+        return inserted
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None:
         statement = select(invoices).where(invoices.c.id == invoice_id)

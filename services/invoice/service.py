@@ -87,6 +87,10 @@ class InvoiceSettings:
             raise InvalidInput(f"invalid invoice settings: {error}") from None
 
 
+class _PeriodTaken(Exception):
+    """A period being inserted already had an invoice (a concurrent close won the race)."""
+
+
 @dataclass
 class CloseResult:
     created: list[str] = field(default_factory=list)
@@ -138,9 +142,13 @@ class InvoiceService:
         as_of = as_of or self.clock()
         watermark = await self.meter.applied_watermark()
         result = CloseResult()
-        customers: dict[str, Customer] = {}
+        # Closing everything: a few ListCustomers pages beat one GetCustomer per subscription.
+        customers: dict[str, Customer] = {} if subscription_ids else await self.catalog.all_customers()
+        pending: list[asyncio.Task] = []
         async for page in self._subscription_pages(subscription_ids, result):
-            await self._close_page(page, as_of, watermark, customers, result)
+            # Price one page while the catalog lists the next.
+            pending.append(asyncio.create_task(self._close_page(page, as_of, watermark, customers, result)))
+        await asyncio.gather(*pending)
         async with self.engine.connect() as conn:
             draft_ids = await InvoiceRepository(conn).due_draft_ids(as_of, subscription_ids)
         await asyncio.gather(*(self._finalize_due_draft(i, as_of, watermark, customers, result) for i in draft_ids))
@@ -222,15 +230,18 @@ class InvoiceService:
         if not drafts:
             return
         now = self.clock()
-        async with transaction(self.engine) as conn:
-            repo = InvoiceRepository(conn)
-            inserted = await repo.insert_new(drafts)
-            # A period whose grace is already over, with the meter caught up, is finalized in
-            # the same transaction: it was priced from fresh usage just now.
-            ready = [
-                d for d in drafts if d.id in inserted and watermark is not None and d.grace_end_time <= min(as_of, watermark)
-            ]
-            finalized = await self._finalize_all(repo, ready, now)
+        # A period whose grace is already over, with the meter caught up, is finalized at once:
+        # it was priced from fresh usage just now.
+        ready = [d for d in drafts if watermark is not None and d.grace_end_time <= min(as_of, watermark)]
+        try:
+            inserted, finalized = await self._insert_finalized(drafts, ready, now)
+        except _PeriodTaken:
+            # Another close inserted some of these periods first: insert what is left as
+            # drafts, then number only what this close inserted (numbers stay gapless).
+            async with transaction(self.engine) as conn:
+                repo = InvoiceRepository(conn)
+                inserted = await repo.insert_new(drafts)
+                finalized = await self._finalize_all(repo, [d for d in ready if d.id in inserted], now)
         for draft in drafts:
             if draft.id in inserted:
                 result.created.append(draft.id)
@@ -238,6 +249,26 @@ class InvoiceService:
                 log.info("invoice_created", invoice_id=draft.id, subscription_id=draft.subscription_id,
                          period_start=draft.period_start.isoformat(), finalized=draft.id in finalized)
         result.finalized += len(finalized)
+
+    async def _insert_finalized(
+        self, drafts: list[Invoice], ready: list[Invoice], now: datetime
+    ) -> tuple[set[str], set[str]]:
+        """One transaction: reserve numbers, insert the ready invoices finalized and the rest as drafts.
+
+        Raises _PeriodTaken (rolling back, numbers included) if any period already had an invoice.
+        """
+        sequence = number_sequence(now)
+        ordered = sorted(ready, key=lambda d: (d.period_start, d.id))
+        async with transaction(self.engine) as conn:
+            repo = InvoiceRepository(conn)
+            numbers = await repo.next_numbers(sequence, len(ordered))
+            finals = {d.id: d.finalize(invoice_number(sequence, n), now) for d, n in zip(ordered, numbers)}
+            rows = [finals.get(d.id, d) for d in drafts]
+            inserted = await repo.insert_new(rows)
+            if len(inserted) != len(rows):
+                raise _PeriodTaken()
+        INVOICES_FINALIZED.inc(len(finals))
+        return inserted, set(finals)
 
     async def _finalize_all(self, repo: InvoiceRepository, drafts: list[Invoice], now: datetime) -> set[str]:
         """Number and finalize drafts inside the caller's transaction (ordered by period)."""
