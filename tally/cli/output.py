@@ -113,3 +113,5 @@ def print_error(description: dict[str, Any]) -> None:
     reason = description.get("reason")
     if reason and reason != description.get("code"):
         out.print(f"  reason: {reason}", highlight=False)
+    if description.get("request_id"):
+        out.print(f"  request id: {description['request_id']} (in the services' logs)", highlight=False)

@@ -12,6 +12,7 @@ import typer
 from tally.channels import connect
 from tally.cli.output import describe_rpc_error, print_error
 from tally.config import service_address
+from tally.context import new_request_id, request_id_var
 from tally_gen.catalog.v1 import catalog_pb2_grpc
 from tally_gen.ingest.v1 import ingest_pb2_grpc
 from tally_gen.invoice.v1 import invoice_pb2_grpc
@@ -45,13 +46,16 @@ def fail(message: str, violations: list[tuple[str, str]] | None = None) -> None:
 def call(service: str, use: Callable[[object], Awaitable[T]]) -> T:
     """Run ``use(stub)`` against ``service``; a failed RPC becomes readable lines and exit 1."""
     address = service_address(service)
+    # One request id for the command, so its log lines can be found in every service it reached.
+    request_id = new_request_id()
 
     async def run() -> T:
+        request_id_var.set(request_id)
         async with connect(address) as channel:
             return await use(STUBS[service](channel))
 
     try:
         return asyncio.run(run())
     except grpc.aio.AioRpcError as error:
-        print_error(describe_rpc_error(error, service, address))
+        print_error({**describe_rpc_error(error, service, address), "request_id": request_id})
         raise typer.Exit(1) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from tests.harness import unique
 
@@ -29,12 +30,16 @@ class TestCreateCustomer:
         assert created["external_id"] in shown.stdout
         assert "metadata.tier" in shown.stdout and "gold" in shown.stdout
 
-    def test_a_taken_external_id_is_a_readable_error_with_exit_code_1(self, cli, make_customer):
+    def test_a_taken_external_id_is_a_readable_error_with_exit_code_1(self, cli, services, make_customer):
         created = make_customer()
         again = cli("customers", "create", "--external-id", created["external_id"])
         assert again.exit_code == 1
         assert "error: catalog: already exists" in again.stderr
         assert created["external_id"] in again.stderr
+        assert "  reason: EXTERNAL_ID_TAKEN" in again.stderr
+        request_id = re.search(r"^  request id: ([0-9a-f]{32}) ", again.stderr, flags=re.M).group(1)
+        # The same id is on the catalog's log line for the rejected call.
+        assert request_id in services.log_tail("catalog", lines=500)
         assert again.stdout == ""
 
     def test_invalid_fields_are_listed_one_per_line(self, cli):
