@@ -8,6 +8,7 @@ from tally.cli.catalog import catalog_app
 from tally.cli.customers import customers_app, subscriptions_app
 from tally.cli.events import events_app
 from tally.cli.invoices import invoices_app
+from tally.cli.keys import keys_app
 from tally.cli.output import MODE
 from tally.cli.status import health, status
 from tally.cli.usage import alerts_app, usage_app
@@ -23,6 +24,7 @@ app.add_typer(invoices_app, name="invoices")
 app.add_typer(alerts_app, name="alerts")
 app.command()(status)
 app.command()(health)
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()
