@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from tally.client import AsyncEventSender
 from tally.db import create_engine, create_pool
 from tally.metrics import DEFAULT_METRICS_PORTS, metrics_port, register_pool, start_metrics_server
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -75,6 +76,36 @@ class TestMetricsEndpoint:
         ]
         assert len(buckets) == 15  # 14 bounds and +Inf
         assert max(buckets) == 1
+
+    async def test_ingest_counts_streamed_events_and_reports_its_pool(self, database_url, tmp_path):
+        port = free_port()
+        cluster = ServiceProcesses(
+            database_url=database_url,
+            log_dir=tmp_path,
+            extra_env={"TALLY_INGEST_METRICS_PORT": str(port), "TALLY_CATALOG_METRICS_PORT": "0"},
+        )
+        await cluster.start_all(services=("catalog", "ingest"))
+        try:
+            before = await asyncio.to_thread(scrape, port)
+            external_id = unique("acct")
+            async with grpc.aio.insecure_channel(cluster.address("catalog")) as channel:
+                await catalog_pb2_grpc.CatalogServiceStub(channel).CreateCustomer(
+                    catalog_pb2.CreateCustomerRequest(customer=catalog_pb2.Customer(external_id=external_id)), timeout=10
+                )
+            async with AsyncEventSender(cluster.address("ingest"), batch_size=10) as sender:
+                for _ in range(25):
+                    await sender.send("api_request", customer=external_id)
+                await sender.send("api_request", customer=unique("nobody"))
+            after = await asyncio.to_thread(scrape, port)
+        finally:
+            cluster.stop_all()
+        accepted = ("tally_events_accepted_total", (("source", "stream"),))
+        assert after[accepted] - before.get(accepted, 0) == 25
+        rejected = [v for (name, labels), v in after.items() if name == "tally_events_rejected_total"
+                    and dict(labels).get("reason") == "UNKNOWN_CUSTOMER"]
+        assert rejected == [1]
+        assert rpc_count(after, "ingest", "/tally.ingest.v1.IngestService/StreamEvents") == 1
+        assert after[("tally_db_pool_connections", (("pool", "hot_path"), ("service", "ingest")))] >= 1
 
     def test_a_taken_metrics_port_is_reported_and_does_not_stop_the_service(self):
         port = free_port()
