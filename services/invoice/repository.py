@@ -139,7 +139,6 @@ def invoice_from_row(row) -> Invoice:
 
 
 BILLED = (InvoiceStatus.FINALIZED.value, InvoiceStatus.PAID.value)
-INSERT_CHUNK = 1000
 
 
 class InvoiceRepository:
@@ -150,17 +149,17 @@ class InvoiceRepository:
 
     async def insert_new(self, batch: Sequence[Invoice]) -> set[str]:
         """Insert invoices whose subscription period has none yet; the ids actually inserted."""
-        inserted: set[str] = set()
-        # Chunks keep each statement under Postgres's 32,767 bind parameters.
-        for start in range(0, len(batch), INSERT_CHUNK):
-            statement = (
-                insert(invoices)
-                .values([_row(invoice) for invoice in batch[start : start + INSERT_CHUNK]])
-                .on_conflict_do_nothing(constraint="invoices_one_per_subscription_period")
-                .returning(invoices.c.id)
-            )
-            inserted.update((await self.conn.execute(statement)).scalars())
-        return inserted
+        if not batch:
+            return set()
+        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs
+        # ("insertmanyvalues") from one cached compiled statement.
+        statement = (
+            insert(invoices)
+            .on_conflict_do_nothing(constraint="invoices_one_per_subscription_period")
+            .returning(invoices.c.id)
+        )
+        result = await self.conn.execute(statement, [_row(invoice) for invoice in batch])
+        return set(result.scalars())
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None:
         statement = select(invoices).where(invoices.c.id == invoice_id)
