@@ -67,10 +67,17 @@ class CatalogCache:
         self._task = asyncio.create_task(self._follow(), name="catalog-cache-follow")
         if not await self.wait_for_revision(target, max(0.0, deadline - time.monotonic())):
             await self.stop()
-            raise Unavailable(f"catalog cache could not load revision {target} within {self._start_timeout}s",
-                              reason="CATALOG_UNAVAILABLE")
-        log.info("catalog_cache_loaded", revision=self._revision, meters=len(self._meters),
-                 customers=len(self._customers), subscriptions=len(self._subscriptions))
+            raise Unavailable(
+                f"catalog cache could not load revision {target} within {self._start_timeout}s",
+                reason="CATALOG_UNAVAILABLE",
+            )
+        log.info(
+            "catalog_cache_loaded",
+            revision=self._revision,
+            meters=len(self._meters),
+            customers=len(self._customers),
+            subscriptions=len(self._subscriptions),
+        )
 
     async def _initial_revision(self, deadline: float) -> int:
         backoff = 0.1
@@ -83,8 +90,10 @@ class CatalogCache:
                 return reply.revision
             except grpc.aio.AioRpcError as error:
                 if time.monotonic() + backoff >= deadline:
-                    raise Unavailable(f"catalog unavailable: {error.code().name} {error.details()}",
-                                      reason="CATALOG_UNAVAILABLE") from None
+                    raise Unavailable(
+                        f"catalog unavailable: {error.code().name} {error.details()}",
+                        reason="CATALOG_UNAVAILABLE",
+                    ) from None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
@@ -108,8 +117,12 @@ class CatalogCache:
                 call.cancel()
                 raise
             except grpc.aio.AioRpcError as error:
-                log.warning("catalog_watch_failed", code=error.code().name, revision=self._revision,
-                            retry_in_seconds=backoff)
+                log.warning(
+                    "catalog_watch_failed",
+                    code=error.code().name,
+                    revision=self._revision,
+                    retry_in_seconds=backoff,
+                )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
@@ -185,7 +198,9 @@ class CatalogCache:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
-            raise Unavailable(f"catalog unavailable: {error.code().name}", reason="CATALOG_UNAVAILABLE") from None
+            raise Unavailable(
+                f"catalog unavailable: {error.code().name}", reason="CATALOG_UNAVAILABLE"
+            ) from None
         # A change the watch delivers later replaces this copy; the revision is not advanced.
         if reply.customer.id not in self._customers:
             self._put_customer(reply.customer)

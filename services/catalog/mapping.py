@@ -33,7 +33,6 @@ from services.catalog.service import ApplyResult, CatalogChange
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
 
-
 # ---------------------------------------------------------------- scalars
 
 
@@ -109,7 +108,9 @@ def meter_spec_in(m: pb.Meter) -> MeterSpec:
         aggregation=enum_name(pb.Aggregation, m.aggregation, "AGGREGATION_"),
         value_property=m.value_property,
         filters=tuple(
-            MeterFilter(f.property, enum_name(pb.FilterOperator, f.operator, "FILTER_OPERATOR_"), tuple(f.values))
+            MeterFilter(
+                f.property, enum_name(pb.FilterOperator, f.operator, "FILTER_OPERATOR_"), tuple(f.values)
+            )
             for f in m.filters
         ),
         group_by=tuple(m.group_by),
@@ -120,15 +121,25 @@ def meter_spec_in(m: pb.Meter) -> MeterSpec:
 def meter_out(meter: Meter) -> pb.Meter:
     s = meter.spec
     out = pb.Meter(
-        id=meter.id, key=s.key, name=s.name, unit=s.unit, event_type=s.event_type,
+        id=meter.id,
+        key=s.key,
+        name=s.name,
+        unit=s.unit,
+        event_type=s.event_type,
         aggregation=enum_number(pb.Aggregation, s.aggregation, "AGGREGATION_"),
         value_property=s.value_property,
         filters=[
-            pb.MeterFilter(property=f.property, operator=enum_number(pb.FilterOperator, f.operator, "FILTER_OPERATOR_"),
-                           values=list(f.values))
+            pb.MeterFilter(
+                property=f.property,
+                operator=enum_number(pb.FilterOperator, f.operator, "FILTER_OPERATOR_"),
+                values=list(f.values),
+            )
             for f in s.filters
         ],
-        group_by=list(s.group_by), description=s.description, archived=meter.archived, locked=meter.locked,
+        group_by=list(s.group_by),
+        description=s.description,
+        archived=meter.archived,
+        locked=meter.locked,
     )
     _set_time(out, "create_time", meter.created_at)
     _set_time(out, "update_time", meter.updated_at)
@@ -143,8 +154,13 @@ def product_spec_in(p: pb.Product) -> ProductSpec:
 
 
 def product_out(product: Product) -> pb.Product:
-    out = pb.Product(id=product.id, key=product.spec.key, name=product.spec.name,
-                     description=product.spec.description, archived=product.archived)
+    out = pb.Product(
+        id=product.id,
+        key=product.spec.key,
+        name=product.spec.name,
+        description=product.spec.description,
+        archived=product.archived,
+    )
     _set_time(out, "create_time", product.created_at)
     return out
 
@@ -193,8 +209,10 @@ def charge_in(c: pb.Charge) -> Charge:
             minimum_amount=decimal_field(u, "minimum_amount"),
             maximum_amount=decimal_field(u, "maximum_amount"),
             dimension_prices=tuple(
-                DimensionPrice(match=tuple(sorted(d.match.items())),
-                               price=price_in(d.price) if d.HasField("price") else None)
+                DimensionPrice(
+                    match=tuple(sorted(d.match.items())),
+                    price=price_in(d.price) if d.HasField("price") else None,
+                )
                 for d in u.dimension_prices
             ),
         )
@@ -244,17 +262,30 @@ def plan_spec_in(p: pb.PlanSpec) -> PlanSpec:
 def plan_version_out(v: PlanVersion) -> pb.PlanVersion:
     c = v.content
     out = pb.PlanVersion(
-        id=v.id, plan_id=v.plan_id, plan_key=v.plan_key, version=v.version, name=c.name, currency=c.currency,
-        interval=enum_number(pb.BillingInterval, c.interval, "BILLING_INTERVAL_"), interval_count=c.interval_count,
-        charges=[charge_out(ch) for ch in c.charges], product_key=c.product_key, description=c.description,
+        id=v.id,
+        plan_id=v.plan_id,
+        plan_key=v.plan_key,
+        version=v.version,
+        name=c.name,
+        currency=c.currency,
+        interval=enum_number(pb.BillingInterval, c.interval, "BILLING_INTERVAL_"),
+        interval_count=c.interval_count,
+        charges=[charge_out(ch) for ch in c.charges],
+        product_key=c.product_key,
+        description=c.description,
     )
     _set_time(out, "publish_time", v.published_at)
     return out
 
 
 def plan_out(plan: Plan) -> pb.Plan:
-    out = pb.Plan(id=plan.id, key=plan.key, name=plan.name, archived=plan.archived,
-                  latest_version=plan_version_out(plan.latest))
+    out = pb.Plan(
+        id=plan.id,
+        key=plan.key,
+        name=plan.name,
+        archived=plan.archived,
+        latest_version=plan_version_out(plan.latest),
+    )
     _set_time(out, "create_time", plan.created_at)
     return out
 
@@ -275,8 +306,16 @@ def customer_spec_in(c: pb.Customer) -> CustomerSpec:
 
 def customer_out(customer: Customer) -> pb.Customer:
     s = customer.spec
-    out = pb.Customer(id=customer.id, external_id=s.external_id, name=s.name, email=s.email, timezone=s.timezone,
-                      currency=s.currency, metadata=dict(s.metadata), archived=customer.archived)
+    out = pb.Customer(
+        id=customer.id,
+        external_id=s.external_id,
+        name=s.name,
+        email=s.email,
+        timezone=s.timezone,
+        currency=s.currency,
+        metadata=dict(s.metadata),
+        archived=customer.archived,
+    )
     _set_time(out, "create_time", customer.created_at)
     _set_time(out, "update_time", customer.updated_at)
     return out
@@ -292,10 +331,15 @@ def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subsc
     now = now or datetime.now(UTC)
     current = sub.current_phase
     out = pb.Subscription(
-        id=sub.id, customer_id=sub.customer_id, plan_version_id=current.plan_version_id, plan_key=current.plan_key,
-        plan_version=current.plan_version, anchor=enum_number(pb.BillingAnchor, sub.anchor, "BILLING_ANCHOR_"),
+        id=sub.id,
+        customer_id=sub.customer_id,
+        plan_version_id=current.plan_version_id,
+        plan_key=current.plan_key,
+        plan_version=current.plan_version,
+        anchor=enum_number(pb.BillingAnchor, sub.anchor, "BILLING_ANCHOR_"),
         status=enum_number(pb.SubscriptionStatus, sub.status(now), "SUBSCRIPTION_STATUS_"),
-        cancel_at_period_end=sub.cancel_at_period_end, metadata=dict(sub.metadata),
+        cancel_at_period_end=sub.cancel_at_period_end,
+        metadata=dict(sub.metadata),
     )
     _set_time(out, "start_time", sub.start_time)
     _set_time(out, "cancel_at", sub.cancel_at)
@@ -307,8 +351,9 @@ def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subsc
 
 
 def phase_out(phase: Phase) -> pb.SubscriptionPhase:
-    out = pb.SubscriptionPhase(plan_version_id=phase.plan_version_id, plan_key=phase.plan_key,
-                               plan_version=phase.plan_version)
+    out = pb.SubscriptionPhase(
+        plan_version_id=phase.plan_version_id, plan_key=phase.plan_key, plan_version=phase.plan_version
+    )
     _set_time(out, "start_time", phase.start_time)
     _set_time(out, "end_time", phase.end_time)
     return out
@@ -322,8 +367,12 @@ def status_in(number: int) -> str:
 
 
 def apply_result_out(result: ApplyResult) -> pb.ApplyResult:
-    return pb.ApplyResult(kind=result.kind, key=result.key,
-                          action=enum_number(pb.ApplyAction, result.action, "APPLY_ACTION_"), version=result.version)
+    return pb.ApplyResult(
+        kind=result.kind,
+        key=result.key,
+        action=enum_number(pb.ApplyAction, result.action, "APPLY_ACTION_"),
+        version=result.version,
+    )
 
 
 _ENTITY_OUT = {

@@ -60,7 +60,9 @@ class ChangeNotifier:
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "tally-catalog-listen"})
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": "tally-catalog-listen"}
+                )
                 await conn.add_listener(NOTIFY_CHANNEL, self._notify)
                 backoff = 0.2
                 # Wake everyone once: anything committed while we were not listening is picked up.

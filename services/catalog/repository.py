@@ -50,9 +50,13 @@ async def lock_changes(conn: AsyncConnection) -> None:
 
 async def record_change(conn: AsyncConnection, kind: str, entity_id: str) -> int:
     revision = await conn.scalar(
-        t.changes.insert().values(kind=kind, entity_id=entity_id, changed_at=func.now()).returning(t.changes.c.revision)
+        t.changes.insert()
+        .values(kind=kind, entity_id=entity_id, changed_at=func.now())
+        .returning(t.changes.c.revision)
     )
-    await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": str(revision)})
+    await conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": str(revision)}
+    )
     return int(revision)
 
 
@@ -103,7 +107,9 @@ def _meter_values(spec: MeterSpec) -> dict[str, Any]:
         "event_type": spec.event_type,
         "aggregation": spec.aggregation,
         "value_property": spec.value_property,
-        "filters": [{"property": f.property, "operator": f.operator, "values": list(f.values)} for f in spec.filters],
+        "filters": [
+            {"property": f.property, "operator": f.operator, "values": list(f.values)} for f in spec.filters
+        ],
         "group_by": list(spec.group_by),
         "description": spec.description,
     }
@@ -114,8 +120,14 @@ async def insert_meter(conn: AsyncConnection, spec: MeterSpec) -> Meter | None:
     row = (
         await conn.execute(
             insert(t.meters)
-            .values(id=new_id("mtr"), archived=False, locked=False, created_at=func.now(), updated_at=func.now(),
-                    **_meter_values(spec))
+            .values(
+                id=new_id("mtr"),
+                archived=False,
+                locked=False,
+                created_at=func.now(),
+                updated_at=func.now(),
+                **_meter_values(spec),
+            )
             .on_conflict_do_nothing(index_elements=["key"])
             .returning(*t.meters.c)
         )
@@ -126,7 +138,9 @@ async def insert_meter(conn: AsyncConnection, spec: MeterSpec) -> Meter | None:
 async def update_meter(conn: AsyncConnection, key: str, spec: MeterSpec) -> Meter:
     row = (
         await conn.execute(
-            update(t.meters).where(t.meters.c.key == key).values(updated_at=func.now(), **_meter_values(spec))
+            update(t.meters)
+            .where(t.meters.c.key == key)
+            .values(updated_at=func.now(), **_meter_values(spec))
             .returning(*t.meters.c)
         )
     ).one()
@@ -136,14 +150,18 @@ async def update_meter(conn: AsyncConnection, key: str, spec: MeterSpec) -> Mete
 async def set_meter_flags(conn: AsyncConnection, key: str, **flags: bool) -> Meter:
     row = (
         await conn.execute(
-            update(t.meters).where(t.meters.c.key == key).values(updated_at=func.now(), **flags).returning(*t.meters.c)
+            update(t.meters)
+            .where(t.meters.c.key == key)
+            .values(updated_at=func.now(), **flags)
+            .returning(*t.meters.c)
         )
     ).one()
     return _meter(row)
 
 
-async def get_meter(conn: AsyncConnection, *, id: str | None = None, key: str | None = None,
-                    for_update: bool = False) -> Meter | None:
+async def get_meter(
+    conn: AsyncConnection, *, id: str | None = None, key: str | None = None, for_update: bool = False
+) -> Meter | None:
     query = select(t.meters).where(t.meters.c.id == id if id is not None else t.meters.c.key == key)
     if for_update:
         query = query.with_for_update()
@@ -164,8 +182,9 @@ async def meters_by_ids(conn: AsyncConnection, ids: Sequence[str]) -> list[Meter
     return [_meter(r) for r in rows]
 
 
-async def list_meters(conn: AsyncConnection, *, after_key: str | None, limit: int, event_type: str,
-                      include_archived: bool) -> list[Meter]:
+async def list_meters(
+    conn: AsyncConnection, *, after_key: str | None, limit: int, event_type: str, include_archived: bool
+) -> list[Meter]:
     query = select(t.meters).order_by(t.meters.c.key).limit(limit)
     if after_key is not None:
         query = query.where(t.meters.c.key > after_key)
@@ -183,7 +202,9 @@ async def lock_meters_of_version(conn: AsyncConnection, plan_version_id: str) ->
         .where(
             t.meters.c.locked.is_(False),
             t.meters.c.key.in_(
-                select(t.plan_version_meters.c.meter_key).where(t.plan_version_meters.c.plan_version_id == plan_version_id)
+                select(t.plan_version_meters.c.meter_key).where(
+                    t.plan_version_meters.c.plan_version_id == plan_version_id
+                )
             ),
         )
         .values(locked=True, updated_at=func.now())
@@ -208,8 +229,15 @@ async def insert_product(conn: AsyncConnection, spec: ProductSpec) -> Product | 
     row = (
         await conn.execute(
             insert(t.products)
-            .values(id=new_id("prd"), key=spec.key, name=spec.name, description=spec.description, archived=False,
-                    created_at=func.now(), updated_at=func.now())
+            .values(
+                id=new_id("prd"),
+                key=spec.key,
+                name=spec.name,
+                description=spec.description,
+                archived=False,
+                created_at=func.now(),
+                updated_at=func.now(),
+            )
             .on_conflict_do_nothing(index_elements=["key"])
             .returning(*t.products.c)
         )
@@ -217,8 +245,9 @@ async def insert_product(conn: AsyncConnection, spec: ProductSpec) -> Product | 
     return _product(row) if row else None
 
 
-async def get_product(conn: AsyncConnection, *, id: str | None = None, key: str | None = None,
-                      for_update: bool = False) -> Product | None:
+async def get_product(
+    conn: AsyncConnection, *, id: str | None = None, key: str | None = None, for_update: bool = False
+) -> Product | None:
     query = select(t.products).where(t.products.c.id == id if id is not None else t.products.c.key == key)
     if for_update:
         query = query.with_for_update()
@@ -226,15 +255,19 @@ async def get_product(conn: AsyncConnection, *, id: str | None = None, key: str 
     return _product(row) if row else None
 
 
-async def update_product(conn: AsyncConnection, key: str, *, spec: ProductSpec | None = None,
-                         archived: bool | None = None) -> Product:
+async def update_product(
+    conn: AsyncConnection, key: str, *, spec: ProductSpec | None = None, archived: bool | None = None
+) -> Product:
     values: dict[str, Any] = {"updated_at": func.now()}
     if spec is not None:
         values.update(name=spec.name, description=spec.description)
     if archived is not None:
         values["archived"] = archived
-    row = (await conn.execute(update(t.products).where(t.products.c.key == key).values(**values)
-                              .returning(*t.products.c))).one()
+    row = (
+        await conn.execute(
+            update(t.products).where(t.products.c.key == key).values(**values).returning(*t.products.c)
+        )
+    ).one()
     return _product(row)
 
 
@@ -242,8 +275,9 @@ async def products_by_ids(conn: AsyncConnection, ids: Sequence[str]) -> list[Pro
     return [_product(r) for r in await conn.execute(select(t.products).where(t.products.c.id.in_(ids)))]
 
 
-async def list_products(conn: AsyncConnection, *, after_key: str | None, limit: int,
-                        include_archived: bool) -> list[Product]:
+async def list_products(
+    conn: AsyncConnection, *, after_key: str | None, limit: int, include_archived: bool
+) -> list[Product]:
     query = select(t.products).order_by(t.products.c.key).limit(limit)
     if after_key is not None:
         query = query.where(t.products.c.key > after_key)
@@ -286,7 +320,9 @@ def _price(data: dict | None) -> Price | None:
         unit_price=_dec(data["unit_price"]),
         package_size=_dec(data["package_size"]),
         package_price=_dec(data["package_price"]),
-        tiers=tuple(Tier(_dec(x["up_to"]), _dec(x["unit_price"]), _dec(x["flat_amount"])) for x in data["tiers"]),
+        tiers=tuple(
+            Tier(_dec(x["up_to"]), _dec(x["unit_price"]), _dec(x["flat_amount"])) for x in data["tiers"]
+        ),
     )
 
 
@@ -295,7 +331,11 @@ def charges_json(charges: Sequence[Charge]) -> list[dict]:
     for c in charges:
         item: dict[str, Any] = {"key": c.key, "name": c.name}
         if c.fixed is not None:
-            item["fixed"] = {"amount": _str(c.fixed.amount), "timing": c.fixed.timing, "prorate": c.fixed.prorate}
+            item["fixed"] = {
+                "amount": _str(c.fixed.amount),
+                "timing": c.fixed.timing,
+                "prorate": c.fixed.prorate,
+            }
         if c.usage is not None:
             u = c.usage
             item["usage"] = {
@@ -305,7 +345,8 @@ def charges_json(charges: Sequence[Charge]) -> list[dict]:
                 "minimum_amount": _str(u.minimum_amount),
                 "maximum_amount": _str(u.maximum_amount),
                 "dimension_prices": [
-                    {"match": [list(pair) for pair in d.match], "price": _price_json(d.price)} for d in u.dimension_prices
+                    {"match": [list(pair) for pair in d.match], "price": _price_json(d.price)}
+                    for d in u.dimension_prices
                 ],
             }
         out.append(item)
@@ -362,17 +403,27 @@ async def insert_plan(conn: AsyncConnection, key: str, name: str) -> str | None:
     """The new plan's id (no version yet), or None when the key is taken."""
     return await conn.scalar(
         insert(t.plans)
-        .values(id=new_id("pln"), key=key, name=name, archived=False, latest_version=0, created_at=func.now(),
-                updated_at=func.now())
+        .values(
+            id=new_id("pln"),
+            key=key,
+            name=name,
+            archived=False,
+            latest_version=0,
+            created_at=func.now(),
+            updated_at=func.now(),
+        )
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(t.plans.c.id)
     )
 
 
-async def publish_version(conn: AsyncConnection, plan_id: str, plan_key: str, content: PlanContent) -> PlanVersion:
+async def publish_version(
+    conn: AsyncConnection, plan_id: str, plan_key: str, content: PlanContent
+) -> PlanVersion:
     """Insert the next version of a plan (the caller holds the plan row lock)."""
     number = await conn.scalar(
-        update(t.plans).where(t.plans.c.id == plan_id)
+        update(t.plans)
+        .where(t.plans.c.id == plan_id)
         .values(latest_version=t.plans.c.latest_version + 1, name=content.name, updated_at=func.now())
         .returning(t.plans.c.latest_version)
     )
@@ -381,21 +432,32 @@ async def publish_version(conn: AsyncConnection, plan_id: str, plan_key: str, co
         await conn.execute(
             t.plan_versions.insert()
             .values(
-                id=version_id, plan_id=plan_id, version=number, name=content.name, description=content.description,
-                product_key=content.product_key, currency=content.currency, interval=content.interval,
-                interval_count=content.interval_count, charges=charges_json(content.charges), published_at=func.now(),
+                id=version_id,
+                plan_id=plan_id,
+                version=number,
+                name=content.name,
+                description=content.description,
+                product_key=content.product_key,
+                currency=content.currency,
+                interval=content.interval,
+                interval_count=content.interval_count,
+                charges=charges_json(content.charges),
+                published_at=func.now(),
             )
             .returning(*t.plan_versions.c)
         )
     ).one()
     keys = content.meter_keys()
     if keys:
-        await conn.execute(t.plan_version_meters.insert(), [{"plan_version_id": version_id, "meter_key": k} for k in keys])
+        await conn.execute(
+            t.plan_version_meters.insert(), [{"plan_version_id": version_id, "meter_key": k} for k in keys]
+        )
     return _version(row, plan_key)
 
 
-async def get_plan_row(conn: AsyncConnection, *, id: str | None = None, key: str | None = None,
-                       for_update: bool = False) -> Any | None:
+async def get_plan_row(
+    conn: AsyncConnection, *, id: str | None = None, key: str | None = None, for_update: bool = False
+) -> Any | None:
     query = select(t.plans).where(t.plans.c.id == id if id is not None else t.plans.c.key == key)
     if for_update:
         query = query.with_for_update()
@@ -403,11 +465,14 @@ async def get_plan_row(conn: AsyncConnection, *, id: str | None = None, key: str
 
 
 async def set_plan_archived(conn: AsyncConnection, plan_id: str) -> None:
-    await conn.execute(update(t.plans).where(t.plans.c.id == plan_id).values(archived=True, updated_at=func.now()))
+    await conn.execute(
+        update(t.plans).where(t.plans.c.id == plan_id).values(archived=True, updated_at=func.now())
+    )
 
 
-async def get_version(conn: AsyncConnection, *, id: str | None = None, plan_key: str | None = None,
-                      version: int = 0) -> PlanVersion | None:
+async def get_version(
+    conn: AsyncConnection, *, id: str | None = None, plan_key: str | None = None, version: int = 0
+) -> PlanVersion | None:
     query = select(*_VERSION_COLUMNS).join(t.plans, t.plans.c.id == t.plan_versions.c.plan_id)
     if id is not None:
         query = query.where(t.plan_versions.c.id == id)
@@ -424,11 +489,15 @@ async def versions_by_ids(conn: AsyncConnection, ids: Sequence[str]) -> list[Pla
     return [_version(r, r.plan_key) for r in await conn.execute(query.where(t.plan_versions.c.id.in_(ids)))]
 
 
-async def list_versions(conn: AsyncConnection, plan_key: str, *, after_version: int, limit: int) -> list[PlanVersion]:
+async def list_versions(
+    conn: AsyncConnection, plan_key: str, *, after_version: int, limit: int
+) -> list[PlanVersion]:
     query = (
-        select(*_VERSION_COLUMNS).join(t.plans, t.plans.c.id == t.plan_versions.c.plan_id)
+        select(*_VERSION_COLUMNS)
+        .join(t.plans, t.plans.c.id == t.plan_versions.c.plan_id)
         .where(t.plans.c.key == plan_key, t.plan_versions.c.version > after_version)
-        .order_by(t.plan_versions.c.version).limit(limit)
+        .order_by(t.plan_versions.c.version)
+        .limit(limit)
     )
     return [_version(r, r.plan_key) for r in await conn.execute(query)]
 
@@ -436,19 +505,34 @@ async def list_versions(conn: AsyncConnection, plan_key: str, *, after_version: 
 async def plans_with_latest(conn: AsyncConnection, condition, *, limit: int | None = None) -> list[Plan]:
     query = (
         select(
-            t.plans.c.id.label("p_id"), t.plans.c.key.label("p_key"), t.plans.c.name.label("p_name"),
-            t.plans.c.archived.label("p_archived"), t.plans.c.created_at.label("p_created_at"), *t.plan_versions.c,
+            t.plans.c.id.label("p_id"),
+            t.plans.c.key.label("p_key"),
+            t.plans.c.name.label("p_name"),
+            t.plans.c.archived.label("p_archived"),
+            t.plans.c.created_at.label("p_created_at"),
+            *t.plan_versions.c,
         )
-        .join(t.plan_versions, and_(t.plan_versions.c.plan_id == t.plans.c.id,
-                                    t.plan_versions.c.version == t.plans.c.latest_version))
+        .join(
+            t.plan_versions,
+            and_(
+                t.plan_versions.c.plan_id == t.plans.c.id,
+                t.plan_versions.c.version == t.plans.c.latest_version,
+            ),
+        )
         .where(condition)
         .order_by(t.plans.c.key)
     )
     if limit is not None:
         query = query.limit(limit)
     return [
-        Plan(id=r.p_id, key=r.p_key, name=r.p_name, archived=r.p_archived, latest=_version(r, r.p_key),
-             created_at=r.p_created_at)
+        Plan(
+            id=r.p_id,
+            key=r.p_key,
+            name=r.p_name,
+            archived=r.p_archived,
+            latest=_version(r, r.p_key),
+            created_at=r.p_created_at,
+        )
         for r in await conn.execute(query)
     ]
 
@@ -506,8 +590,13 @@ async def insert_customer(conn: AsyncConnection, spec: CustomerSpec) -> Customer
     row = (
         await conn.execute(
             insert(t.customers)
-            .values(id=new_id("cus"), archived=False, created_at=func.now(), updated_at=func.now(),
-                    **_customer_values(spec))
+            .values(
+                id=new_id("cus"),
+                archived=False,
+                created_at=func.now(),
+                updated_at=func.now(),
+                **_customer_values(spec),
+            )
             .on_conflict_do_nothing(index_elements=["external_id"])
             .returning(*t.customers.c)
         )
@@ -515,8 +604,9 @@ async def insert_customer(conn: AsyncConnection, spec: CustomerSpec) -> Customer
     return _customer(row) if row else None
 
 
-async def get_customer(conn: AsyncConnection, *, id: str | None = None, external_id: str | None = None,
-                       for_update: bool = False) -> Customer | None:
+async def get_customer(
+    conn: AsyncConnection, *, id: str | None = None, external_id: str | None = None, for_update: bool = False
+) -> Customer | None:
     query = select(t.customers).where(
         t.customers.c.id == id if id is not None else t.customers.c.external_id == external_id
     )
@@ -528,20 +618,26 @@ async def get_customer(conn: AsyncConnection, *, id: str | None = None, external
 
 async def external_id_taken(conn: AsyncConnection, external_id: str, other_than: str) -> bool:
     found = await conn.scalar(
-        select(t.customers.c.id).where(t.customers.c.external_id == external_id, t.customers.c.id != other_than)
+        select(t.customers.c.id).where(
+            t.customers.c.external_id == external_id, t.customers.c.id != other_than
+        )
     )
     return found is not None
 
 
-async def update_customer(conn: AsyncConnection, id: str, *, spec: CustomerSpec | None = None,
-                          archived: bool | None = None) -> Customer:
+async def update_customer(
+    conn: AsyncConnection, id: str, *, spec: CustomerSpec | None = None, archived: bool | None = None
+) -> Customer:
     values: dict[str, Any] = {"updated_at": func.now()}
     if spec is not None:
         values.update(_customer_values(spec))
     if archived is not None:
         values["archived"] = archived
-    row = (await conn.execute(update(t.customers).where(t.customers.c.id == id).values(**values)
-                              .returning(*t.customers.c))).one()
+    row = (
+        await conn.execute(
+            update(t.customers).where(t.customers.c.id == id).values(**values).returning(*t.customers.c)
+        )
+    ).one()
     return _customer(row)
 
 
@@ -549,8 +645,9 @@ async def customers_by_ids(conn: AsyncConnection, ids: Sequence[str]) -> list[Cu
     return [_customer(r) for r in await conn.execute(select(t.customers).where(t.customers.c.id.in_(ids)))]
 
 
-async def list_customers(conn: AsyncConnection, *, after_id: str | None, limit: int, include_archived: bool,
-                         query_text: str) -> list[Customer]:
+async def list_customers(
+    conn: AsyncConnection, *, after_id: str | None, limit: int, include_archived: bool, query_text: str
+) -> list[Customer]:
     query = select(t.customers).order_by(t.customers.c.id).limit(limit)
     if after_id is not None:
         query = query.where(t.customers.c.id > after_id)
@@ -558,8 +655,13 @@ async def list_customers(conn: AsyncConnection, *, after_id: str | None, limit: 
         query = query.where(t.customers.c.archived.is_(False))
     if query_text:
         pattern = "%" + query_text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(t.customers.c.name.ilike(pattern), t.customers.c.email.ilike(pattern),
-                                t.customers.c.external_id.ilike(pattern)))
+        query = query.where(
+            or_(
+                t.customers.c.name.ilike(pattern),
+                t.customers.c.email.ilike(pattern),
+                t.customers.c.external_id.ilike(pattern),
+            )
+        )
     return [_customer(r) for r in await conn.execute(query)]
 
 
@@ -569,9 +671,16 @@ async def list_customers(conn: AsyncConnection, *, after_id: str | None, limit: 
 async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> None:
     await conn.execute(
         t.subscriptions.insert().values(
-            id=sub.id, customer_id=sub.customer_id, start_time=sub.start_time, anchor=sub.anchor,
-            cancel_at_period_end=sub.cancel_at_period_end, cancel_at=sub.cancel_at, canceled_time=sub.canceled_time,
-            metadata=dict(sub.metadata), created_at=sub.created_at, updated_at=func.now(),
+            id=sub.id,
+            customer_id=sub.customer_id,
+            start_time=sub.start_time,
+            anchor=sub.anchor,
+            cancel_at_period_end=sub.cancel_at_period_end,
+            cancel_at=sub.cancel_at,
+            canceled_time=sub.canceled_time,
+            metadata=dict(sub.metadata),
+            created_at=sub.created_at,
+            updated_at=func.now(),
         )
     )
     await _insert_phases(conn, sub.id, sub.phases, start_seq=0)
@@ -582,8 +691,13 @@ async def _insert_phases(conn: AsyncConnection, sub_id: str, phases: Sequence[Ph
         await conn.execute(
             t.subscription_phases.insert(),
             [
-                {"subscription_id": sub_id, "seq": start_seq + i, "plan_version_id": p.plan_version_id,
-                 "start_time": p.start_time, "end_time": p.end_time}
+                {
+                    "subscription_id": sub_id,
+                    "seq": start_seq + i,
+                    "plan_version_id": p.plan_version_id,
+                    "start_time": p.start_time,
+                    "end_time": p.end_time,
+                }
                 for i, p in enumerate(phases)
             ],
         )
@@ -592,22 +706,30 @@ async def _insert_phases(conn: AsyncConnection, sub_id: str, phases: Sequence[Ph
 async def save_subscription(conn: AsyncConnection, before: Subscription, after: Subscription) -> None:
     """Persist cancellation fields and phase changes (phases are only closed and appended)."""
     await conn.execute(
-        update(t.subscriptions).where(t.subscriptions.c.id == after.id).values(
-            cancel_at_period_end=after.cancel_at_period_end, cancel_at=after.cancel_at,
-            canceled_time=after.canceled_time, updated_at=func.now(),
+        update(t.subscriptions)
+        .where(t.subscriptions.c.id == after.id)
+        .values(
+            cancel_at_period_end=after.cancel_at_period_end,
+            cancel_at=after.cancel_at,
+            canceled_time=after.canceled_time,
+            updated_at=func.now(),
         )
     )
     for seq, (old, new) in enumerate(zip(before.phases, after.phases)):
         if old != new:
             await conn.execute(
                 update(t.subscription_phases)
-                .where(t.subscription_phases.c.subscription_id == after.id, t.subscription_phases.c.seq == seq)
+                .where(
+                    t.subscription_phases.c.subscription_id == after.id, t.subscription_phases.c.seq == seq
+                )
                 .values(end_time=new.end_time)
             )
-    await _insert_phases(conn, after.id, after.phases[len(before.phases):], start_seq=len(before.phases))
+    await _insert_phases(conn, after.id, after.phases[len(before.phases) :], start_seq=len(before.phases))
 
 
-async def subscriptions_by_ids(conn: AsyncConnection, ids: Sequence[str], *, for_update: bool = False) -> list[Subscription]:
+async def subscriptions_by_ids(
+    conn: AsyncConnection, ids: Sequence[str], *, for_update: bool = False
+) -> list[Subscription]:
     if not ids:
         return []
     query = select(t.subscriptions).where(t.subscriptions.c.id.in_(ids))
@@ -624,22 +746,42 @@ async def subscriptions_by_ids(conn: AsyncConnection, ids: Sequence[str], *, for
     phases: dict[str, list[Phase]] = {}
     for p in phase_rows:
         phases.setdefault(p.subscription_id, []).append(
-            Phase(plan_version_id=p.plan_version_id, plan_key=p.plan_key, plan_version=p.version,
-                  start_time=p.start_time, end_time=p.end_time)
+            Phase(
+                plan_version_id=p.plan_version_id,
+                plan_key=p.plan_key,
+                plan_version=p.version,
+                start_time=p.start_time,
+                end_time=p.end_time,
+            )
         )
     by_id = {
         r.id: Subscription(
-            id=r.id, customer_id=r.customer_id, start_time=r.start_time, anchor=r.anchor,
-            cancel_at_period_end=r.cancel_at_period_end, cancel_at=r.cancel_at, canceled_time=r.canceled_time,
-            phases=tuple(phases.get(r.id, ())), metadata=tuple(sorted(r.metadata.items())), created_at=r.created_at,
+            id=r.id,
+            customer_id=r.customer_id,
+            start_time=r.start_time,
+            anchor=r.anchor,
+            cancel_at_period_end=r.cancel_at_period_end,
+            cancel_at=r.cancel_at,
+            canceled_time=r.canceled_time,
+            phases=tuple(phases.get(r.id, ())),
+            metadata=tuple(sorted(r.metadata.items())),
+            created_at=r.created_at,
         )
         for r in rows
     }
     return [by_id[i] for i in ids if i in by_id]
 
 
-async def list_subscription_ids(conn: AsyncConnection, *, after_id: str | None, limit: int, customer_id: str,
-                                plan_key: str, status: str, now: datetime) -> list[str]:
+async def list_subscription_ids(
+    conn: AsyncConnection,
+    *,
+    after_id: str | None,
+    limit: int,
+    customer_id: str,
+    plan_key: str,
+    status: str,
+    now: datetime,
+) -> list[str]:
     s = t.subscriptions.c
     query = select(s.id).order_by(s.id).limit(limit)
     if after_id is not None:
@@ -658,7 +800,9 @@ async def list_subscription_ids(conn: AsyncConnection, *, after_id: str | None, 
     if status == "ENDED":
         query = query.where(s.cancel_at <= now)
     elif status == "CANCELED":
-        query = query.where(or_(s.cancel_at > now, and_(s.cancel_at.is_(None), s.cancel_at_period_end.is_(True))))
+        query = query.where(
+            or_(s.cancel_at > now, and_(s.cancel_at.is_(None), s.cancel_at_period_end.is_(True)))
+        )
     elif status == "ACTIVE":
         query = query.where(s.cancel_at.is_(None), s.cancel_at_period_end.is_(False))
     return [r.id for r in await conn.execute(query)]

@@ -20,7 +20,15 @@ from services.catalog.domain.customers import (
     validate_customer,
 )
 from services.catalog.domain.meters import LOCKED_FIELDS, Meter, MeterSpec, apply_meter_update, validate_meter
-from services.catalog.domain.plans import Plan, PlanSpec, PlanVersion, Product, ProductSpec, validate_plan, validate_product
+from services.catalog.domain.plans import (
+    Plan,
+    PlanSpec,
+    PlanVersion,
+    Product,
+    ProductSpec,
+    validate_plan,
+    validate_product,
+)
 from services.catalog.domain.subscriptions import ANCHORS, Phase, Subscription
 from services.catalog.notifier import ChangeNotifier
 from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
@@ -97,8 +105,11 @@ class CatalogService:
         async with self._write() as conn:
             meter = await repo.insert_meter(conn, spec)
             if meter is None:
-                raise AlreadyExists(f"a meter with key {spec.key!r} exists", reason="METER_KEY_TAKEN",
-                                    metadata={"key": spec.key})
+                raise AlreadyExists(
+                    f"a meter with key {spec.key!r} exists",
+                    reason="METER_KEY_TAKEN",
+                    metadata={"key": spec.key},
+                )
             await repo.record_change(conn, "meter", meter.id)
         log.info("meter_created", meter_key=spec.key, event_type=spec.event_type)
         return meter
@@ -113,8 +124,13 @@ class CatalogService:
     async def list_meters(self, *, size: int, token: str, event_type: str, include_archived: bool) -> Page:
         limit = page_size(size)
         async with self._read() as conn:
-            items = await repo.list_meters(conn, after_key=_after(token, "meters"), limit=limit,
-                                           event_type=event_type, include_archived=include_archived)
+            items = await repo.list_meters(
+                conn,
+                after_key=_after(token, "meters"),
+                limit=limit,
+                event_type=event_type,
+                include_archived=include_archived,
+            )
         return _page(items, limit, "meters", lambda m: m.key)
 
     async def update_meter(self, update: MeterSpec, mask: tuple[str, ...]) -> Meter:
@@ -124,8 +140,9 @@ class CatalogService:
             log.info("meter_updated", meter_key=update.key, fields=list(changed))
         return meter
 
-    async def _update_meter(self, conn: AsyncConnection, update: MeterSpec, mask: tuple[str, ...]
-                            ) -> tuple[Meter, tuple[str, ...]]:
+    async def _update_meter(
+        self, conn: AsyncConnection, update: MeterSpec, mask: tuple[str, ...]
+    ) -> tuple[Meter, tuple[str, ...]]:
         current = await repo.get_meter(conn, key=update.key, for_update=True)
         if current is None:
             raise NotFound(f"no meter with key {update.key!r}", reason="METER_NOT_FOUND")
@@ -136,8 +153,10 @@ class CatalogService:
             raise FailedPrecondition(
                 f"meter {update.key!r} is used by a subscription: {', '.join(locked_changes)} cannot change; "
                 "archive it and create a new meter",
-                violations=[Violation(f"meter.{f}", "locked: a subscription's plan uses this meter", "METER_LOCKED")
-                            for f in locked_changes],
+                violations=[
+                    Violation(f"meter.{f}", "locked: a subscription's plan uses this meter", "METER_LOCKED")
+                    for f in locked_changes
+                ],
                 reason="METER_LOCKED",
                 metadata={"key": update.key},
             )
@@ -169,8 +188,11 @@ class CatalogService:
     async def _create_product(self, conn: AsyncConnection, spec: ProductSpec) -> Product:
         product = await repo.insert_product(conn, spec)
         if product is None:
-            raise AlreadyExists(f"a product with key {spec.key!r} exists", reason="PRODUCT_KEY_TAKEN",
-                                metadata={"key": spec.key})
+            raise AlreadyExists(
+                f"a product with key {spec.key!r} exists",
+                reason="PRODUCT_KEY_TAKEN",
+                metadata={"key": spec.key},
+            )
         await repo.record_change(conn, "product", product.id)
         return product
 
@@ -184,8 +206,9 @@ class CatalogService:
     async def list_products(self, *, size: int, token: str, include_archived: bool) -> Page:
         limit = page_size(size)
         async with self._read() as conn:
-            items = await repo.list_products(conn, after_key=_after(token, "products"), limit=limit,
-                                             include_archived=include_archived)
+            items = await repo.list_products(
+                conn, after_key=_after(token, "products"), limit=limit, include_archived=include_archived
+            )
         return _page(items, limit, "products", lambda p: p.spec.key)
 
     async def update_product(self, update: ProductSpec, mask: tuple[str, ...]) -> Product:
@@ -193,7 +216,11 @@ class CatalogService:
         v = Violations("update_mask")
         for i, name in enumerate(mask):
             if name not in allowed:
-                v.add(f"[{i}]", f"{name!r} cannot be updated; mutable fields: name, description", "IMMUTABLE_FIELD")
+                v.add(
+                    f"[{i}]",
+                    f"{name!r} cannot be updated; mutable fields: name, description",
+                    "IMMUTABLE_FIELD",
+                )
         v.raise_if_any("invalid update mask")
         async with self._write() as conn:
             current = await repo.get_product(conn, key=update.key, for_update=True)
@@ -219,16 +246,22 @@ class CatalogService:
 
     # ------------------------------------------------------------ plans
 
-    async def _check_plan(self, conn: AsyncConnection, spec: PlanSpec, prefix: str = "plan",
-                          pending_meters: dict[str, Meter] | None = None,
-                          pending_products: set[str] | None = None) -> Violations:
+    async def _check_plan(
+        self,
+        conn: AsyncConnection,
+        spec: PlanSpec,
+        prefix: str = "plan",
+        pending_meters: dict[str, Meter] | None = None,
+        pending_products: set[str] | None = None,
+    ) -> Violations:
         meters = await repo.meters_by_keys(
             conn, [c.usage.meter_key for c in spec.content.charges if c.usage is not None]
         )
         meters.update(pending_meters or {})
         product_key = spec.content.product_key
         product_exists = bool(product_key) and (
-            product_key in (pending_products or set()) or await repo.get_product(conn, key=product_key) is not None
+            product_key in (pending_products or set())
+            or await repo.get_product(conn, key=product_key) is not None
         )
         return validate_plan(spec, meters, product_exists, prefix=prefix)
 
@@ -242,8 +275,11 @@ class CatalogService:
     async def _create_plan(self, conn: AsyncConnection, spec: PlanSpec) -> PlanVersion:
         plan_id = await repo.insert_plan(conn, spec.key, spec.content.name)
         if plan_id is None:
-            raise AlreadyExists(f"a plan with key {spec.key!r} exists; publish a new version instead",
-                                reason="PLAN_KEY_TAKEN", metadata={"key": spec.key})
+            raise AlreadyExists(
+                f"a plan with key {spec.key!r} exists; publish a new version instead",
+                reason="PLAN_KEY_TAKEN",
+                metadata={"key": spec.key},
+            )
         version = await repo.publish_version(conn, plan_id, spec.key, spec.content)
         await repo.record_change(conn, "plan_version", version.id)
         await repo.record_change(conn, "plan", plan_id)
@@ -269,7 +305,9 @@ class CatalogService:
 
     async def get_plan(self, *, id: str | None = None, key: str | None = None) -> Plan:
         async with self._read() as conn:
-            condition = repo.plan_ids_condition([id]) if id is not None else repo.plan_key_condition(key or "")
+            condition = (
+                repo.plan_ids_condition([id]) if id is not None else repo.plan_key_condition(key or "")
+            )
             plans = await repo.plans_with_latest(conn, condition)
         if not plans:
             raise NotFound(f"no plan {id or key!r}", reason="PLAN_NOT_FOUND")
@@ -283,7 +321,9 @@ class CatalogService:
             )
         return _page(items, limit, "plans", lambda p: p.key)
 
-    async def get_plan_version(self, *, id: str | None = None, plan_key: str = "", version: int = 0) -> PlanVersion:
+    async def get_plan_version(
+        self, *, id: str | None = None, plan_key: str = "", version: int = 0
+    ) -> PlanVersion:
         async with self._read() as conn:
             found = await repo.get_version(conn, id=id, plan_key=plan_key, version=version)
         if found is None:
@@ -296,8 +336,9 @@ class CatalogService:
         async with self._read() as conn:
             if await repo.get_plan_row(conn, key=plan_key) is None:
                 raise NotFound(f"no plan with key {plan_key!r}", reason="PLAN_NOT_FOUND")
-            items = await repo.list_versions(conn, plan_key, after_version=_after(token, "plan_versions") or 0,
-                                             limit=limit)
+            items = await repo.list_versions(
+                conn, plan_key, after_version=_after(token, "plan_versions") or 0, limit=limit
+            )
         return _page(items, limit, "plan_versions", lambda v: v.version)
 
     async def archive_plan(self, key: str) -> Plan:
@@ -317,8 +358,11 @@ class CatalogService:
         async with self._write() as conn:
             customer = await repo.insert_customer(conn, spec)
             if customer is None:
-                raise AlreadyExists(f"a customer with external_id {spec.external_id!r} exists",
-                                    reason="EXTERNAL_ID_TAKEN", metadata={"external_id": spec.external_id})
+                raise AlreadyExists(
+                    f"a customer with external_id {spec.external_id!r} exists",
+                    reason="EXTERNAL_ID_TAKEN",
+                    metadata={"external_id": spec.external_id},
+                )
             await repo.record_change(conn, "customer", customer.id)
         log.info("customer_created", customer_id=customer.id)
         return customer
@@ -328,12 +372,17 @@ class CatalogService:
             customer = await self._find_customer(conn, id=id, external_id=external_id)
         return customer
 
-    async def _find_customer(self, conn: AsyncConnection, *, id: str | None, external_id: str | None,
-                             for_update: bool = False) -> Customer:
+    async def _find_customer(
+        self, conn: AsyncConnection, *, id: str | None, external_id: str | None, for_update: bool = False
+    ) -> Customer:
         if not id and not external_id:
-            raise InvalidInput("name the customer", violations=[
-                Violation("customer", "set customer.id or customer.external_id", "REQUIRED")])
-        customer = await repo.get_customer(conn, id=id or None, external_id=external_id, for_update=for_update)
+            raise InvalidInput(
+                "name the customer",
+                violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
+            )
+        customer = await repo.get_customer(
+            conn, id=id or None, external_id=external_id, for_update=for_update
+        )
         if customer is None:
             raise NotFound(f"no customer {id or external_id!r}", reason="CUSTOMER_NOT_FOUND")
         return customer
@@ -341,8 +390,13 @@ class CatalogService:
     async def list_customers(self, *, size: int, token: str, include_archived: bool, query: str) -> Page:
         limit = page_size(size)
         async with self._read() as conn:
-            items = await repo.list_customers(conn, after_id=_after(token, "customers"), limit=limit,
-                                              include_archived=include_archived, query_text=query)
+            items = await repo.list_customers(
+                conn,
+                after_id=_after(token, "customers"),
+                limit=limit,
+                include_archived=include_archived,
+                query_text=query,
+            )
         return _page(items, limit, "customers", lambda c: c.id)
 
     async def update_customer(self, id: str, update: CustomerSpec, mask: tuple[str, ...]) -> Customer:
@@ -352,11 +406,16 @@ class CatalogService:
             validate_customer(spec).raise_if_any("invalid customer")
             if spec == current.spec:
                 return current
-            if spec.external_id and spec.external_id != current.spec.external_id and await repo.external_id_taken(
-                conn, spec.external_id, other_than=id
+            if (
+                spec.external_id
+                and spec.external_id != current.spec.external_id
+                and await repo.external_id_taken(conn, spec.external_id, other_than=id)
             ):
-                raise AlreadyExists(f"a customer with external_id {spec.external_id!r} exists",
-                                    reason="EXTERNAL_ID_TAKEN", metadata={"external_id": spec.external_id})
+                raise AlreadyExists(
+                    f"a customer with external_id {spec.external_id!r} exists",
+                    reason="EXTERNAL_ID_TAKEN",
+                    metadata={"external_id": spec.external_id},
+                )
             customer = await repo.update_customer(conn, id, spec=spec)
             await repo.record_change(conn, "customer", id)
         return customer
@@ -393,38 +452,65 @@ class CatalogService:
             await repo.record_change(conn, "meter", meter_id)
 
     async def create_subscription(
-        self, *, customer_id: str, customer_external_id: str, plan_key: str, plan_version: int,
-        start_time: datetime | None, anchor: str, metadata: tuple[tuple[str, str], ...],
+        self,
+        *,
+        customer_id: str,
+        customer_external_id: str,
+        plan_key: str,
+        plan_version: int,
+        start_time: datetime | None,
+        anchor: str,
+        metadata: tuple[tuple[str, str], ...],
     ) -> Subscription:
         anchor = anchor or "CALENDAR"
         if anchor not in ANCHORS:
-            raise InvalidInput("invalid anchor", violations=[
-                Violation("anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM")])
+            raise InvalidInput(
+                "invalid anchor",
+                violations=[
+                    Violation(
+                        "anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM"
+                    )
+                ],
+            )
         now = _now()
         async with self._write() as conn:
-            customer = await self._find_customer(conn, id=customer_id, external_id=customer_external_id or None)
+            customer = await self._find_customer(
+                conn, id=customer_id, external_id=customer_external_id or None
+            )
             if customer.archived:
                 raise FailedPrecondition(f"customer {customer.id} is archived", reason="CUSTOMER_ARCHIVED")
             version = await self._version_for(conn, plan_key, plan_version)
             self._check_currency(customer, version)
             start = start_time or now
             sub = Subscription(
-                id=repo.new_id("sub"), customer_id=customer.id, start_time=start, anchor=anchor,
-                cancel_at_period_end=False, cancel_at=None, canceled_time=None,
+                id=repo.new_id("sub"),
+                customer_id=customer.id,
+                start_time=start,
+                anchor=anchor,
+                cancel_at_period_end=False,
+                cancel_at=None,
+                canceled_time=None,
                 phases=(Phase(version.id, version.plan_key, version.version, start),),
-                metadata=metadata, created_at=now,
+                metadata=metadata,
+                created_at=now,
             )
             await repo.insert_subscription(conn, sub)
             await self._lock_meters(conn, version.id)
             await repo.record_change(conn, "subscription", sub.id)
-        log.info("subscription_created", subscription_id=sub.id, customer_id=customer.id, plan_version_id=version.id)
+        log.info(
+            "subscription_created",
+            subscription_id=sub.id,
+            customer_id=customer.id,
+            plan_version_id=version.id,
+        )
         return sub
 
     @staticmethod
     def _check_currency(customer: Customer, version: PlanVersion) -> None:
         if customer.spec.currency and customer.spec.currency != version.content.currency:
             raise FailedPrecondition(
-                f"customer bills in {customer.spec.currency}, plan {version.plan_key} in {version.content.currency}",
+                f"customer bills in {customer.spec.currency}, "
+                f"plan {version.plan_key} in {version.content.currency}",
                 reason="CURRENCY_MISMATCH",
             )
 
@@ -435,13 +521,20 @@ class CatalogService:
             raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
         return found[0]
 
-    async def list_subscriptions(self, *, size: int, token: str, customer_id: str, plan_key: str,
-                                 status: str) -> Page:
+    async def list_subscriptions(
+        self, *, size: int, token: str, customer_id: str, plan_key: str, status: str
+    ) -> Page:
         limit = page_size(size)
         async with self._read() as conn:
-            ids = await repo.list_subscription_ids(conn, after_id=_after(token, "subscriptions"), limit=limit,
-                                                   customer_id=customer_id, plan_key=plan_key, status=status,
-                                                   now=_now())
+            ids = await repo.list_subscription_ids(
+                conn,
+                after_id=_after(token, "subscriptions"),
+                limit=limit,
+                customer_id=customer_id,
+                plan_key=plan_key,
+                status=status,
+                now=_now(),
+            )
             items = await repo.subscriptions_by_ids(conn, ids)
         return _page(items, limit, "subscriptions", lambda s: s.id)
 
@@ -454,12 +547,17 @@ class CatalogService:
             after = found[0].cancel(now=now, at_period_end=at_period_end, at=at)
             await repo.save_subscription(conn, found[0], after)
             await repo.record_change(conn, "subscription", id)
-        log.info("subscription_canceled", subscription_id=id, at_period_end=at_period_end,
-                 cancel_at=at.isoformat() if at else None)
+        log.info(
+            "subscription_canceled",
+            subscription_id=id,
+            at_period_end=at_period_end,
+            cancel_at=at.isoformat() if at else None,
+        )
         return after
 
-    async def change_subscription_plan(self, id: str, *, plan_key: str, plan_version: int,
-                                       effective_time: datetime | None) -> Subscription:
+    async def change_subscription_plan(
+        self, id: str, *, plan_key: str, plan_version: int, effective_time: datetime | None
+    ) -> Subscription:
         now = _now()
         async with self._write() as conn:
             found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
@@ -473,22 +571,30 @@ class CatalogService:
             await repo.save_subscription(conn, found[0], after)
             await self._lock_meters(conn, version.id)
             await repo.record_change(conn, "subscription", id)
-        log.info("subscription_plan_changed", subscription_id=id, plan_version_id=version.id,
-                 effective_time=phase.start_time.isoformat())
+        log.info(
+            "subscription_plan_changed",
+            subscription_id=id,
+            plan_version_id=version.id,
+            effective_time=phase.start_time.isoformat(),
+        )
         return after
 
     # ------------------------------------------------------------ declarative catalog
 
-    async def apply_catalog(self, products: list[ProductSpec], meters: list[MeterSpec], plans: list[PlanSpec],
-                            *, dry_run: bool) -> tuple[list[ApplyResult], int]:
+    async def apply_catalog(
+        self, products: list[ProductSpec], meters: list[MeterSpec], plans: list[PlanSpec], *, dry_run: bool
+    ) -> tuple[list[ApplyResult], int]:
         """Create or update everything in one transaction; a second apply reports all UNCHANGED."""
         v = Violations()
         for i, spec in enumerate(products):
             v.extend(validate_product(spec, prefix=f"products[{i}]"))
         for i, spec in enumerate(meters):
             v.extend(validate_meter(spec, prefix=f"meters[{i}]"))
-        for name, keys in (("products", [p.key for p in products]), ("meters", [m.key for m in meters]),
-                           ("plans", [p.key for p in plans])):
+        for name, keys in (
+            ("products", [p.key for p in products]),
+            ("meters", [m.key for m in meters]),
+            ("plans", [p.key for p in plans]),
+        ):
             for i, key in enumerate(keys):
                 if key and key in keys[:i]:
                     v.add(f"{name}[{i}].key", f"{key!r} appears twice in the file", "DUPLICATE")
@@ -496,12 +602,21 @@ class CatalogService:
         try:
             async with self._write() as conn:
                 stand_ins = {
-                    m.key: Meter(id="", spec=m, archived=False, locked=False, created_at=_now(), updated_at=_now())
+                    m.key: Meter(
+                        id="", spec=m, archived=False, locked=False, created_at=_now(), updated_at=_now()
+                    )
                     for m in meters
                 }
                 for i, spec in enumerate(plans):
-                    v.extend(await self._check_plan(conn, spec, prefix=f"plans[{i}]", pending_meters=stand_ins,
-                                                    pending_products={p.key for p in products}))
+                    v.extend(
+                        await self._check_plan(
+                            conn,
+                            spec,
+                            prefix=f"plans[{i}]",
+                            pending_meters=stand_ins,
+                            pending_products={p.key for p in products},
+                        )
+                    )
                 v.raise_if_any("invalid catalog")
                 for spec in products:
                     results.append(await self._apply_product(conn, spec))
@@ -560,8 +675,9 @@ class CatalogService:
     async def watch(self, after_revision: int) -> AsyncIterator[CatalogChange]:
         """Every change after ``after_revision`` (each entity in its current state), then live ones."""
         if after_revision < 0:
-            raise InvalidInput("negative revision", violations=[
-                Violation("after_revision", "must be >= 0", "NEGATIVE")])
+            raise InvalidInput(
+                "negative revision", violations=[Violation("after_revision", "must be >= 0", "NEGATIVE")]
+            )
         last = after_revision
         while True:
             ticket = self._notifier.ticket() if self._notifier else None

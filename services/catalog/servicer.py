@@ -37,14 +37,21 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.GetMeterResponse(meter=m.meter_out(await self._service.get_meter(id=id, key=key)))
 
     async def ListMeters(self, request, context):
-        page = await self._service.list_meters(size=request.page_size, token=request.page_token,
-                                               event_type=request.event_type,
-                                               include_archived=request.include_archived)
-        return pb.ListMetersResponse(meters=[m.meter_out(x) for x in page.items], next_page_token=page.next_page_token)
+        page = await self._service.list_meters(
+            size=request.page_size,
+            token=request.page_token,
+            event_type=request.event_type,
+            include_archived=request.include_archived,
+        )
+        return pb.ListMetersResponse(
+            meters=[m.meter_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdateMeter(self, request, context):
         _required(request.meter.key, "meter.key")
-        meter = await self._service.update_meter(m.meter_spec_in(request.meter), m.mask_in(request.update_mask))
+        meter = await self._service.update_meter(
+            m.meter_spec_in(request.meter), m.mask_in(request.update_mask)
+        )
         return pb.UpdateMeterResponse(meter=m.meter_out(meter))
 
     async def ArchiveMeter(self, request, context):
@@ -62,14 +69,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.GetProductResponse(product=m.product_out(await self._service.get_product(id=id, key=key)))
 
     async def ListProducts(self, request, context):
-        page = await self._service.list_products(size=request.page_size, token=request.page_token,
-                                                 include_archived=request.include_archived)
-        return pb.ListProductsResponse(products=[m.product_out(x) for x in page.items],
-                                       next_page_token=page.next_page_token)
+        page = await self._service.list_products(
+            size=request.page_size, token=request.page_token, include_archived=request.include_archived
+        )
+        return pb.ListProductsResponse(
+            products=[m.product_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdateProduct(self, request, context):
         _required(request.product.key, "product.key")
-        product = await self._service.update_product(m.product_spec_in(request.product), m.mask_in(request.update_mask))
+        product = await self._service.update_product(
+            m.product_spec_in(request.product), m.mask_in(request.update_mask)
+        )
         return pb.UpdateProductResponse(product=m.product_out(product))
 
     async def ArchiveProduct(self, request, context):
@@ -87,9 +98,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.GetPlanResponse(plan=m.plan_out(await self._service.get_plan(id=id, key=key)))
 
     async def ListPlans(self, request, context):
-        page = await self._service.list_plans(size=request.page_size, token=request.page_token,
-                                              include_archived=request.include_archived)
-        return pb.ListPlansResponse(plans=[m.plan_out(x) for x in page.items], next_page_token=page.next_page_token)
+        page = await self._service.list_plans(
+            size=request.page_size, token=request.page_token, include_archived=request.include_archived
+        )
+        return pb.ListPlansResponse(
+            plans=[m.plan_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def PublishPlanVersion(self, request, context):
         _required(request.plan.key, "plan.key")
@@ -101,17 +115,22 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         if which == "id" and request.id:
             version = await self._service.get_plan_version(id=request.id)
         elif which == "key" and request.key.plan_key:
-            version = await self._service.get_plan_version(plan_key=request.key.plan_key, version=request.key.version)
+            version = await self._service.get_plan_version(
+                plan_key=request.key.plan_key, version=request.key.version
+            )
         else:
-            raise InvalidInput("name the plan version",
-                               violations=[Violation("ref", "set id or key.plan_key", "REQUIRED")])
+            raise InvalidInput(
+                "name the plan version", violations=[Violation("ref", "set id or key.plan_key", "REQUIRED")]
+            )
         return pb.GetPlanVersionResponse(version=m.plan_version_out(version))
 
     async def ListPlanVersions(self, request, context):
-        page = await self._service.list_plan_versions(_required(request.plan_key, "plan_key"),
-                                                      size=request.page_size, token=request.page_token)
-        return pb.ListPlanVersionsResponse(versions=[m.plan_version_out(x) for x in page.items],
-                                           next_page_token=page.next_page_token)
+        page = await self._service.list_plan_versions(
+            _required(request.plan_key, "plan_key"), size=request.page_size, token=request.page_token
+        )
+        return pb.ListPlanVersionsResponse(
+            versions=[m.plan_version_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def ArchivePlan(self, request, context):
         plan = await self._service.archive_plan(_required(request.key, "key"))
@@ -129,15 +148,21 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.GetCustomerResponse(customer=m.customer_out(customer))
 
     async def ListCustomers(self, request, context):
-        page = await self._service.list_customers(size=request.page_size, token=request.page_token,
-                                                  include_archived=request.include_archived, query=request.query)
-        return pb.ListCustomersResponse(customers=[m.customer_out(x) for x in page.items],
-                                        next_page_token=page.next_page_token)
+        page = await self._service.list_customers(
+            size=request.page_size,
+            token=request.page_token,
+            include_archived=request.include_archived,
+            query=request.query,
+        )
+        return pb.ListCustomersResponse(
+            customers=[m.customer_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdateCustomer(self, request, context):
         id = _required(request.customer.id, "customer.id")
-        customer = await self._service.update_customer(id, m.customer_spec_in(request.customer),
-                                                       m.mask_in(request.update_mask))
+        customer = await self._service.update_customer(
+            id, m.customer_spec_in(request.customer), m.mask_in(request.update_mask)
+        )
         return pb.UpdateCustomerResponse(customer=m.customer_out(customer))
 
     async def ArchiveCustomer(self, request, context):
@@ -150,9 +175,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         customer_id, external_id = m.customer_ref_in(request.customer)
         anchor = m.enum_name(pb.BillingAnchor, request.anchor, "BILLING_ANCHOR_")
         sub = await self._service.create_subscription(
-            customer_id=customer_id, customer_external_id=external_id, plan_key=request.plan_key,
-            plan_version=request.plan_version, start_time=m.time_in(request, "start_time"),
-            anchor=anchor, metadata=tuple(sorted(request.metadata.items())),
+            customer_id=customer_id,
+            customer_external_id=external_id,
+            plan_key=request.plan_key,
+            plan_version=request.plan_version,
+            start_time=m.time_in(request, "start_time"),
+            anchor=anchor,
+            metadata=tuple(sorted(request.metadata.items())),
         )
         return pb.CreateSubscriptionResponse(subscription=m.subscription_out(sub))
 
@@ -163,24 +192,34 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListSubscriptions(self, request, context):
         status = m.status_in(request.status)
         if status.startswith("UNKNOWN_"):
-            raise InvalidInput("invalid status", violations=[Violation("status", f"unknown value {status}", "UNKNOWN_ENUM")])
-        page = await self._service.list_subscriptions(size=request.page_size, token=request.page_token,
-                                                      customer_id=request.customer_id, plan_key=request.plan_key,
-                                                      status=status)
-        return pb.ListSubscriptionsResponse(subscriptions=[m.subscription_out(x) for x in page.items],
-                                            next_page_token=page.next_page_token)
+            raise InvalidInput(
+                "invalid status", violations=[Violation("status", f"unknown value {status}", "UNKNOWN_ENUM")]
+            )
+        page = await self._service.list_subscriptions(
+            size=request.page_size,
+            token=request.page_token,
+            customer_id=request.customer_id,
+            plan_key=request.plan_key,
+            status=status,
+        )
+        return pb.ListSubscriptionsResponse(
+            subscriptions=[m.subscription_out(x) for x in page.items], next_page_token=page.next_page_token
+        )
 
     async def CancelSubscription(self, request, context):
         which = request.WhichOneof("when")
         sub = await self._service.cancel_subscription(
-            _required(request.id, "id"), at_period_end=which == "at_period_end" and request.at_period_end,
+            _required(request.id, "id"),
+            at_period_end=which == "at_period_end" and request.at_period_end,
             at=m.time_in(request, "at") if which == "at" else None,
         )
         return pb.CancelSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def ChangeSubscriptionPlan(self, request, context):
         sub = await self._service.change_subscription_plan(
-            _required(request.id, "id"), plan_key=request.plan_key, plan_version=request.plan_version,
+            _required(request.id, "id"),
+            plan_key=request.plan_key,
+            plan_version=request.plan_version,
             effective_time=m.time_in(request, "effective_time"),
         )
         return pb.ChangeSubscriptionPlanResponse(subscription=m.subscription_out(sub))
@@ -204,5 +243,3 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         await context.send_initial_metadata(())
         async for change in self._service.watch(request.after_revision):
             yield m.change_out(change)
-
-

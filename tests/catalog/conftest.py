@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.catalog.app import create_app
-from tests.harness import in_process
 from tally_gen.catalog.v1 import catalog_pb2_grpc
+from tests.harness import in_process
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,14 @@ def dec(value: str) -> common_pb2.Decimal:
 
 
 def meter(key: str | None = None, **fields) -> pb.Meter:
-    values = dict(key=key or unique("meter"), name="Call minutes", unit="minutes", event_type=unique("call"),
-                  aggregation=pb.AGGREGATION_SUM, value_property="minutes")
+    values = {
+        "key": key or unique("meter"),
+        "name": "Call minutes",
+        "unit": "minutes",
+        "event_type": unique("call"),
+        "aggregation": pb.AGGREGATION_SUM,
+        "value_property": "minutes",
+    }
     values.update(fields)
     return pb.Meter(**values)
 
@@ -31,13 +37,21 @@ def fixed_charge(amount: str = "10.00", timing=pb.FEE_TIMING_IN_ARREARS, key: st
 
 
 def usage_charge(meter_key: str, price: pb.Price | None = None, key: str = "usage", **fields) -> pb.Charge:
-    return pb.Charge(key=key, name="Usage", usage=pb.UsageCharge(meter_key=meter_key, price=price or per_unit("0.05"),
-                                                                 **fields))
+    return pb.Charge(
+        key=key,
+        name="Usage",
+        usage=pb.UsageCharge(meter_key=meter_key, price=price or per_unit("0.05"), **fields),
+    )
 
 
 def plan_spec(key: str | None = None, charges=None, **fields) -> pb.PlanSpec:
-    values = dict(key=key or unique("plan"), name="Plan", currency="USD", interval=pb.BILLING_INTERVAL_MONTH,
-                  interval_count=1)
+    values = {
+        "key": key or unique("plan"),
+        "name": "Plan",
+        "currency": "USD",
+        "interval": pb.BILLING_INTERVAL_MONTH,
+        "interval_count": 1,
+    }
     values.update(fields)
     return pb.PlanSpec(charges=charges if charges is not None else [fixed_charge()], **values)
 
@@ -72,6 +86,8 @@ async def create_plan(stub, **fields) -> pb.Plan:
 
 
 async def create_customer(stub, **fields) -> pb.Customer:
-    values = dict(external_id=unique("acct"), name="Acme", email="billing@acme.example", timezone="Europe/Paris")
+    values = {
+        "external_id": unique("acct"), "name": "Acme", "email": "billing@acme.example", "timezone": "Europe/Paris"
+    }
     values.update(fields)
     return (await stub.CreateCustomer(pb.CreateCustomerRequest(customer=pb.Customer(**values)))).customer

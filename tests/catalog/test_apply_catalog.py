@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,11 +18,17 @@ from tests.harness import REPO, unique
 
 VOIP = REPO / "examples" / "voip.yaml"
 
-UNCHANGED, CREATED, UPDATED, PUBLISHED = (pb.APPLY_ACTION_UNCHANGED, pb.APPLY_ACTION_CREATED,
-                                          pb.APPLY_ACTION_UPDATED, pb.APPLY_ACTION_VERSION_PUBLISHED)
+UNCHANGED, CREATED, UPDATED, PUBLISHED = (
+    pb.APPLY_ACTION_UNCHANGED,
+    pb.APPLY_ACTION_CREATED,
+    pb.APPLY_ACTION_UPDATED,
+    pb.APPLY_ACTION_VERSION_PUBLISHED,
+)
 
 
-def catalog_yaml(suffix: str, *, unit_price: str = "0.05", aggregation: str = "SUM", meter_name: str = "Minutes") -> str:
+def catalog_yaml(
+    suffix: str, *, unit_price: str = "0.05", aggregation: str = "SUM", meter_name: str = "Minutes"
+) -> str:
     return f"""
 products:
   - key: prod_{suffix}
@@ -78,7 +85,11 @@ class TestCatalogFile:
         (plan,) = request.plans
         fee, minutes = plan.charges
         assert (meter.key, meter.event_type, meter.aggregation, meter.value_property) == (
-            "call_minutes", "call", pb.AGGREGATION_SUM, "minutes")
+            "call_minutes",
+            "call",
+            pb.AGGREGATION_SUM,
+            "minutes",
+        )
         assert (plan.key, plan.currency, plan.interval) == ("voip_monthly", "USD", pb.BILLING_INTERVAL_MONTH)
         assert (fee.fixed.amount.value, fee.fixed.timing) == ("10.00", pb.FEE_TIMING_IN_ARREARS)
         assert (minutes.usage.meter_key, minutes.usage.price.unit_price.value) == ("call_minutes", "0.05")
@@ -135,10 +146,17 @@ class TestApplyCatalog:
 
         suffix = unique("c")
         await stub.ApplyCatalog(parse_catalog(catalog_yaml(suffix)))
-        customer = (await stub.CreateCustomer(pb.CreateCustomerRequest(customer=pb.Customer(name="x")))).customer
-        await stub.CreateSubscription(pb.CreateSubscriptionRequest(
-            customer=common_pb2.CustomerRef(id=customer.id), plan_key=f"plan_{suffix}"))
-        error = await rejected(stub.ApplyCatalog(parse_catalog(catalog_yaml(suffix, aggregation="MAX", unit_price="0.07"))))
+        customer = (
+            await stub.CreateCustomer(pb.CreateCustomerRequest(customer=pb.Customer(name="x")))
+        ).customer
+        await stub.CreateSubscription(
+            pb.CreateSubscriptionRequest(
+                customer=common_pb2.CustomerRef(id=customer.id), plan_key=f"plan_{suffix}"
+            )
+        )
+        error = await rejected(
+            stub.ApplyCatalog(parse_catalog(catalog_yaml(suffix, aggregation="MAX", unit_price="0.07")))
+        )
         meter = (await stub.GetMeter(pb.GetMeterRequest(key=f"minutes_{suffix}"))).meter
         plan = (await stub.GetPlan(pb.GetPlanRequest(key=f"plan_{suffix}"))).plan
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and reason_of(error) == "METER_LOCKED"
@@ -156,18 +174,28 @@ class TestApplyCatalog:
         assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def run_cli(address: str, *args: str) -> tuple[int, str, str]:
+async def run_cli(address: str, *args: str, json_output: bool = False) -> tuple[int, str, str]:
     env = {**os.environ, "TALLY_CATALOG_ADDR": address, "COLUMNS": "200"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tally.cli.main", "catalog", *args,
-        env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tally.cli.main",
+        *(["--json"] if json_output else []),
+        "catalog",
+        *args,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode(), err.decode()
 
 
 class TestCatalogCommand:
-    async def test_tally_catalog_apply_twice_reports_created_then_unchanged(self, catalog_server, tmp_path: Path):
+    async def test_tally_catalog_apply_twice_reports_created_then_unchanged(
+        self, catalog_server, tmp_path: Path
+    ):
         address = f"127.0.0.1:{catalog_server[0].port}"
         suffix = unique("cli")
         path = tmp_path / "catalog.yaml"
@@ -177,6 +205,20 @@ class TestCatalogCommand:
         assert (code1, code2) == (0, 0), err1 + err2
         assert f"plan_{suffix}" in out1 and "CREATED" in out1 and "UNCHANGED" not in out1
         assert "UNCHANGED" in out2 and "CREATED" not in out2
+
+    async def test_json_output_lists_each_result_with_its_action(self, catalog_server, tmp_path: Path):
+        address = f"127.0.0.1:{catalog_server[0].port}"
+        suffix = unique("cli")
+        path = tmp_path / "catalog.yaml"
+        path.write_text(catalog_yaml(suffix))
+        code, out, err = await run_cli(address, "apply", str(path), json_output=True)
+        assert code == 0, err
+        results = {(r["kind"], r["key"]): r["action"] for r in json.loads(out)["results"]}
+        assert results == {
+            ("product", f"prod_{suffix}"): "APPLY_ACTION_CREATED",
+            ("meter", f"minutes_{suffix}"): "APPLY_ACTION_CREATED",
+            ("plan", f"plan_{suffix}"): "APPLY_ACTION_CREATED",
+        }
 
     async def test_tally_catalog_list_shows_applied_plans(self, catalog_server, tmp_path: Path):
         address = f"127.0.0.1:{catalog_server[0].port}"
@@ -194,7 +236,7 @@ class TestCatalogCommand:
         path.write_text(catalog_yaml(unique("cli")).replace("currency: USD", "currency: NOPE"))
         code, _, err = await run_cli(address, "apply", str(path))
         assert code == 1
-        assert "INVALID_ARGUMENT" in err and "plans[0].currency" in err
+        assert "invalid request" in err and "plans[0].currency" in err
 
     async def test_the_voip_example_applies_and_reapplies_unchanged(self, catalog_server):
         address = f"127.0.0.1:{catalog_server[0].port}"

@@ -11,7 +11,7 @@ from tests.harness import unique
 
 
 def create(stub, **fields):
-    values = dict(external_id=unique("acct"), name="Acme", timezone="America/New_York")
+    values = {"external_id": unique("acct"), "name": "Acme", "timezone": "America/New_York"}
     values.update(fields)
     return stub.CreateCustomer(pb.CreateCustomerRequest(customer=pb.Customer(**values)))
 
@@ -19,11 +19,18 @@ def create(stub, **fields):
 class TestCreateCustomer:
     async def test_a_customer_is_created_with_its_fields(self, stub):
         external = unique("acct")
-        created = (await create(stub, external_id=external, email="ap@acme.example", currency="EUR",
-                                metadata={"tier": "gold"})).customer
+        created = (
+            await create(
+                stub, external_id=external, email="ap@acme.example", currency="EUR", metadata={"tier": "gold"}
+            )
+        ).customer
         assert created.id.startswith("cus_")
         assert (created.external_id, created.email, created.timezone, created.currency) == (
-            external, "ap@acme.example", "America/New_York", "EUR")
+            external,
+            "ap@acme.example",
+            "America/New_York",
+            "EUR",
+        )
         assert dict(created.metadata) == {"tier": "gold"}
 
     async def test_the_time_zone_defaults_to_utc(self, stub):
@@ -64,42 +71,65 @@ class TestCreateCustomer:
 class TestGetCustomer:
     async def test_a_customer_is_found_by_id_and_by_external_id(self, stub):
         created = await create_customer(stub)
-        by_id = (await stub.GetCustomer(pb.GetCustomerRequest(customer=common_pb2.CustomerRef(id=created.id))))
-        by_ext = (await stub.GetCustomer(pb.GetCustomerRequest(
-            customer=common_pb2.CustomerRef(external_id=created.external_id))))
+        by_id = await stub.GetCustomer(pb.GetCustomerRequest(customer=common_pb2.CustomerRef(id=created.id)))
+        by_ext = await stub.GetCustomer(
+            pb.GetCustomerRequest(customer=common_pb2.CustomerRef(external_id=created.external_id))
+        )
         assert by_id.customer == by_ext.customer == created
 
     async def test_an_unknown_external_id_is_not_found(self, stub):
-        error = await rejected(stub.GetCustomer(pb.GetCustomerRequest(
-            customer=common_pb2.CustomerRef(external_id=unique("ghost")))))
+        error = await rejected(
+            stub.GetCustomer(
+                pb.GetCustomerRequest(customer=common_pb2.CustomerRef(external_id=unique("ghost")))
+            )
+        )
         assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
 class TestUpdateAndArchiveCustomer:
     async def test_update_mask_changes_only_named_fields(self, stub):
         created = await create_customer(stub, name="Old")
-        updated = (await stub.UpdateCustomer(pb.UpdateCustomerRequest(
-            customer=pb.Customer(id=created.id, name="New", email="ignored@x.example"), update_mask=["name"]))).customer
+        updated = (
+            await stub.UpdateCustomer(
+                pb.UpdateCustomerRequest(
+                    customer=pb.Customer(id=created.id, name="New", email="ignored@x.example"),
+                    update_mask=["name"],
+                )
+            )
+        ).customer
         assert (updated.name, updated.email) == ("New", created.email)
 
     async def test_an_update_is_validated(self, stub):
         created = await create_customer(stub)
-        found = await violations_of(stub.UpdateCustomer(pb.UpdateCustomerRequest(
-            customer=pb.Customer(id=created.id, timezone="Not/AZone"), update_mask=["timezone"])))
+        found = await violations_of(
+            stub.UpdateCustomer(
+                pb.UpdateCustomerRequest(
+                    customer=pb.Customer(id=created.id, timezone="Not/AZone"), update_mask=["timezone"]
+                )
+            )
+        )
         assert "customer.timezone" in found
 
     async def test_taking_another_customers_external_id_is_already_exists(self, stub):
         first = await create_customer(stub)
         second = await create_customer(stub)
-        error = await rejected(stub.UpdateCustomer(pb.UpdateCustomerRequest(
-            customer=pb.Customer(id=second.id, external_id=first.external_id), update_mask=["external_id"])))
+        error = await rejected(
+            stub.UpdateCustomer(
+                pb.UpdateCustomerRequest(
+                    customer=pb.Customer(id=second.id, external_id=first.external_id),
+                    update_mask=["external_id"],
+                )
+            )
+        )
         assert error.code() == grpc.StatusCode.ALREADY_EXISTS
 
     async def test_archive_marks_the_customer_and_hides_it_from_the_default_list(self, stub):
         created = await create_customer(stub, name=unique("Archivable"))
         archived = (await stub.ArchiveCustomer(pb.ArchiveCustomerRequest(id=created.id))).customer
         default = await stub.ListCustomers(pb.ListCustomersRequest(query=created.name))
-        everything = await stub.ListCustomers(pb.ListCustomersRequest(query=created.name, include_archived=True))
+        everything = await stub.ListCustomers(
+            pb.ListCustomersRequest(query=created.name, include_archived=True)
+        )
         assert archived.archived
         assert list(default.customers) == []
         assert [c.id for c in everything.customers] == [created.id]
@@ -120,7 +150,9 @@ class TestListCustomers:
         await create_customer(stub, name="Somebody else")
         seen, token = [], ""
         while True:
-            page = await stub.ListCustomers(pb.ListCustomersRequest(query=marker, page_size=1, page_token=token))
+            page = await stub.ListCustomers(
+                pb.ListCustomersRequest(query=marker, page_size=1, page_token=token)
+            )
             seen += [c.id for c in page.customers]
             if not (token := page.next_page_token):
                 break

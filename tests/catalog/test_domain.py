@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,8 +16,16 @@ from tally.errors import Violations
 
 class TestCurrency:
     def test_minor_units_follow_iso_4217(self):
-        assert (currency.minor_units("USD"), currency.minor_units("JPY"), currency.minor_units("BHD")) == (2, 0, 3)
-        assert (currency.minor_units("EUR"), currency.minor_units("KWD"), currency.minor_units("CLF")) == (2, 3, 4)
+        assert (currency.minor_units("USD"), currency.minor_units("JPY"), currency.minor_units("BHD")) == (
+            2,
+            0,
+            3,
+        )
+        assert (currency.minor_units("EUR"), currency.minor_units("KWD"), currency.minor_units("CLF")) == (
+            2,
+            3,
+            4,
+        )
 
     def test_unknown_and_lower_case_codes_are_not_known(self):
         assert currency.is_known("GBP")
@@ -42,20 +51,35 @@ class TestTierRules:
 
     @given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=2, max_size=8))
     def test_bounds_that_do_not_strictly_ascend_are_reported(self, bounds):
-        ascending = all(a < b for a, b in zip(bounds, bounds[1:]))
+        ascending = all(a < b for a, b in pairwise(bounds))
         found = price_violations(Price("VOLUME", tiers=tiers_from(bounds)))
         assert (found == []) == ascending
 
 
 class TestMeterRules:
-    @given(st.sampled_from(["EQ", "NEQ", "IN", "NOT_IN", "GT", "GTE", "LT", "LTE", "EXISTS", "NOT_EXISTS"]),
-           st.integers(min_value=0, max_value=3))
+    @given(
+        st.sampled_from(["EQ", "NEQ", "IN", "NOT_IN", "GT", "GTE", "LT", "LTE", "EXISTS", "NOT_EXISTS"]),
+        st.integers(min_value=0, max_value=3),
+    )
     def test_value_counts_per_operator(self, op, count):
-        spec = MeterSpec(key="m", name="m", unit="", event_type="e", aggregation="COUNT",
-                         filters=(MeterFilter("p", op, tuple(str(i + 1) for i in range(count))),))
+        spec = MeterSpec(
+            key="m",
+            name="m",
+            unit="",
+            event_type="e",
+            aggregation="COUNT",
+            filters=(MeterFilter("p", op, tuple(str(i + 1) for i in range(count))),),
+        )
         expected_ok = {
-            "EQ": count == 1, "NEQ": count == 1, "IN": count >= 1, "NOT_IN": count >= 1,
-            "GT": count == 1, "GTE": count == 1, "LT": count == 1, "LTE": count == 1,
-            "EXISTS": count == 0, "NOT_EXISTS": count == 0,
+            "EQ": count == 1,
+            "NEQ": count == 1,
+            "IN": count >= 1,
+            "NOT_IN": count >= 1,
+            "GT": count == 1,
+            "GTE": count == 1,
+            "LT": count == 1,
+            "LTE": count == 1,
+            "EXISTS": count == 0,
+            "NOT_EXISTS": count == 0,
         }[op]
         assert (not validate_meter(spec)) == expected_ok

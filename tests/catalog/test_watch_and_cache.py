@@ -14,7 +14,14 @@ from tally.errors import Unavailable
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from tally_gen.common.v1 import common_pb2
-from tests.catalog.helpers import create_customer, create_meter, create_plan, fixed_charge, plan_spec, usage_charge
+from tests.catalog.helpers import (
+    create_customer,
+    create_meter,
+    create_plan,
+    fixed_charge,
+    plan_spec,
+    usage_charge,
+)
 from tests.harness import free_port, unique
 
 
@@ -94,7 +101,9 @@ class TestShutdown:
         running = await in_process_on(database_url, settings, 0)
         channel = connect(f"127.0.0.1:{running.port}")
         try:
-            stream = pb_grpc.CatalogServiceStub(channel).WatchCatalog(pb.WatchCatalogRequest(after_revision=10**12))
+            stream = pb_grpc.CatalogServiceStub(channel).WatchCatalog(
+                pb.WatchCatalogRequest(after_revision=10**12)
+            )
             reader = asyncio.ensure_future(next_changes(stream, 1))
             await stream.wait_for_connection()
             await running.stop(grace=2)
@@ -110,8 +119,13 @@ class TestCatalogCache:
         meter = await create_meter(stub, group_by=["region"])
         customer = await create_customer(stub, currency="USD")
         plan = await create_plan(stub, charges=[fixed_charge(), usage_charge(meter.key)])
-        sub = (await stub.CreateSubscription(pb.CreateSubscriptionRequest(
-            customer=common_pb2.CustomerRef(id=customer.id), plan_key=plan.key))).subscription
+        sub = (
+            await stub.CreateSubscription(
+                pb.CreateSubscriptionRequest(
+                    customer=common_pb2.CustomerRef(id=customer.id), plan_key=plan.key
+                )
+            )
+        ).subscription
         cache = CatalogCache(catalog_channel)
         await cache.start()
         try:
@@ -137,8 +151,12 @@ class TestCatalogCache:
             assert cache.customer_by_id(customer.id).external_id == customer.external_id
 
             await stub.ArchiveMeter(pb.ArchiveMeterRequest(key=meter.key))
-            await stub.UpdateCustomer(pb.UpdateCustomerRequest(
-                customer=pb.Customer(id=customer.id, external_id=unique("renamed")), update_mask=["external_id"]))
+            await stub.UpdateCustomer(
+                pb.UpdateCustomerRequest(
+                    customer=pb.Customer(id=customer.id, external_id=unique("renamed")),
+                    update_mask=["external_id"],
+                )
+            )
             assert await cache.wait_for_revision(await revision(stub), timeout=1.0)
             assert cache.meters_for_event_type(meter.event_type) == []
             assert cache.meter_by_key(meter.key).archived
@@ -150,13 +168,18 @@ class TestCatalogCache:
         a = await create_plan(stub)
         b = await create_plan(stub, charges=[fixed_charge("20.00")])
         customer = await create_customer(stub)
-        sub = (await stub.CreateSubscription(pb.CreateSubscriptionRequest(
-            customer=common_pb2.CustomerRef(id=customer.id), plan_key=a.key))).subscription
+        sub = (
+            await stub.CreateSubscription(
+                pb.CreateSubscriptionRequest(customer=common_pb2.CustomerRef(id=customer.id), plan_key=a.key)
+            )
+        ).subscription
         cache = CatalogCache(catalog_channel)
         await cache.start()
         try:
             await stub.ChangeSubscriptionPlan(pb.ChangeSubscriptionPlanRequest(id=sub.id, plan_key=b.key))
-            v2 = (await stub.PublishPlanVersion(pb.PublishPlanVersionRequest(plan=plan_spec(key=a.key)))).version
+            v2 = (
+                await stub.PublishPlanVersion(pb.PublishPlanVersionRequest(plan=plan_spec(key=a.key)))
+            ).version
             assert await cache.wait_for_revision(await revision(stub), timeout=5.0)
             (cached,) = cache.subscriptions_for_customer(customer.id)
             assert [p.plan_key for p in cached.phases] == [a.key, b.key]
@@ -164,7 +187,9 @@ class TestCatalogCache:
         finally:
             await cache.stop()
 
-    async def test_resolve_customer_falls_back_to_get_customer_on_a_miss_and_caches_the_answer(self, stub, catalog_channel):
+    async def test_resolve_customer_falls_back_to_get_customer_on_a_miss_and_caches_the_answer(
+        self, stub, catalog_channel
+    ):
         cache = CatalogCache(catalog_channel)
         await cache.start()
         await cache.stop()  # frozen: only resolve_customer's own call can learn about new customers
@@ -208,5 +233,3 @@ async def in_process_on(database_url, settings, port):
     from tally.server import start_server
 
     return await start_server(create_app(database_url, settings), "127.0.0.1", port)
-
-

@@ -20,7 +20,7 @@ def check_key(violations: Violations, field: str, key: str) -> None:
     elif not KEY_RE.match(key):
         violations.add(
             field,
-            "must be 1-128 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+            "must be 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
             "INVALID_KEY",
         )
 
@@ -75,6 +75,8 @@ def check_enum(violations: Violations, field: str, value: str, allowed: frozense
         violations.add(field, f"is required: one of {', '.join(sorted(allowed))}", "REQUIRED")
         return False
     if value not in allowed:
-        violations.add(field, f"unknown value {value}: expected one of {', '.join(sorted(allowed))}", "UNKNOWN_ENUM")
+        violations.add(
+            field, f"unknown value {value}: expected one of {', '.join(sorted(allowed))}", "UNKNOWN_ENUM"
+        )
         return False
     return True

@@ -51,7 +51,11 @@ def validate_customer(spec: CustomerSpec, prefix: str = "customer") -> Violation
     if spec.email and not EMAIL_RE.match(spec.email):
         v.add("email", f"{spec.email!r} is not an email address", "INVALID_EMAIL")
     if not is_valid_timezone(spec.timezone):
-        v.add("timezone", f"{spec.timezone!r} is not an IANA time zone such as 'Europe/Paris'", "UNKNOWN_TIMEZONE")
+        v.add(
+            "timezone",
+            f"{spec.timezone!r} is not an IANA time zone such as 'Europe/Paris'",
+            "UNKNOWN_TIMEZONE",
+        )
     if spec.currency and not currency.is_known(spec.currency):
         v.add("currency", f"{spec.currency!r} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
     return v
@@ -62,6 +66,10 @@ def apply_customer_update(current: CustomerSpec, update: CustomerSpec, mask: tup
     v = Violations("update_mask")
     for i, name in enumerate(fields):
         if name not in MUTABLE_FIELDS:
-            v.add(f"[{i}]", f"{name!r} cannot be updated; mutable fields: {', '.join(MUTABLE_FIELDS)}", "IMMUTABLE_FIELD")
+            v.add(
+                f"[{i}]",
+                f"{name!r} cannot be updated; mutable fields: {', '.join(MUTABLE_FIELDS)}",
+                "IMMUTABLE_FIELD",
+            )
     v.raise_if_any("invalid update mask")
     return replace(current, **{name: getattr(update, name) for name in fields})

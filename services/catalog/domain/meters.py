@@ -78,13 +78,21 @@ def validate_meter(spec: MeterSpec, prefix: str = "meter") -> Violations:
     if spec.value_property:
         check_path(v, "value_property", spec.value_property)
         if spec.aggregation == "COUNT":
-            v.add("value_property", "must be empty: COUNT counts events and reads no value", "UNEXPECTED_VALUE_PROPERTY")
+            v.add(
+                "value_property",
+                "must be empty: COUNT counts events and reads no value",
+                "UNEXPECTED_VALUE_PROPERTY",
+            )
     elif known and spec.aggregation != "COUNT":
         v.add("value_property", f"is required for {spec.aggregation}", "REQUIRED")
     for i, condition in enumerate(spec.filters):
         validate_filter(v.nested(f"filters[{i}]"), condition, into=v)
     if len(spec.group_by) > MAX_GROUP_BY:
-        v.add("group_by", f"has {len(spec.group_by)} paths; at most {MAX_GROUP_BY} are allowed", "TOO_MANY_GROUP_BY")
+        v.add(
+            "group_by",
+            f"has {len(spec.group_by)} paths; at most {MAX_GROUP_BY} are allowed",
+            "TOO_MANY_GROUP_BY",
+        )
     seen: set[str] = set()
     for i, path in enumerate(spec.group_by):
         check_path(v, f"group_by[{i}]", path)
@@ -109,7 +117,11 @@ def validate_filter(v: Violations, condition: MeterFilter, *, into: Violations) 
             if n != 1:
                 v.add("values", f"{op} takes exactly one decimal value, got {n}", "WRONG_VALUE_COUNT")
             elif not _is_finite_decimal(condition.values[0]):
-                v.add("values[0]", f"{op} compares numbers: {condition.values[0]!r} is not a decimal", "INVALID_DECIMAL")
+                v.add(
+                    "values[0]",
+                    f"{op} compares numbers: {condition.values[0]!r} is not a decimal",
+                    "INVALID_DECIMAL",
+                )
     into.extend(v)
 
 
@@ -126,7 +138,11 @@ def apply_meter_update(current: MeterSpec, update: MeterSpec, mask: tuple[str, .
     v = Violations("update_mask")
     for i, name in enumerate(fields):
         if name not in MUTABLE_FIELDS:
-            v.add(f"[{i}]", f"{name!r} cannot be updated; mutable fields: {', '.join(MUTABLE_FIELDS)}", "IMMUTABLE_FIELD")
+            v.add(
+                f"[{i}]",
+                f"{name!r} cannot be updated; mutable fields: {', '.join(MUTABLE_FIELDS)}",
+                "IMMUTABLE_FIELD",
+            )
     v.raise_if_any("invalid update mask")
     values = {name: getattr(update, name) for name in fields}
     spec = replace(current, **values)

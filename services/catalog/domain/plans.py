@@ -180,11 +180,17 @@ def _validate_fixed(v: Violations, fee: FixedFee, minor: int | None, *, into: Vi
     into.extend(v)
 
 
-def _check_money(v: Violations, field: str, amount: Decimal | None, minor: int | None, *, required: bool) -> None:
+def _check_money(
+    v: Violations, field: str, amount: Decimal | None, minor: int | None, *, required: bool
+) -> None:
     """An amount of money must fit the currency's minor unit (no fractions of a cent in USD)."""
-    if check_decimal(v, field, amount, required=required) and minor is not None:
-        if decimal_places(amount.normalize()) > minor:
-            v.add(field, f"has more decimal places than the currency's minor unit ({minor})", "TOO_MANY_DECIMAL_PLACES")
+    usable = check_decimal(v, field, amount, required=required)
+    if usable and minor is not None and decimal_places(amount.normalize()) > minor:
+        v.add(
+            field,
+            f"has more decimal places than the currency's minor unit ({minor})",
+            "TOO_MANY_DECIMAL_PLACES",
+        )
 
 
 def _validate_usage(
@@ -216,7 +222,11 @@ def _validate_usage(
         elif dimensions is not None:
             for name, _ in dp.match:
                 if name not in dimensions:
-                    dv.add(f"match[{name}]", f"meter {usage.meter_key!r} does not group by {name!r}", "UNKNOWN_DIMENSION")
+                    dv.add(
+                        f"match[{name}]",
+                        f"meter {usage.meter_key!r} does not group by {name!r}",
+                        "UNKNOWN_DIMENSION",
+                    )
         if dp.match in matches:
             dv.add("match", "the same dimension values are priced twice", "DUPLICATE")
         matches.add(dp.match)
@@ -267,7 +277,11 @@ def validate_tiers(v: Violations, tiers: tuple[Tier, ...]) -> None:
             v.add(f"{field}.up_to", "only the last tier may be open-ended", "OPEN_TIER_NOT_LAST")
         elif check_decimal(v, f"{field}.up_to", tier.up_to, positive=True):
             if previous is not None and tier.up_to <= previous:
-                v.add(f"{field}.up_to", f"must be greater than the previous tier's up_to ({previous})", "TIERS_NOT_ASCENDING")
+                v.add(
+                    f"{field}.up_to",
+                    f"must be greater than the previous tier's up_to ({previous})",
+                    "TIERS_NOT_ASCENDING",
+                )
             previous = tier.up_to
         if tier.unit_price is None and tier.flat_amount is None:
             v.add(f"{field}.unit_price", "a tier needs a unit_price or a flat_amount", "REQUIRED")

@@ -45,7 +45,7 @@ class Subscription:
             return "CANCELED"
         return "ACTIVE"
 
-    def cancel(self, *, now: datetime, at_period_end: bool, at: datetime | None) -> "Subscription":
+    def cancel(self, *, now: datetime, at_period_end: bool, at: datetime | None) -> Subscription:
         """Schedule the end at the period end (the invoice engine knows where that is) or at ``at``."""
         if self.status(now) == "ENDED":
             raise FailedPrecondition("the subscription has already ended", reason="SUBSCRIPTION_ENDED")
@@ -53,7 +53,9 @@ class Subscription:
             if at < self.start_time:
                 raise InvalidInput(
                     "cancel instant before the subscription start",
-                    violations=[Violation("at", "must not be before the subscription's start_time", "BEFORE_START")],
+                    violations=[
+                        Violation("at", "must not be before the subscription's start_time", "BEFORE_START")
+                    ],
                 )
             return replace(self, cancel_at=at, cancel_at_period_end=False, canceled_time=now)
         if not at_period_end:
@@ -63,7 +65,7 @@ class Subscription:
             )
         return replace(self, cancel_at=None, cancel_at_period_end=True, canceled_time=now)
 
-    def change_plan(self, phase: Phase, *, now: datetime) -> "Subscription":
+    def change_plan(self, phase: Phase, *, now: datetime) -> Subscription:
         """Close the open phase at ``phase.start_time`` and open ``phase``; history is kept."""
         if self.status(now) == "ENDED":
             raise FailedPrecondition("the subscription has ended", reason="SUBSCRIPTION_ENDED")
