@@ -10,13 +10,55 @@ import grpc
 import structlog
 
 from tally.context import REQUEST_ID_HEADER, current_request_id, new_request_id, request_id_var
-from tally.errors import DomainError
+from tally.errors import DomainError, InvalidInput, Violation
 from tally.grpc_errors import status_code_for, to_rpc_status
+from tally.request_checks import request_violations
 
 log = structlog.get_logger()
 
 # RPCs that run constantly and would drown the log at info level.
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """Parse requests inside the handler, so bytes that are not a valid message (bad UTF-8 in
+    a string, nesting past the parser's limit, truncation), unknown enum numbers and invalid
+    Timestamps answer INVALID_ARGUMENT with field violations, instead of an UNKNOWN status
+    that echoes the parser's (or ToDatetime's) exception."""
+    if deserializer is None:
+        return lambda raw: raw
+
+    def decode(raw: bytes) -> Any:
+        try:
+            message = deserializer(raw)
+        except Exception as error:  # noqa: BLE001 - any parse failure is the caller's input
+            raise InvalidInput(
+                "the request is not a valid protobuf message",
+                violations=[Violation("request", type(error).__name__ + ": " + str(error)[:200], "MALFORMED_REQUEST")],
+                reason="MALFORMED_REQUEST",
+            ) from None
+        problems = request_violations(message)
+        if problems:
+            raise InvalidInput("the request has invalid enum values or timestamps", violations=problems)
+        return message
+
+    return decode
+
+
+def _blame_request(message: Any, error: Exception) -> InvalidInput | None:
+    """When a handler fails unexpectedly on a request with an invalid Timestamp or enum deep
+    inside (the thorough check), the request is at fault: INVALID_ARGUMENT, not UNKNOWN."""
+    if message is None or type(error).__name__ == "AbortError":
+        return None
+    problems = request_violations(message, thorough=True)
+    if not problems:
+        return None
+    return InvalidInput("the request has invalid enum values or timestamps", violations=problems)
+
+
+async def _decoded(request_iterator, decode: Callable[[bytes], Any]):
+    async for raw in request_iterator:
+        yield decode(raw)
 
 
 def _request_id_from(metadata) -> str:
@@ -62,47 +104,57 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
             code = context.code() if hasattr(context, "code") else None
             return code.name if isinstance(code, grpc.StatusCode) else "OK"
 
+        decode = _decoder(handler.request_deserializer)
+
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary_unary(request, context):
                 started = bind()
                 code = "OK"
+                message = None
                 try:
-                    return await inner(request, context)
+                    message = decode(request)
+                    return await inner(message, context)
                 except DomainError as error:
                     code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001 - logged, then re-raised for grpc
+                    blame = _blame_request(message, error)
+                    if blame is not None:
+                        code = status_code_for(blame).name
+                        await abort(context, blame)
                     code = _code_name(error, code_of(context))
                     raise
                 finally:
                     finish(started, code if code != "OK" else code_of(context))
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
             async def unary_stream(request, context):
                 started = bind()
                 code = "OK"
+                message = None
                 try:
-                    async for item in inner_us(request, context):
+                    message = decode(request)
+                    async for item in inner_us(message, context):
                         yield item
                 except DomainError as error:
                     code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001
+                    blame = _blame_request(message, error)
+                    if blame is not None:
+                        code = status_code_for(blame).name
+                        await abort(context, blame)
                     code = _code_name(error, code_of(context))
                     raise
                 finally:
                     finish(started, code)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, handler.response_serializer)
         if handler.stream_unary:
             inner_su = handler.stream_unary
 
@@ -110,7 +162,7 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 started = bind()
                 code = "OK"
                 try:
-                    return await inner_su(request_iterator, context)
+                    return await inner_su(_decoded(request_iterator, decode), context)
                 except DomainError as error:
                     code = status_code_for(error).name
                     await abort(context, error)
@@ -120,16 +172,14 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     finish(started, code)
 
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.stream_unary_rpc_method_handler(stream_unary, None, handler.response_serializer)
         inner_ss = handler.stream_stream
 
         async def stream_stream(request_iterator, context):
             started = bind()
             code = "OK"
             try:
-                async for item in inner_ss(request_iterator, context):
+                async for item in inner_ss(_decoded(request_iterator, decode), context):
                     yield item
             except DomainError as error:
                 code = status_code_for(error).name
@@ -140,9 +190,7 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 finish(started, code)
 
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.stream_stream_rpc_method_handler(stream_stream, None, handler.response_serializer)
 
 
 def _code_name(error: Exception, set_code: str = "OK") -> str:

@@ -104,8 +104,12 @@ class UsageWorkload:
     def expected_sum(self) -> Decimal:
         return sum((Decimal(q) for _, _, q in self.events), Decimal(0))
 
+    rejections: list[EventOutcome] = field(default_factory=list)
+
     def on_result(self, outcome: EventOutcome) -> None:
         self.outcomes[outcome.idempotency_key] = outcome.status
+        if outcome.status == "rejected":
+            self.rejections.append(outcome)
 
 
 async def usage_workload(cluster: FaultCluster, rng: random.Random, count: int) -> UsageWorkload:

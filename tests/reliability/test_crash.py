@@ -8,6 +8,7 @@ service (marked slow).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from decimal import Decimal
 
@@ -49,9 +50,18 @@ async def check_stream_survives_kill(cluster, victim: str, seed: int, events: in
     workload = await usage_workload(cluster, rng, events)
     figures = await stream_with_kill(cluster, workload, rng, victim)
     total, count = await settled_usage(cluster, workload)
+    if count != events:
+        # Diagnose: does the meter converge later (a status that said "caught up" too soon)
+        # or never (an acknowledged event lost)?
+        late = []
+        for _ in range(40):
+            await asyncio.sleep(0.5)
+            late.append(str((await settled_usage(cluster, workload))[1]))
+        figures["count_after_wait"] = count
+        figures["count_later"] = late[::8]
     record_soak_result(f"kill_{victim}", seed, events=events, **figures)
     print(f"kill {victim} seed {seed}: {figures}")
-    context = f"seed {seed}: {figures}"
+    context = f"seed {seed}: {figures}; first rejections: {workload.rejections[:2]}"
     # The sender's view: every event acknowledged, none rejected, none lost.
     assert set(workload.outcomes) == {key for key, _, _ in workload.events}, context
     assert set(workload.outcomes.values()) <= {"accepted", "duplicate"}, context
