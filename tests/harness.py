@@ -115,6 +115,8 @@ class ServiceProcesses:
         for service, port in self.ports.items():
             env[f"TALLY_{service.upper()}_PORT"] = str(port)
             env[f"TALLY_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+            # Test clusters run side by side: no fixed metrics ports unless a test asks for one.
+            env[f"TALLY_{service.upper()}_METRICS_PORT"] = "0"
         env.update(self.extra_env)
         return env
 
