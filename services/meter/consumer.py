@@ -92,11 +92,13 @@ class LogApplier:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
 
-    async def _read(self, cursor: str, wait: bool) -> ingest_pb2.ReadLogResponse:
-        return await self._stub.ReadLog(
+    async def _read(self, cursor: str, wait: bool) -> tuple[ingest_pb2.ReadLogResponse, list]:
+        """One ReadLog call, decoded; run as a task so decoding overlaps the previous batch's SQL."""
+        reply = await self._stub.ReadLog(
             ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
             timeout=self._wait_millis / 1000 + 30,
         )
+        return reply, [(e.position, mapping.log_item(e)) for e in reply.entries]
 
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
@@ -108,7 +110,7 @@ class LogApplier:
                 if pending is None:
                     pending = asyncio.create_task(self._read(cursor, caught_up))
                 asked = time.monotonic()
-                reply = await pending
+                reply, entries = await pending
                 pending = None
                 if not reply.entries and reply.caught_up and time.monotonic() - asked < 0.005:
                     # Nothing new and the long poll did not wait (the log cannot advance yet):
@@ -117,7 +119,6 @@ class LogApplier:
                 if not reply.caught_up:
                     # Read the next batch while this one is applied (the cursor is already known).
                     pending = asyncio.create_task(self._read(reply.next_cursor, False))
-                entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
                 if entries:
                     await self._catalog.sync()
                 watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
