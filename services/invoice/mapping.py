@@ -242,9 +242,9 @@ def tier_to(tier: TierAmount) -> invoice_pb2.TierBreakdown:
     )
 
 
-def line_to(line: InvoiceLine) -> invoice_pb2.InvoiceLine:
+def line_to(line: InvoiceLine, line_id: str) -> invoice_pb2.InvoiceLine:
     return invoice_pb2.InvoiceLine(
-        id=line.id,
+        id=line_id,
         kind=_KIND_TO[line.kind],
         description=line.description,
         charge_key=line.charge_key,
@@ -275,7 +275,8 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         status=_STATUS_TO[invoice.status],
         currency=invoice.currency,
         period=range_to(invoice.period_start, invoice.period_end),
-        lines=[line_to(line) for line in invoice.lines],
+        # Lines are identified by their position in the (immutable once finalized) invoice.
+        lines=[line_to(line, f"{invoice.id or 'upcoming'}-{n}") for n, line in enumerate(invoice.lines, start=1)],
         subtotal=decimal_to(invoice.subtotal),
         total=decimal_to(invoice.total),
         content_hash=invoice.content_hash,

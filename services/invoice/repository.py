@@ -32,7 +32,6 @@ def _i(value: datetime | None) -> str | None:
 
 def line_to_json(line: InvoiceLine) -> dict:
     return {
-        "id": line.id,
         "kind": line.kind.value,
         "description": line.description,
         "amount": str(line.amount),
@@ -61,7 +60,6 @@ def line_to_json(line: InvoiceLine) -> dict:
 
 def line_from_json(data: dict) -> InvoiceLine:
     return InvoiceLine(
-        id=data["id"],
         kind=LineKind(data["kind"]),
         description=data["description"],
         amount=Decimal(data["amount"]),

@@ -329,7 +329,7 @@ class InvoiceService:
                 return False
             repriced = replace(
                 current,
-                lines=_with_ids(current.id, lines),
+                lines=tuple(lines),
                 customer_name=account.customer.name,
                 customer_email=account.customer.email,
                 customer_external_id=account.customer.external_id,
@@ -396,7 +396,7 @@ class InvoiceService:
             currency=account.currency(period),
             period_start=period.start,
             period_end=period.end,
-            lines=_with_ids(invoice_id, lines),
+            lines=tuple(lines),
             status=InvoiceStatus.DRAFT,
             create_time=self.clock(),
             grace_end_time=period.end + timedelta(seconds=self.settings.grace_seconds),
@@ -496,7 +496,7 @@ class InvoiceService:
         has_draft = any(i.status is InvoiceStatus.DRAFT for i in history)
         lines = await self._price(account, period, history, "", not has_draft, as_of)
         preview = self._new_draft(account, period, lines)
-        return replace(preview, id="", lines=_with_ids("upcoming", lines))
+        return replace(preview, id="")
 
     async def list_billing_periods(
         self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
@@ -532,10 +532,6 @@ class InvoiceService:
         invoice = await self.get_invoice(invoice_id)
         pdf = render_invoice_pdf(invoice, seller_name=self.settings.seller_name, seller_details=self.settings.seller_details)
         return pdf, f"{invoice.number or invoice.id}.pdf"
-
-
-def _with_ids(invoice_id: str, lines: list[InvoiceLine] | tuple[InvoiceLine, ...]) -> tuple[InvoiceLine, ...]:
-    return tuple(replace(line, id=f"{invoice_id}-{index}") for index, line in enumerate(lines, start=1))
 
 
 async def run_scheduler(service: InvoiceService, interval: float, stop: asyncio.Event) -> None:

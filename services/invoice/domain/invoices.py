@@ -65,7 +65,6 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
-    id: str = ""
 
     @property
     def match_key(self) -> str:
@@ -116,8 +115,11 @@ class Invoice:
     def finalize(self, number: str, at: datetime) -> "Invoice":
         """DRAFT -> FINALIZED with its human number and content hash."""
         self._require(InvoiceStatus.DRAFT, "finalize")
-        finalized = replace(self, status=InvoiceStatus.FINALIZED, number=number, finalize_time=at)
-        return replace(finalized, content_hash=content_hash(finalized))
+        finalized = replace(self, status=InvoiceStatus.FINALIZED, number=number, finalize_time=at, content_hash="")
+        # The hash covers the finalized content itself, so it is set on the new object before
+        # anyone else can see it (a second replace() would copy every field again).
+        object.__setattr__(finalized, "content_hash", content_hash(finalized))
+        return finalized
 
     def mark_paid(self, at: datetime) -> "Invoice":
         self._require(InvoiceStatus.FINALIZED, "mark paid")

@@ -14,7 +14,7 @@ Pure: no grpc, no protobuf, no SQL.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
@@ -185,10 +185,8 @@ def price_usage_charge(
     Returns:
         The lines, and the included units used.
     """
-    lines: list[InvoiceLine] = []
     remaining_included = max(included_available, ZERO)
-    exact_total = ZERO
-    exact_amounts: list[Decimal] = []
+    priced_groups = []
     groups = group_usage(charge, usage)
     for group in groups:
         if charge.dimension_prices and group.usage == 0 and group.dimensions == () and len(groups) > 1:
@@ -197,14 +195,23 @@ def price_usage_charge(
         used_included = min(remaining_included, max(group.usage, ZERO))
         remaining_included -= used_included
         billable = max(group.usage - used_included, ZERO)
-        priced = price_quantity(group.price, billable)
-        exact_total += priced.amount
-        exact_amounts.append(priced.amount)
+        priced_groups.append((group, used_included, billable, price_quantity(group.price, billable)))
+    used = max(included_available, ZERO) - remaining_included
+    exact_total = sum((priced.amount for *_, priced in priced_groups), ZERO)
+    limited_total = apply_limits(exact_total, charge.minimum_amount, charge.maximum_amount)
+    single = len(priced_groups) == 1
+    lines = []
+    for group, used_included, billable, priced in priced_groups:
+        if single:
+            amount = round_money(limited_total, currency)
+            before = round_money(exact_total, currency) if limited_total != exact_total else None
+        else:
+            amount, before = round_money(priced.amount, currency), None
         lines.append(
             InvoiceLine(
                 kind=LineKind.USAGE,
                 description=f"{charge.name or charge.key}{_describe_dims(group.dimensions)}",
-                amount=priced.amount,
+                amount=amount,
                 period_start=usage.start,
                 period_end=usage.end,
                 charge_key=charge.key,
@@ -217,37 +224,27 @@ def price_usage_charge(
                 unit_price=priced.unit_price,
                 tiers=priced.tiers,
                 usage=group.usage,
+                amount_before_limits=before,
             )
         )
-    used = max(included_available, ZERO) - remaining_included
-    limited_total = apply_limits(exact_total, charge.minimum_amount, charge.maximum_amount)
-    if len(lines) == 1:
-        line = lines[0]
-        lines[0] = _with_amount(line, round_money(limited_total, currency), round_money(exact_total, currency) if limited_total != exact_total else None)
-    else:
-        lines = [_with_amount(line, round_money(exact, currency), None) for line, exact in zip(lines, exact_amounts)]
-        difference = limited_total - exact_total
-        if difference != 0:
-            label = "minimum" if difference > 0 else "maximum"
-            lines.append(
-                InvoiceLine(
-                    kind=LineKind.USAGE,
-                    description=f"{charge.name or charge.key}: {label} for the period",
-                    amount=round_money(difference, currency),
-                    period_start=usage.start,
-                    period_end=usage.end,
-                    charge_key=f"{charge.key}#{label}",
-                    meter_key=charge.meter_key,
-                    plan_key=plan_key,
-                    plan_version=plan_version,
-                    amount_before_limits=round_money(exact_total, currency),
-                )
+    difference = limited_total - exact_total
+    if not single and difference != 0:
+        label = "minimum" if difference > 0 else "maximum"
+        lines.append(
+            InvoiceLine(
+                kind=LineKind.USAGE,
+                description=f"{charge.name or charge.key}: {label} for the period",
+                amount=round_money(difference, currency),
+                period_start=usage.start,
+                period_end=usage.end,
+                charge_key=f"{charge.key}#{label}",
+                meter_key=charge.meter_key,
+                plan_key=plan_key,
+                plan_version=plan_version,
+                amount_before_limits=round_money(exact_total, currency),
             )
+        )
     return lines, used
-
-
-def _with_amount(line: InvoiceLine, amount: Decimal, before_limits: Decimal | None) -> InvoiceLine:
-    return replace(line, amount=amount, amount_before_limits=before_limits)
 
 
 def price_fixed_fee(
