@@ -56,7 +56,8 @@ class Probe:
             while True:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
-                    return b"out of time"
+                    # Out of time: stop working and say so, whichever deadline fires first.
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while working")
                 self.spin_iterations += 1
                 await asyncio.sleep(0.01)
         finally:
