@@ -472,8 +472,7 @@ CASES = [
     Case("billing_periods_without_subscription", "invoice", "ListBillingPeriods",
          lambda w: invoice_pb2.ListBillingPeriodsRequest().SerializeToString(), INVALID, ("subscription_id",)),
     Case("render_pdf_without_id", "invoice", "RenderInvoicePdf",
-         lambda w: invoice_pb2.RenderInvoicePdfRequest().SerializeToString(), INVALID, ("id",),
-         bug="invoice: RenderInvoicePdf names the field 'ref', which RenderInvoicePdfRequest does not have ('id')"),
+         lambda w: invoice_pb2.RenderInvoicePdfRequest().SerializeToString(), INVALID, ("id",)),
 ]
 
 
