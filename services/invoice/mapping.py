@@ -61,6 +61,23 @@ def optional_time_from(parent, name: str) -> datetime | None:
     return time_from(getattr(parent, name)) if parent.HasField(name) else None
 
 
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
+
+
+def request_time(parent, name: str) -> datetime | None:
+    """A request's optional Timestamp field, INVALID_ARGUMENT (naming it) when out of range."""
+    if not parent.HasField(name):
+        return None
+    stamp = getattr(parent, name)
+    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+        raise InvalidInput(
+            f"{name} is not a valid timestamp",
+            violations=[Violation(name, "must be between 0001-01-01 and 9999-12-31 UTC", "INVALID_TIMESTAMP")],
+        )
+    return time_from(stamp)
+
+
 def time_to(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
@@ -225,9 +242,15 @@ _KIND_TO = {
 }
 
 
-def status_from(value: int) -> InvoiceStatus | None:
-    """None for UNSPECIFIED (no filter)."""
-    return _STATUS_FROM.get(value)
+def status_from(value: int, field: str = "status") -> InvoiceStatus | None:
+    """None for UNSPECIFIED (no filter); INVALID_ARGUMENT for a number the enum does not have."""
+    if value == invoice_pb2.INVOICE_STATUS_UNSPECIFIED:
+        return None
+    if value not in _STATUS_FROM:
+        raise InvalidInput(
+            "unknown invoice status", violations=[Violation(field, f"unknown InvoiceStatus {value}", "UNKNOWN_ENUM")]
+        )
+    return _STATUS_FROM[value]
 
 
 def tier_to(tier: TierAmount) -> invoice_pb2.TierBreakdown:

@@ -32,7 +32,7 @@ from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
 from tally.domain.periods import Period, Schedule, ended_periods, period_containing, periods
-from tally.errors import DomainError, InvalidInput, NotFound, Violation
+from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Violation
 from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
 from tally.pagination import decode_page_token, encode_page_token, page_size
 
@@ -450,9 +450,13 @@ class InvoiceService:
 
     async def finalize_invoice(self, invoice_id: str) -> Invoice:
         """Finalize a draft now, before its grace period is over, from fresh usage."""
-        draft = await self.get_invoice(invoice_id)
+        draft = await self.get_invoice(_required_id(invoice_id))
         if draft.status is not InvoiceStatus.DRAFT:
-            draft.finalize("", self.clock())  # raises FailedPrecondition with the status
+            raise FailedPrecondition(
+                f"cannot finalize a {draft.status.value} invoice; it must be DRAFT",
+                reason="INVOICE_STATUS",
+                metadata={"invoice_id": draft.id, "status": draft.status.value},
+            )
         await self._reprice_and_finalize(draft, self.clock(), {})
         return await self.get_invoice(invoice_id)
 
@@ -463,8 +467,7 @@ class InvoiceService:
         return await self._transition(invoice_id, lambda invoice, now: invoice.void(now, reason))
 
     async def _transition(self, invoice_id: str, change: Callable[[Invoice, datetime], Invoice]) -> Invoice:
-        if not invoice_id:
-            raise InvalidInput("id is required", violations=[Violation("id", "required", "REQUIRED")])
+        _required_id(invoice_id)
         async with transaction(self.engine) as conn:
             repo = InvoiceRepository(conn)
             invoice = await repo.get(invoice_id, for_update=True)
@@ -529,9 +532,15 @@ class InvoiceService:
         return [(p, invoiced.get(p.start, "")) for p in page], token
 
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
-        invoice = await self.get_invoice(invoice_id)
+        invoice = await self.get_invoice(_required_id(invoice_id))
         pdf = render_invoice_pdf(invoice, seller_name=self.settings.seller_name, seller_details=self.settings.seller_details)
         return pdf, f"{invoice.number or invoice.id}.pdf"
+
+
+def _required_id(invoice_id: str) -> str:
+    if not invoice_id:
+        raise InvalidInput("id is required", violations=[Violation("id", "required", "REQUIRED")])
+    return invoice_id
 
 
 async def run_scheduler(service: InvoiceService, interval: float, stop: asyncio.Event) -> None:

@@ -12,7 +12,7 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         self.service = service
 
     async def CloseDuePeriods(self, request, context):
-        as_of = mapping.optional_time_from(request, "as_of")
+        as_of = mapping.request_time(request, "as_of")
         result = await self.service.close_due_periods(as_of, list(request.subscription_ids))
         return invoice_pb2.CloseDuePeriodsResponse(
             invoices_created=len(result.created),
@@ -52,13 +52,13 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         return invoice_pb2.VoidInvoiceResponse(invoice=mapping.invoice_to(invoice))
 
     async def UpcomingInvoice(self, request, context):
-        invoice = await self.service.upcoming_invoice(request.subscription_id, mapping.optional_time_from(request, "as_of"))
+        invoice = await self.service.upcoming_invoice(request.subscription_id, mapping.request_time(request, "as_of"))
         return invoice_pb2.UpcomingInvoiceResponse(invoice=mapping.invoice_to(invoice))
 
     async def ListBillingPeriods(self, request, context):
         found, token = await self.service.list_billing_periods(
             request.subscription_id,
-            mapping.optional_time_from(request, "until"),
+            mapping.request_time(request, "until"),
             request.page_size,
             request.page_token,
         )
