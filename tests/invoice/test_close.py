@@ -15,6 +15,7 @@ from tally.errors import InvalidInput
 from tally_gen.catalog.v1 import catalog_pb2 as cpb
 from tally_gen.common.v1 import common_pb2
 from tally.channels import connect
+from tally.grpc_errors import field_violations
 from tally_gen.invoice.v1 import invoice_pb2 as ipb
 from tally_gen.invoice.v1 import invoice_pb2_grpc
 from tests.invoice.helpers import TIERS, dec, midnight_days_ago, money, per_unit, ts
@@ -344,3 +345,22 @@ class TestSettings:
         with pytest.raises(InvalidInput) as caught:
             InvoiceSettings(grace_seconds=72 * 3600 + 1)
         assert caught.value.violations[0].field == "TALLY_INVOICE_GRACE_SECONDS"
+
+
+class TestBadRequests:
+    async def test_an_as_of_beyond_year_9999_is_invalid_and_named(self, stubs):
+        from google.protobuf import timestamp_pb2
+
+        request = ipb.CloseDuePeriodsRequest(as_of=timestamp_pb2.Timestamp(seconds=2**40))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.CloseDuePeriods(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [field for field, _ in field_violations(caught.value)] == ["as_of"]
+
+    async def test_missing_ids_are_invalid_arguments(self, stubs):
+        for call in (stubs.invoice.RenderInvoicePdf(ipb.RenderInvoicePdfRequest(), timeout=10),
+                     stubs.invoice.FinalizeInvoice(ipb.FinalizeInvoiceRequest(), timeout=10),
+                     stubs.invoice.ListBillingPeriods(ipb.ListBillingPeriodsRequest(), timeout=10)):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
