@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.invoice.domain.billing import PeriodContext, adjustment_lines, price_period, usage_queries
 from services.invoice.domain.invoices import Invoice, InvoiceStatus, LineKind, content_hash, invoice_number
@@ -211,3 +213,23 @@ class TestLifecycle:
 
     def test_a_zero_amount_invoice_totals_zero(self):
         assert invoice_with([]).total == D(0)
+
+
+class TestAdjustmentProperties:
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(0, 10_000), st.lists(st.integers(0, 10_000), min_size=1, max_size=6))
+    def test_billed_plus_every_adjustment_always_equals_the_latest_pricing(self, billed_minutes, later_minutes):
+        v1 = version("v1", 1, "10.00", "0.05")
+        sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1)),))
+        context = context_for(sub, {"v1": v1})
+
+        def priced(minutes):
+            return price_period(context, usage_of(context, {(utc(2026, 1, 1), utc(2026, 2, 1)): D(minutes)}))
+
+        original = invoice_with(priced(billed_minutes), status=InvoiceStatus.FINALIZED)
+        made = []
+        for minutes in later_minutes:
+            made.extend(adjustment_lines(original, priced(minutes), made))
+        latest = sum((line.amount for line in priced(later_minutes[-1])), D(0))
+        assert original.total + sum((a.amount for a in made), D(0)) == latest
+        assert all(a.amount != 0 for a in made)
