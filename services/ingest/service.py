@@ -167,6 +167,19 @@ class IngestService:
                 violations=[v for index in sorted(prepared.rejected) for v in prepared.rejected[index]],
             )
         unique = prepared.first_of_each_key()
+        if atomic and unique is not prepared:
+            # A key repeated with another payload inside an ATOMIC batch fails it whole.
+            first = dict(zip(unique.keys, unique.payload_hashes))
+            clashes = [
+                (index, key)
+                for index, key, digest in zip(prepared.indexes, prepared.keys, prepared.payload_hashes)
+                if first[key] != digest
+            ]
+            if clashes:
+                metrics.EVENTS_REJECTED.labels(CONFLICT_REASON).inc(len(clashes))
+                raise _conflict_error(
+                    [key for _, key in clashes], [_conflict_violation(prefix(index), key) for index, key in clashes]
+                )
         stored = StoredKeys({}, {})
         if len(unique):
             stored = await self._store_events(unique, prepared, atomic=atomic, prefix=prefix)

@@ -240,6 +240,21 @@ class TestSendEventBatch:
             grpc.StatusCode.NOT_FOUND,
         )
 
+    async def test_an_atomic_batch_repeating_a_key_with_another_payload_stores_nothing(self, ingest_stack, customer):
+        key = unique("rep")
+        events = [event(customer, key=unique("b")), event(customer, key=key, properties={"q": 1}),
+                  event(customer, key=key, properties={"q": 2})]
+        error = await expect_error(
+            ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=events)),
+            grpc.StatusCode.ALREADY_EXISTS,
+        )
+        assert [f for f, _ in violations(error)] == ["events[2].idempotency_key"]
+        for sent in events:
+            await expect_error(
+                ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=sent.idempotency_key)),
+                grpc.StatusCode.NOT_FOUND,
+            )
+
     async def test_a_valid_atomic_batch_stores_every_event(self, ingest_stack, customer):
         events = [event(customer, key=unique("b"), properties={"i": i}) for i in range(20)]
         reply = await ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=events))
