@@ -246,7 +246,7 @@ class InvoiceService:
             if draft.id in inserted:
                 result.created.append(draft.id)
                 INVOICES_CLOSED.labels(status="finalized" if draft.id in finalized else "draft").inc()
-                log.info("invoice_created", invoice_id=draft.id, subscription_id=draft.subscription_id,
+                log.debug("invoice_created", invoice_id=draft.id, subscription_id=draft.subscription_id,
                          period_start=draft.period_start.isoformat(), finalized=draft.id in finalized)
         result.finalized += len(finalized)
 
