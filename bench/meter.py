@@ -170,7 +170,11 @@ async def lag_phase(channels, customers, probe_customer, total: int, rate: float
     stop.set()
     await prober
     await sampler
-    return {"events": total, "seconds": seconds, "rate": total / seconds, "drain": drain, "lag": samples, "behind": behind}
+    return {
+        "events": total, "seconds": seconds, "rate": total / seconds, "drain": drain, "lag": samples, "behind": behind,
+        # Other work on the machine skews every figure: record it.
+        "load": os.getloadavg()[0],
+    }
 
 
 # ---------------------------------------------------------------- GetUsage at scale
@@ -341,6 +345,7 @@ async def measure(database_url: str, log_dir: Path) -> dict:
         load = await load_usage_state(database_url, usage_events, usage_customers)
         print(f"GetUsage x {queries:,}", flush=True)
         usage = await usage_phase(database_url, channels, usage_customers, queries)
+        usage["load"] = os.getloadavg()[0]
         return {"paced": paced, "full": full, "load": load, "usage": usage, "rate_target": rate}
     finally:
         for channel in channels.values():
@@ -360,7 +365,7 @@ def report(r: dict) -> str:
         return (
             f"| {name} | {phase['rate']:,.0f} events/s | {len(lag)} | **{ms(percentile(lag, 0.5))}** | "
             f"**{ms(percentile(lag, 0.99))}** | {ms(max(lag))} | {ms(percentile(behind, 0.5))} / {ms(percentile(behind, 0.99))} "
-            f"| {ms(phase['drain'])} |"
+            f"| {ms(phase['drain'])} | {phase['load']:.1f} |"
         )
 
     rpc, raw = usage["rpc"], usage["raw"]
@@ -374,8 +379,8 @@ def report(r: dict) -> str:
         "and the catch-up is the time from the last acknowledged batch until the meter has applied the whole "
         "log. Catalog, ingest and meter run as real processes on the same 2-core machine as Postgres and the client.",
         "",
-        "| ingest load | ingest rate achieved | probes | lag p50 | lag p99 | lag max | status time_behind p50 / p99 | catch-up after the stream ends |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ingest load | ingest rate achieved | probes | lag p50 | lag p99 | lag max | status time_behind p50 / p99 | catch-up after the stream ends | load average (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|",
         lag_row(f"paced at {r['rate_target']:,} events/s, {paced['events']:,} events", paced),
         lag_row(f"full speed, {full['events']:,} events", full),
         "",
@@ -392,7 +397,8 @@ def report(r: dict) -> str:
         f"| GetUsage RPC (gRPC + buckets) | {len(rpc):,} | **{ms(percentile(rpc, 0.5))}** | **{ms(percentile(rpc, 0.99))}** |",
         f"| raw SUM over events (SQL only) | {len(raw):,} | {ms(percentile(raw, 0.5))} | {ms(percentile(raw, 0.99))} |",
         "",
-        "Target: GetUsage p99 <= 5 ms. (Lago publishes < 100 ms p99 aggregation.)",
+        f"Target: GetUsage p99 <= 5 ms. (Lago publishes < 100 ms p99 aggregation.) Load average after the "
+        f"queries: {usage['load']:.1f} on {os.cpu_count()} cores.",
         "",
         f"Load times: raw events {load['raw_insert']:.0f} s + index {load['raw_index']:.0f} s; buckets {load['bucket_load']:.0f} s.",
     ]
