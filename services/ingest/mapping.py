@@ -221,6 +221,16 @@ def send_event_to_proto(outcome: EventOutcome) -> ingest_pb2.SendEventResponse:
     )
 
 
+def void_to_proto(event_id: str, already_voided: bool, void_time: dt.datetime) -> ingest_pb2.VoidEventResponse:
+    response = ingest_pb2.VoidEventResponse(event_id=event_id, already_voided=already_voided)
+    response.void_time.FromDatetime(void_time)
+    return response
+
+
+def usage_recorded_to_proto(record_id: str, key: str, duplicate: bool) -> ingest_pb2.RecordUsageResponse:
+    return ingest_pb2.RecordUsageResponse(usage_record_id=record_id, idempotency_key=key, duplicate=duplicate)
+
+
 def _timestamp(instant: dt.datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(instant)

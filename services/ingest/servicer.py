@@ -33,13 +33,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def RecordUsage(self, request, context):
         record_id, key, duplicate = await self.service.record_usage(mapping.usage_from_proto(request))
-        return ingest_pb2.RecordUsageResponse(usage_record_id=record_id, idempotency_key=key, duplicate=duplicate)
+        return mapping.usage_recorded_to_proto(record_id, key, duplicate)
 
     async def VoidEvent(self, request, context):
         event_id, already_voided, void_time = await self.service.void_event(request.idempotency_key, request.reason)
-        response = ingest_pb2.VoidEventResponse(event_id=event_id, already_voided=already_voided)
-        response.void_time.FromDatetime(void_time)
-        return response
+        return mapping.void_to_proto(event_id, already_voided, void_time)
 
     async def GetEvent(self, request, context):
         stored = await self.service.get_event(request.idempotency_key)
