@@ -44,6 +44,7 @@ class CatalogClient:
         self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         self._versions: dict[str, PlanVersion] = {}
         self._version_locks: dict[str, asyncio.Lock] = {}
+        self._aggregations: dict[str, str] = {}
 
     async def subscription_pages(self, page_size: int = 1000) -> AsyncIterator[list[Subscription]]:
         token = ""
@@ -101,6 +102,19 @@ class CatalogClient:
             token = reply.next_page_token
             if not token:
                 return found
+
+    async def meter_aggregation(self, meter_key: str) -> str:
+        """The meter's aggregation name ("SUM"); cached, since a meter in use is locked."""
+        cached = self._aggregations.get(meter_key)
+        if cached is None:
+            try:
+                reply = await self._stub.GetMeter(catalog_pb2.GetMeterRequest(key=meter_key), timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, f"meter {meter_key}") from None
+            cached = catalog_pb2.Aggregation.Name(reply.meter.aggregation).removeprefix("AGGREGATION_")
+            if reply.meter.locked:
+                self._aggregations[meter_key] = cached
+        return cached
 
     async def customer(self, customer_id: str) -> Customer:
         try:

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.invoice.clients import CatalogClient, MeterClient
 from services.invoice.domain.billing import (
     PeriodContext,
+    UsageQuery,
     adjustment_lines,
+    billed_usage_span,
     price_period,
     usage_queries,
 )
@@ -39,6 +41,8 @@ from tally.pagination import decode_page_token, encode_page_token, page_size
 log = structlog.get_logger()
 UTC = timezone.utc
 MAX_GRACE_SECONDS = 72 * 3600
+# Meters whose usage over a span is the sum of their usage over its parts.
+ADDITIVE_AGGREGATIONS = frozenset({"SUM", "COUNT"})
 
 
 def utcnow() -> datetime:
@@ -361,9 +365,13 @@ class InvoiceService:
         if not with_adjustments:
             return lines
         others = [i for i in history if i.id != exclude_id]
-        for original in others:
-            if original.status.value not in BILLED or original.period_start >= period.start:
-                continue
+        billed = [i for i in others if i.status.value in BILLED and i.period_start < period.start]
+        if not billed:
+            return lines
+        adjustments = [line for i in others for line in i.lines if line.kind is LineKind.ADJUSTMENT]
+        if await self._usage_unchanged_since_billing(account, billed, adjustments):
+            return lines
+        for original in billed:
             earlier = [
                 line
                 for invoice in others
@@ -373,6 +381,31 @@ class InvoiceService:
             fresh = await self._price_period(account, self._period_of(account, original))
             lines.extend(adjustment_lines(original, fresh, earlier))
         return lines
+
+    async def _usage_unchanged_since_billing(
+        self, account: _Account, billed: list[Invoice], adjustments: list[InvoiceLine]
+    ) -> bool:
+        """True when one usage query per additive meter proves nothing billed has changed.
+
+        Saves pricing every billed period again at each close. Anything it cannot prove (a
+        cancellation that may re-prorate fees, gaps, non-additive meters) returns False, and
+        every billed period is priced again.
+        """
+        subscription = account.subscription
+        if subscription.cancel_at is not None or subscription.cancel_at_period_end:
+            return False
+        span = billed_usage_span(billed, adjustments)
+        if span is None:
+            return False
+        start, end, totals = span
+        for meter_key in totals:
+            if await self.catalog.meter_aggregation(meter_key) not in ADDITIVE_AGGREGATIONS:
+                return False
+        keys = list(totals)
+        found = await asyncio.gather(
+            *(self.meter.usage(subscription.customer_id, UsageQuery(key, start, end)) for key in keys)
+        )
+        return all(part.total == totals[key] for key, part in zip(keys, found))
 
     async def _price_period(self, account: _Account, period: Period) -> list[InvoiceLine]:
         context = PeriodContext(

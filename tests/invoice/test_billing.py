@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.invoice.domain.billing import PeriodContext, adjustment_lines, price_period, usage_queries
+from services.invoice.domain.billing import (
+    PeriodContext,
+    adjustment_lines,
+    billed_usage_span,
+    price_period,
+    usage_queries,
+)
 from services.invoice.domain.invoices import Invoice, InvoiceStatus, LineKind, content_hash, invoice_number
 from services.invoice.domain.plans import (
     FeeTiming,
@@ -233,3 +239,23 @@ class TestAdjustmentProperties:
         latest = sum((line.amount for line in priced(later_minutes[-1])), D(0))
         assert original.total + sum((a.amount for a in made), D(0)) == latest
         assert all(a.amount != 0 for a in made)
+
+
+class TestBilledUsageSpan:
+    def invoice(self, invoice_id: str, day: int, minutes: int) -> Invoice:
+        v1 = version("v1", 1, "10.00", "0.05")
+        sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1)),))
+        context = context_for(sub, {"v1": v1}, index=day)
+        lines = price_period(context, usage_of(context, {(context.period.start, context.period.end): D(minutes)}))
+        return replace(invoice_with(lines, status=InvoiceStatus.FINALIZED), id=invoice_id,
+                       period_start=context.period.start, period_end=context.period.end)
+
+    def test_contiguous_invoices_give_one_span_with_the_billed_usage_and_adjustments(self):
+        first, second = self.invoice("a", 0, 100), self.invoice("b", 1, 50)
+        (late,) = adjustment_lines(first, self.invoice("a", 0, 130).lines, [])
+        start, end, totals = billed_usage_span([second, first], [late])
+        assert (start, end) == (utc(2026, 1, 1), utc(2026, 3, 1))
+        assert totals == {"call_minutes": D(180)}
+
+    def test_a_gap_between_billed_periods_gives_no_span(self):
+        assert billed_usage_span([self.invoice("a", 0, 1), self.invoice("c", 2, 1)], []) is None

@@ -364,3 +364,31 @@ class TestBadRequests:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestLateUsageCheckCost:
+    async def test_unchanged_billed_periods_cost_one_usage_query_per_meter_not_one_per_period(
+        self, stubs, invoice_service, services
+    ):
+        from services.invoice.clients import MeterClient
+
+        class CountingMeterClient(MeterClient):
+            calls = 0
+
+            async def usage(self, customer_id, query):
+                CountingMeterClient.calls += 1
+                return await super().usage(customer_id, query)
+
+        event_type, customer, subscription, start = await daily_subscription(stubs, per_unit("1"), days_ago=6)
+        await stubs.send(customer, event_type, [(start + timedelta(days=n, hours=1), {"units": n + 1}) for n in range(4)])
+        await stubs.wait_applied()
+        await stubs.close(start + timedelta(days=3) + GRACE, subscription)
+        async with connect(services.address("meter")) as channel:
+            counting = InvoiceService(invoice_service.engine, invoice_service.catalog, CountingMeterClient(channel),
+                                      InvoiceSettings(close_interval_seconds=0))
+            result = await counting.close_due_periods(start + timedelta(days=4) + GRACE, [subscription])
+        assert len(result.created) == 1
+        # Day 4's usage, plus one query over the three billed days (instead of three).
+        assert CountingMeterClient.calls == 2
+        fourth = (await stubs.invoices_of(subscription))[3]
+        assert [(line.kind, money(line.amount)) for line in fourth.lines] == [(USAGE, D("4.00"))]

@@ -202,3 +202,35 @@ def adjustment_lines(
             )
         )
     return adjustments
+
+
+def billed_usage_span(originals: list[Invoice], adjustments: list[InvoiceLine]) -> tuple[datetime, datetime, dict[str, Decimal]] | None:
+    """The contiguous span billed invoices cover, and the usage billed per meter over it.
+
+    For additive meters (SUM, COUNT) one usage query over the span equal to this total proves
+    nothing changed since billing, so the periods need not be priced again one by one. None
+    when the invoices do not tile one span or a meter is billed by two lines of one part (the
+    caller then checks every period).
+    """
+    if not originals:
+        return None
+    ordered = sorted(originals, key=lambda i: i.period_start)
+    for before, after in zip(ordered, ordered[1:]):
+        if before.period_end != after.period_start:
+            return None
+    totals: dict[str, Decimal] = {}
+    seen: set[tuple[str, str, datetime]] = set()
+    for invoice in ordered:
+        for line in invoice.lines:
+            if line.kind is not LineKind.USAGE or not line.meter_key or line.usage is None:
+                continue
+            # Two charges reading one meter over one part would count its usage twice.
+            if any(m == line.meter_key and start == line.period_start and c != line.charge_key for m, c, start in seen):
+                return None
+            seen.add((line.meter_key, line.charge_key, line.period_start))
+            totals[line.meter_key] = totals.get(line.meter_key, Decimal(0)) + line.usage
+    ids = {i.id for i in ordered}
+    for line in adjustments:
+        if line.adjusts_invoice_id in ids and line.meter_key and line.usage is not None and line.kind is LineKind.ADJUSTMENT:
+            totals[line.meter_key] = totals.get(line.meter_key, Decimal(0)) + line.usage
+    return ordered[0].period_start, ordered[-1].period_end, totals
