@@ -203,15 +203,30 @@ class InvoiceService:
         ids = [s.id for s in page]
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            repo = InvoiceRepository(conn)
-            invoiced = await repo.period_starts(ids)
-            history = await repo.history(ids, since)
+            invoiced = await InvoiceRepository(conn).period_starts(ids)
 
-        async def close_one(subscription: Subscription) -> list[Invoice]:
+        async def due_of(subscription: Subscription) -> tuple[_Account, list[Period]] | None:
+            try:
+                async with self._limit:
+                    account = await self._account(subscription, customers)
+            except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
+                result.failed += 1
+                log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                return None
+            due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
+            return (account, due) if due else None
+
+        # Most runs of the scheduler find nothing due: only then is history loaded and usage read.
+        due_accounts = [found for found in await asyncio.gather(*(due_of(s) for s in page)) if found]
+        if not due_accounts:
+            return
+        async with self.engine.connect() as conn:
+            history = await InvoiceRepository(conn).history([a.subscription.id for a, _ in due_accounts], since)
+
+        async def close_one(account: _Account, due: list[Period]) -> list[Invoice]:
+            subscription = account.subscription
             async with self._limit:
                 try:
-                    account = await self._account(subscription, customers)
-                    due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
                     drafts = []
                     has_draft = any(i.status is InvoiceStatus.DRAFT for i in history[subscription.id])
                     for index, period in enumerate(due):
@@ -229,7 +244,7 @@ class InvoiceService:
                     log.exception("subscription_close_crashed", subscription_id=subscription.id)
                     return []
 
-        batches = await asyncio.gather(*(close_one(s) for s in page))
+        batches = await asyncio.gather(*(close_one(account, due) for account, due in due_accounts))
         drafts = [d for batch in batches for d in batch]
         if not drafts:
             return
