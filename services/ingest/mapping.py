@@ -265,21 +265,27 @@ def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIn
     )
 
 
+def _set_micros(target: timestamp_pb2.Timestamp, micros: int) -> None:
+    seconds, rest = divmod(micros, 1_000_000)
+    target.seconds = seconds
+    target.nanos = rest * 1000
+
+
 def _fill_logged_event(target: ingest_pb2.LoggedEvent, event: LoggedEvent) -> None:
     target.event_id = event.event_id
     target.idempotency_key = event.idempotency_key
     target.event_type = event.event_type
     target.customer_id = event.customer_id
-    target.timestamp.FromDatetime(event.timestamp)
+    _set_micros(target.timestamp, event.timestamp_micros)
     if event.properties:
         target.properties.MergeFromString(event.properties)
 
 
 def _entry_to_proto(entry: LogEntry, target: ingest_pb2.LogEntry) -> None:
     target.position = entry.at.position
-    target.ingest_time.FromDatetime(entry.ingest_time)
+    _set_micros(target.ingest_time, entry.ingest_micros)
     body = entry.body
-    if isinstance(body, LoggedEvent):
+    if type(body) is LoggedEvent:
         _fill_logged_event(target.event, body)
     elif isinstance(body, LoggedUsage):
         usage = target.usage
@@ -308,8 +314,9 @@ def log_page_to_proto(page: LogPage) -> ingest_pb2.ReadLogResponse:
         caught_up=page.caught_up,
         head_position=page.head.position,
     )
+    add = response.entries.add
     for entry in page.entries:
-        _entry_to_proto(entry, response.entries.add())
+        _entry_to_proto(entry, add())
     if page.next_cursor.watermark is not None:
         response.watermark.FromDatetime(page.next_cursor.watermark)
     if page.head.ingest_time is not None:

@@ -63,7 +63,8 @@ FROM ingest.events WHERE idempotency_key = ANY($1::text[])
 """
 
 SELECT_EVENT = """
-SELECT e.event_id::text, e.idempotency_key, e.event_type, e.customer_id, e.event_time, e.properties,
+SELECT e.event_id::text, e.idempotency_key, e.event_type, e.customer_id, e.properties,
+       (extract(epoch FROM e.event_time) * 1000000)::int8 AS event_micros,
        e.ingest_time, e.metered, v.reason AS void_reason, v.ingest_time AS void_time
 FROM ingest.events e
 LEFT JOIN ingest.voids v ON v.event_xid = e.xid AND v.event_position = e.position
@@ -101,27 +102,33 @@ SELECT usage_record_id::text, payload_hash FROM ingest.usage_records WHERE idemp
 """
 
 # The log: rows strictly after the cursor and strictly below the horizon (snapshot xmin).
+READ_ALONG_THE_INDEX = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+
 READ_EVENTS = """
-SELECT xid::text::int8 AS xid, position, ingest_time, event_id::text, idempotency_key, event_type,
-       customer_id, event_time, properties
-FROM ingest.events
-WHERE (xid, position) > ($1::xid8, $2::int8) AND xid < $3::xid8
-ORDER BY xid, position
+SELECT xid::text::int8 AS xid, position, (extract(epoch FROM ingest_time) * 1000000)::int8 AS ingest_micros,
+       event_id::text, idempotency_key, event_type, customer_id,
+       (extract(epoch FROM event_time) * 1000000)::int8 AS event_micros, properties
+FROM ingest.events e
+WHERE (e.xid, e.position) > ($1::xid8, $2::int8) AND e.xid < $3::xid8
+-- Qualified: the bare name would sort by the int8 output column, not along the index.
+ORDER BY e.xid, e.position
 LIMIT $4
 """
 
 READ_USAGE = """
-SELECT xid::text::int8 AS xid, position, ingest_time, usage_record_id::text, idempotency_key, customer_id,
+SELECT xid::text::int8 AS xid, position, (extract(epoch FROM ingest_time) * 1000000)::int8 AS ingest_micros,
+       usage_record_id::text, idempotency_key, customer_id,
        meter_key, quantity, memo, usage_time, range_start, range_end, dimensions::text AS dimensions
-FROM ingest.usage_records
-WHERE (xid, position) > ($1::xid8, $2::int8) AND xid < $3::xid8
-ORDER BY xid, position
+FROM ingest.usage_records u
+WHERE (u.xid, u.position) > ($1::xid8, $2::int8) AND u.xid < $3::xid8
+ORDER BY u.xid, u.position
 LIMIT $4
 """
 
 READ_VOIDS = """
-SELECT v.xid::text::int8 AS xid, v.position, v.ingest_time, v.reason, e.event_id::text, e.idempotency_key,
-       e.event_type, e.customer_id, e.event_time, e.properties
+SELECT v.xid::text::int8 AS xid, v.position, (extract(epoch FROM v.ingest_time) * 1000000)::int8 AS ingest_micros,
+       v.reason, e.event_id::text, e.idempotency_key, e.event_type, e.customer_id,
+       (extract(epoch FROM e.event_time) * 1000000)::int8 AS event_micros, e.properties
 FROM ingest.voids v
 JOIN ingest.events e ON e.xid = v.event_xid AND e.position = v.event_position
 WHERE (v.xid, v.position) > ($1::xid8, $2::int8) AND v.xid < $3::xid8
@@ -218,12 +225,7 @@ class IngestCounts:
 
 def _logged_event(row: asyncpg.Record) -> LoggedEvent:
     return LoggedEvent(
-        event_id=row["event_id"],
-        idempotency_key=row["idempotency_key"],
-        event_type=row["event_type"],
-        customer_id=row["customer_id"],
-        timestamp=row["event_time"],
-        properties=row["properties"],
+        row["event_id"], row["idempotency_key"], row["event_type"], row["customer_id"], row["event_micros"], row["properties"]
     )
 
 
@@ -345,10 +347,19 @@ class IngestRepository:
     async def read_log(self, after: LogPosition, horizon: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` entries after ``after`` and below ``horizon``, in (xid, position) order."""
         args = (after.xid, after.position, horizon, limit)
-        entries: list[LogEntry] = []
-        for row in await self.conn.fetch(READ_EVENTS, *args):
-            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], _logged_event(row)))
-        for row in await self.conn.fetch(READ_USAGE, *args):
+        async with self.conn.transaction():
+            # The planner cannot estimate a row comparison and may fetch the whole backlog to
+            # sort it; the log must be read along its (xid, position) index instead.
+            await self.conn.execute(READ_ALONG_THE_INDEX)
+            event_rows = await self.conn.fetch(READ_EVENTS, *args)
+            usage_rows = await self.conn.fetch(READ_USAGE, *args)
+            void_rows = await self.conn.fetch(READ_VOIDS, *args)
+        events = [
+            LogEntry(LogPosition(xid, position), ingest, LoggedEvent(event_id, key, event_type, customer, micros, props))
+            for xid, position, ingest, event_id, key, event_type, customer, micros, props in event_rows
+        ]
+        others: list[LogEntry] = []
+        for row in usage_rows:
             usage = LoggedUsage(
                 usage_record_id=row["usage_record_id"],
                 idempotency_key=row["idempotency_key"],
@@ -361,10 +372,13 @@ class IngestRepository:
                 range_end=row["range_end"],
                 dimensions=json.loads(row["dimensions"]),
             )
-            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], usage))
-        for row in await self.conn.fetch(READ_VOIDS, *args):
-            void = LoggedVoid(reason=row["reason"], event=_logged_event(row))
-            entries.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_time"], void))
+            others.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_micros"], usage))
+        for row in void_rows:
+            void = LoggedVoid(row["reason"], _logged_event(row))
+            others.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_micros"], void))
+        if not others:
+            return events
+        entries = events + others
         entries.sort(key=lambda entry: entry.at)
         return entries[:limit]
 

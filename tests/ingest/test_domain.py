@@ -205,7 +205,7 @@ class TestValidateUsage:
 
 
 def entry(xid: int, position: int) -> LogEntry:
-    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    at = 1_767_225_600_000_000
     return LogEntry(LogPosition(xid, position), at, LoggedEvent("e", "k", "t", "c", at, b""))
 
 
@@ -227,6 +227,13 @@ class TestNextPage:
         later = self.mark + dt.timedelta(seconds=5)
         page = next_page([], cursor=LogCursor(LogPosition(20, 0), later), limit=5, horizon=20, watermark=self.mark)
         assert page.next_cursor.watermark == later
+
+    def test_entries_sort_by_transaction_then_position(self):
+        assert sorted([entry(12, 1), entry(10, 9), entry(10, 3)]) == [entry(10, 3), entry(10, 9), entry(12, 1)]
+
+    def test_instants_convert_from_microseconds_exactly(self):
+        assert entry(1, 1).ingest_time == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        assert entry(1, 1).body.timestamp == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
     def test_max_entries_defaults_and_caps(self):
         assert (clamp_max_entries(0), clamp_max_entries(50), clamp_max_entries(10**6)) == (1000, 50, 10_000)
