@@ -10,7 +10,7 @@ import grpc
 import structlog
 
 from tally.context import REQUEST_ID_HEADER, current_request_id, new_request_id, request_id_var
-from tally.errors import DomainError, InvalidInput, Violation
+from tally.errors import DomainError, InvalidInput, Unavailable, Violation
 from tally.grpc_errors import status_code_for, to_rpc_status
 from tally.request_checks import request_violations
 
@@ -54,6 +54,34 @@ def _blame_request(message: Any, error: Exception) -> InvalidInput | None:
     if not problems:
         return None
     return InvalidInput("the request has invalid enum values or timestamps", violations=problems)
+
+
+def _database_unavailable(error: Exception) -> Unavailable | None:
+    """A lost or refused database connection (Postgres restarting, failing over, out of
+    connections) is UNAVAILABLE, which clients retry, not UNKNOWN: the request was fine and
+    the pool reconnects by itself."""
+    import asyncpg  # the services' driver; imported here to keep this module light
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(
+            cause,
+            (
+                OSError,  # refused, reset, socket file gone
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+                asyncpg.exceptions.InterfaceError,  # "connection is closed"
+            ),
+        ) or getattr(cause, "connection_invalidated", False):
+            return Unavailable(
+                "the database is unavailable; retry shortly",
+                reason="DATABASE_UNAVAILABLE",
+                retry_after_seconds=1.0,
+            )
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return None
 
 
 async def _decoded(request_iterator, decode: Callable[[bytes], Any]):
@@ -120,7 +148,7 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                     code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001 - logged, then re-raised for grpc
-                    blame = _blame_request(message, error)
+                    blame = _blame_request(message, error) or _database_unavailable(error)
                     if blame is not None:
                         code = status_code_for(blame).name
                         await abort(context, blame)
@@ -145,7 +173,7 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                     code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001
-                    blame = _blame_request(message, error)
+                    blame = _blame_request(message, error) or _database_unavailable(error)
                     if blame is not None:
                         code = status_code_for(blame).name
                         await abort(context, blame)
@@ -167,6 +195,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                     code = status_code_for(error).name
                     await abort(context, error)
                 except Exception as error:  # noqa: BLE001
+                    unavailable = _database_unavailable(error)
+                    if unavailable is not None:
+                        code = status_code_for(unavailable).name
+                        await abort(context, unavailable)
                     code = _code_name(error, code_of(context))
                     raise
                 finally:
@@ -185,6 +217,10 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
                 code = status_code_for(error).name
                 await abort(context, error)
             except Exception as error:  # noqa: BLE001
+                unavailable = _database_unavailable(error)
+                if unavailable is not None:
+                    code = status_code_for(unavailable).name
+                    await abort(context, unavailable)
                 code = _code_name(error, code_of(context))
                 raise
             finally:

@@ -135,11 +135,20 @@ async def stream_with_kill(
     cluster: FaultCluster, workload: UsageWorkload, rng: random.Random, victim: str
 ) -> dict[str, float]:
     """Stream every event through a retrying sender and SIGKILL ``victim`` mid-stream."""
+    return await stream_with_fault(
+        cluster, workload, rng, lambda down_for: cluster.kill_and_restart(victim, down_for)
+    )
+
+
+async def stream_with_fault(
+    cluster: FaultCluster, workload: UsageWorkload, rng: random.Random, fault, max_down: float = 0.5
+) -> dict[str, float]:
+    """Stream every event through a retrying sender; run ``fault(down_for)`` mid-stream."""
     batch_size = 100
     batches = -(-len(workload.events) // batch_size)
     kill_after = rng.randrange(1, max(2, batches - 2))
     jitter = rng.uniform(0, 0.05)
-    down_for = rng.uniform(0, 0.5)
+    down_for = rng.uniform(0, max_down)
     sender = AsyncEventSender(
         cluster.address("ingest"),
         batch_size=batch_size,
@@ -165,7 +174,7 @@ async def stream_with_kill(
         while sender.stats.batches_acknowledged < kill_after:
             await asyncio.sleep(0.005)
         await asyncio.sleep(jitter)
-        await cluster.kill_and_restart(victim, down_for)
+        await fault(down_for)
 
     started = time.monotonic()
     async with sender:
