@@ -229,3 +229,53 @@ class TestClientRetries:
             await channel.close()
             if running is not None:
                 await running.stop(grace=1)
+
+
+def failing_app(error: Exception):
+    async def fail(request: bytes, context) -> bytes:
+        raise error
+
+    def register(server: grpc.aio.Server) -> None:
+        handlers = {"Fail": grpc.unary_unary_rpc_method_handler(fail)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tally.test.v1.Probe", handlers),))
+
+    from tally.server import ServiceApp
+
+    return ServiceApp(name="probe", service_names=["tally.test.v1.Probe"], register=register)
+
+
+def wrapped_like_sqlalchemy(cause: Exception) -> Exception:
+    import sqlalchemy.exc
+
+    try:
+        try:
+            raise cause
+        except Exception as inner:  # noqa: BLE001
+            raise sqlalchemy.exc.DBAPIError("SELECT 1", None, inner) from inner
+    except sqlalchemy.exc.DBAPIError as outer:
+        return outer
+
+
+class TestDatabaseOutage:
+    @pytest.mark.parametrize(
+        "make_error",
+        [
+            lambda: ConnectionRefusedError(111, "Connection refused"),
+            lambda: __import__("asyncpg").exceptions.CannotConnectNowError("the database system is starting up"),
+            lambda: __import__("asyncpg").exceptions.ConnectionDoesNotExistError("connection was closed"),
+            lambda: wrapped_like_sqlalchemy(__import__("asyncpg").exceptions.AdminShutdownError("terminating connection")),
+        ],
+        ids=["refused", "starting_up", "connection_lost", "admin_shutdown_via_sqlalchemy"],
+    )
+    async def test_a_lost_database_connection_answers_unavailable_with_a_retry_delay(self, make_error):
+        async with in_process(failing_app(make_error())) as (_running, channel):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(method("Fail"))(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(caught.value).reason == "DATABASE_UNAVAILABLE"
+
+    async def test_any_other_failure_is_not_disguised_as_unavailable(self):
+        async with in_process(failing_app(ValueError("a bug"))) as (_running, channel):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(method("Fail"))(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNKNOWN
