@@ -156,6 +156,7 @@ async def measure(database_url: str, log_dir: Path) -> dict:
         baseline = await baseline_usage(stubs, customers, start, end)
         print(f"  baseline: {2 * len(customers):,} GetUsage calls in {baseline:.1f} s", flush=True)
         as_of = end + dt.timedelta(hours=1)
+        load_before = os.getloadavg()[0]
         began = time.perf_counter()
         reply = await stubs["invoice"].CloseDuePeriods(invoice_pb2.CloseDuePeriodsRequest(as_of=_ts(as_of)), timeout=600)
         seconds = time.perf_counter() - began
@@ -178,6 +179,7 @@ async def measure(database_url: str, log_dir: Path) -> dict:
             "seconds": seconds,
             "baseline": baseline,
             "second_created": again.invoices_created,
+            "load": load_before,
         }
     finally:
         for channel in channels.values():
@@ -187,7 +189,7 @@ async def measure(database_url: str, log_dir: Path) -> dict:
 
 def report(r: dict) -> str:
     rate = r["created"] / r["seconds"] if r["seconds"] else 0
-    verdict = "meets" if r["seconds"] <= 20 and r["subscriptions"] >= 10_000 else "see"
+    verdict = "meets the target" if r["seconds"] <= 20 and r["subscriptions"] >= 10_000 else "misses the target in this run"
     return "\n".join([
         "## Invoice",
         "",
@@ -203,8 +205,10 @@ def report(r: dict) -> str:
         f"| CloseDuePeriods | {r['subscriptions']:,} | {r['created']:,} | {r['finalized']:,} | **{r['seconds']:.1f} s** | {rate:,.0f} |",
         f"| baseline: the {2 * r['subscriptions']:,} bare GetUsage calls alone | | | | {r['baseline']:.1f} s | |",
         "",
-        f"Target: <= 20 s for 10,000 subscriptions on 2 cores ({verdict} target). A second close right after "
-        f"created {r['second_created']} invoices (idempotent); {r['failed']} subscriptions failed.",
+        f"Target: <= 20 s for 10,000 subscriptions on 2 cores: this run {verdict} (1-minute load average "
+        f"{r['load']:.1f} when the close started). A second close right after created {r['second_created']} "
+        f"invoices (idempotent); {r['failed']} subscriptions failed. The close needs one GetUsage per "
+        "subscription and meter (the meter has no multi-customer usage RPC), so the bare calls bound it from below.",
     ]) + "\n"
 
 
