@@ -301,9 +301,7 @@ CASES = [
          lambda w: batch(w, "b4", event(w, w.key("b4a"))) + field_varint(2, 7), INVALID, ("mode",), event_absent("b4a")),
     Case("same_key_twice_with_different_payloads_in_one_atomic_batch", "ingest", "SendEventBatch",
          lambda w: batch(w, "b5", event(w, w.key("b5"), properties=props(qty=1)), event(w, w.key("b5"), properties=props(qty=2))),
-         grpc.StatusCode.ALREADY_EXISTS, ("events[1].idempotency_key",), event_absent("b5"),
-         bug="ingest: an ATOMIC batch stores the first of two events sharing a key with different payloads "
-             "and rejects only the second (partial store; invariant 3)"),
+         grpc.StatusCode.ALREADY_EXISTS, ("events[1].idempotency_key",), event_absent("b5")),
     Case("stream_batch_of_1001_events", "ingest", "StreamEvents",
          lambda w: ingest_pb2.StreamEventsRequest(batch_id="s1", events=[event(w, f"{w.key('s1')}-{i}") for i in range(1001)]).SerializeToString(),
          INVALID, ("events",),
