@@ -30,7 +30,8 @@ from tests.reliability.faults import (
     usage_workload,
 )
 
-pytestmark = pytest.mark.e2e
+# Restarting Postgres takes ~20 s with the cluster: it runs under `make soak`, not `make test`.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 class PrivatePostgres:
