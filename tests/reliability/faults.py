@@ -312,7 +312,7 @@ async def invoices_of(cluster: FaultCluster, subscription_id: str) -> list[invoi
 async def close_with_kill(cluster: FaultCluster, workload: BillingWorkload, rng: random.Random) -> dict[str, float]:
     """Start a period close, SIGKILL invoice at a random moment in it, restart, close again."""
     ids = list(workload.subscriptions)
-    delay = rng.uniform(0.0, 0.6)
+    delay = rng.uniform(0.0, 0.25)
     down_for = rng.uniform(0, 0.3)
     first = asyncio.ensure_future(
         cluster.invoice.CloseDuePeriods(invoice_pb2.CloseDuePeriodsRequest(subscription_ids=ids), timeout=60)
