@@ -10,13 +10,15 @@ import socket
 import subprocess
 import sys
 
+import asyncpg
 import grpc
 import pytest
+import sqlalchemy.exc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tally.channels import MAX_MESSAGE_BYTES, RETRY_SERVICE_CONFIG, connect
 from tally.grpc_errors import error_info
-from tally.server import start_server
+from tally.server import ServiceApp, start_server
 from tests.harness import REPO, free_port, in_process, wait_serving
 from tests.reliability.probe import Probe, method, probe_app
 
@@ -239,14 +241,10 @@ def failing_app(error: Exception):
         handlers = {"Fail": grpc.unary_unary_rpc_method_handler(fail)}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tally.test.v1.Probe", handlers),))
 
-    from tally.server import ServiceApp
-
     return ServiceApp(name="probe", service_names=["tally.test.v1.Probe"], register=register)
 
 
 def wrapped_like_sqlalchemy(cause: Exception) -> Exception:
-    import sqlalchemy.exc
-
     try:
         try:
             raise cause
@@ -261,9 +259,9 @@ class TestDatabaseOutage:
         "make_error",
         [
             lambda: ConnectionRefusedError(111, "Connection refused"),
-            lambda: __import__("asyncpg").exceptions.CannotConnectNowError("the database system is starting up"),
-            lambda: __import__("asyncpg").exceptions.ConnectionDoesNotExistError("connection was closed"),
-            lambda: wrapped_like_sqlalchemy(__import__("asyncpg").exceptions.AdminShutdownError("terminating connection")),
+            lambda: asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+            lambda: asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+            lambda: wrapped_like_sqlalchemy(asyncpg.exceptions.AdminShutdownError("terminating connection")),
         ],
         ids=["refused", "starting_up", "connection_lost", "admin_shutdown_via_sqlalchemy"],
     )
