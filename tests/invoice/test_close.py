@@ -392,3 +392,31 @@ class TestLateUsageCheckCost:
         assert CountingMeterClient.calls == 2
         fourth = (await stubs.invoices_of(subscription))[3]
         assert [(line.kind, money(line.amount)) for line in fourth.lines] == [(USAGE, D("4.00"))]
+
+
+class TestListInvoices:
+    async def test_invoices_page_by_customer_and_filter_by_status(self, stubs):
+        _, customer, subscription, start = await daily_subscription(stubs, fee="1.00", days_ago=5)
+        await stubs.close(start + timedelta(days=3) + GRACE, subscription)
+        await stubs.close(start + timedelta(days=4) + timedelta(minutes=1), subscription)
+        seen, token = [], ""
+        while True:
+            reply = await stubs.invoice.ListInvoices(
+                ipb.ListInvoicesRequest(customer_id=customer, page_size=2, page_token=token), timeout=10)
+            seen.extend(reply.invoices)
+            token = reply.next_page_token
+            if not token:
+                break
+        assert len(seen) == 4 and len({i.id for i in seen}) == 4
+        drafts = await stubs.invoice.ListInvoices(
+            ipb.ListInvoicesRequest(customer_id=customer, status=ipb.INVOICE_STATUS_DRAFT), timeout=10)
+        assert [i.period.start.ToDatetime() for i in drafts.invoices] == [(start + timedelta(days=3)).replace(tzinfo=None)]
+
+    async def test_a_page_token_is_refused_with_other_filters(self, stubs):
+        _, customer, subscription, start = await daily_subscription(stubs, fee="1.00", days_ago=4)
+        await stubs.close(start + timedelta(days=2) + GRACE, subscription)
+        first = await stubs.invoice.ListInvoices(ipb.ListInvoicesRequest(customer_id=customer, page_size=1), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.ListInvoices(
+                ipb.ListInvoicesRequest(customer_id="someone_else", page_token=first.next_page_token), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
