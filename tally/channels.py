@@ -50,6 +50,51 @@ def channel_options() -> list[tuple[str, object]]:
     ]
 
 
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await self._inner.intercept_unary_unary(continuation, client_call_details, request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await self._inner.intercept_unary_stream(continuation, client_call_details, request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await self._inner.intercept_stream_unary(continuation, client_call_details, request_iterator)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await self._inner.intercept_stream_stream(continuation, client_call_details, request_iterator)
+
+
+def client_interceptors(api_key: str | None = None) -> list:
+    """Request-id propagation and the bearer key, for all four kinds of call.
+
+    grpc.aio files an interceptor object under the first call kind it implements only, so an
+    object implementing all four would touch unary-unary calls alone (streams would go out
+    without request id or key). Each kind gets its own adapter instead.
+    """
+    wanted = [RequestIdClientInterceptor()]
+    if api_key:
+        wanted.append(ApiKeyClientInterceptor(api_key))
+    return [kind(inner) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream) for inner in wanted]
+
+
 def connect(target: str, *, tls: TlsConfig | None = None, api_key: str | None = None) -> grpc.aio.Channel:
     """An aio channel to ``target`` (host:port) that propagates request ids.
 
@@ -59,9 +104,7 @@ def connect(target: str, *, tls: TlsConfig | None = None, api_key: str | None = 
     """
     tls = TlsConfig.from_env() if tls is None else tls
     api_key = service_api_key() if api_key is None else api_key
-    interceptors: list = [RequestIdClientInterceptor()]
-    if api_key:
-        interceptors.append(ApiKeyClientInterceptor(api_key))
+    interceptors = client_interceptors(api_key)
     options = [*channel_options(), *tls.channel_options()]
     credentials = tls.channel_credentials()
     if credentials is None:

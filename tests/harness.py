@@ -99,6 +99,8 @@ class ServiceProcesses:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Variables for one service only, such as its own TALLY_SERVICE_API_KEY.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -125,7 +127,7 @@ class ServiceProcesses:
         log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "tally.cli.main", "serve", service],
-            env=self.env(),
+            env={**self.env(), **self.service_env.get(service, {})},
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

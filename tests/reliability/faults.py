@@ -57,14 +57,27 @@ class FaultCluster:
         await self.processes.wait(service)
 
 
-async def start_fault_cluster(server_url: str, log_dir) -> tuple[FaultCluster, str, str]:
+async def start_fault_cluster(
+    server_url: str,
+    log_dir,
+    *,
+    extra_env: dict[str, str] | None = None,
+    service_env: dict[str, dict[str, str]] | None = None,
+    api_key: str | None = None,
+) -> tuple[FaultCluster, str, str]:
+    """The four services on a fresh database; ``api_key`` is what the cluster's stubs present."""
     name = f"tally_fault_{os.getpid()}_{unique('db')[-6:]}"
     database_url = await recreate_database(server_url, name)
     for service in ("catalog", "ingest", "meter", "invoice"):
         await asyncio.to_thread(upgrade, service, database_url)
-    processes = ServiceProcesses(database_url=database_url, log_dir=log_dir, extra_env=dict(CLUSTER_ENV))
+    processes = ServiceProcesses(
+        database_url=database_url,
+        log_dir=log_dir,
+        extra_env={**CLUSTER_ENV, **(extra_env or {})},
+        service_env=dict(service_env or {}),
+    )
     await processes.start_all()
-    channels = [connect(processes.address(s)) for s in ("catalog", "ingest", "meter", "invoice")]
+    channels = [connect(processes.address(s), api_key=api_key) for s in ("catalog", "ingest", "meter", "invoice")]
     cluster = FaultCluster(processes, Stubs(*channels[:3]), invoice_pb2_grpc.InvoiceServiceStub(channels[3]), channels)
     return cluster, name, database_url
 

@@ -353,3 +353,53 @@ class TestAuthFromEnvironment:
         assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
         assert gone.code() == grpc.StatusCode.UNAUTHENTICATED
         assert probe.calls["Echo"] == 2
+
+
+def metadata_echo_app() -> ServiceApp:
+    """Answers every kind of call with the authorization and request id it received."""
+
+    def seen(context) -> bytes:
+        md = dict(context.invocation_metadata())
+        return f"{md.get('authorization', '-')}|{'x-request-id' in md}".encode()
+
+    async def uu(request, context):
+        return seen(context)
+
+    async def us(request, context):
+        yield seen(context)
+
+    async def su(request_iterator, context):
+        async for _ in request_iterator:
+            pass
+        return seen(context)
+
+    async def ss(request_iterator, context):
+        async for _ in request_iterator:
+            yield seen(context)
+
+    handlers = {
+        "UU": grpc.unary_unary_rpc_method_handler(uu),
+        "US": grpc.unary_stream_rpc_method_handler(us),
+        "SU": grpc.stream_unary_rpc_method_handler(su),
+        "SS": grpc.stream_stream_rpc_method_handler(ss),
+    }
+    return ServiceApp(
+        name="probe",
+        service_names=["tally.test.v1.Echo"],
+        register=lambda server: server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("tally.test.v1.Echo", handlers),)
+        ),
+    )
+
+
+class TestOutgoingKeys:
+    async def test_every_kind_of_call_carries_the_key_and_a_request_id(self):
+        async with in_process(metadata_echo_app()) as (running, _channel):
+            async with connect(f"127.0.0.1:{running.port}", api_key="tly_0123456789abcdef.secret") as channel:
+                got = [
+                    await channel.unary_unary("/tally.test.v1.Echo/UU")(b"", timeout=5),
+                    *[m async for m in channel.unary_stream("/tally.test.v1.Echo/US")(b"", timeout=5)],
+                    await channel.stream_unary("/tally.test.v1.Echo/SU")(iter([b"x"]), timeout=5),
+                    *[m async for m in channel.stream_stream("/tally.test.v1.Echo/SS")(iter([b"x"]), timeout=5)],
+                ]
+        assert got == [b"Bearer tly_0123456789abcdef.secret|True"] * 4
