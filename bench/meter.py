@@ -387,8 +387,9 @@ def report(r: dict) -> str:
         "Target: lag p99 <= 1 s while ingest sustains its benchmark rate. (Lago publishes < 2 s event to billable.)",
         "",
         f"GetUsage: one customer's calendar month (SUM meter) with {load['stored']:,} events stored for "
-        f"{r.get('customers', 10_000):,} customers ({load['buckets']:,} one-minute buckets, loaded in time order "
-        "from the same events with the meter's bucket shape). The baseline is a prepared "
+        f"{r.get('customers', 10_000):,} customers ({load['buckets']:,} one-minute buckets and their UTC-day roll-ups, "
+        "loaded in time order from the same events with the meter's bucket shape; a month reads ~30 day rows plus the "
+        "minute rows of partial days). The baseline is a prepared "
         "`SELECT sum(value)` over a raw events table with a (customer_id, ts) index, in the same run, "
         "called directly on asyncpg (no gRPC). Every GetUsage answer was checked equal to the raw SUM.",
         "",

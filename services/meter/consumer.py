@@ -98,7 +98,12 @@ class LogApplier:
             ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
             timeout=self._wait_millis / 1000 + 30,
         )
-        return reply, [(e.position, mapping.log_item(e)) for e in reply.entries]
+        entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
+        if entries:
+            # Every catalog change committed before these entries must be in the cache before
+            # they are matched; asking after the read (but off the apply path) guarantees it.
+            await self._catalog.sync()
+        return reply, entries
 
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
@@ -119,8 +124,6 @@ class LogApplier:
                 if not reply.caught_up:
                     # Read the next batch while this one is applied (the cursor is already known).
                     pending = asyncio.create_task(self._read(reply.next_cursor, False))
-                if entries:
-                    await self._catalog.sync()
                 watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
                 head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
                 applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None
