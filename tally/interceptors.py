@@ -60,21 +60,11 @@ def _database_unavailable(error: Exception) -> Unavailable | None:
     """A lost or refused database connection (Postgres restarting, failing over, out of
     connections) is UNAVAILABLE, which clients retry, not UNKNOWN: the request was fine and
     the pool reconnects by itself."""
-    import asyncpg  # the services' driver; imported here to keep this module light
-
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(
-            cause,
-            (
-                OSError,  # refused, reset, socket file gone
-                asyncpg.exceptions.PostgresConnectionError,
-                asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
-                asyncpg.exceptions.InterfaceError,  # "connection is closed"
-            ),
-        ) or getattr(cause, "connection_invalidated", False):
+        if _is_connection_failure(cause):
             return Unavailable(
                 "the database is unavailable; retry shortly",
                 reason="DATABASE_UNAVAILABLE",
@@ -82,6 +72,31 @@ def _database_unavailable(error: Exception) -> Unavailable | None:
             )
         cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
     return None
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    import asyncpg  # the services' driver; imported here to keep this module light
+
+    lost = (
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+        asyncpg.exceptions.InterfaceError,  # "connection is closed"
+        ConnectionError,  # refused, reset, aborted, broken pipe
+    )
+    if isinstance(error, lost) or getattr(error, "connection_invalidated", False):  # SQLAlchemy's flag
+        return True
+    return isinstance(error, OSError) and _raised_in_asyncpg(error)
+
+
+def _raised_in_asyncpg(error: BaseException) -> bool:
+    """An OSError from inside the driver (such as a Postgres socket file that is gone), as
+    opposed to one from, say, reading a template file."""
+    tb = error.__traceback__
+    while tb is not None:
+        if "/asyncpg/" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 async def _decoded(request_iterator, decode: Callable[[bytes], Any]):

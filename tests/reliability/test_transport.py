@@ -277,3 +277,14 @@ class TestDatabaseOutage:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await channel.unary_unary(method("Fail"))(b"", timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNKNOWN
+
+
+class TestDatabaseOutageIsNotGuessed:
+    async def test_a_missing_file_outside_the_driver_is_not_called_a_database_outage(self):
+        async with in_process(failing_app(FileNotFoundError(2, "No such file or directory", "invoice-template.ttf"))) as (
+            _running,
+            channel,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(method("Fail"))(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNKNOWN
