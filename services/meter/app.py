@@ -44,7 +44,9 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
         wait_millis=env_int("TALLY_METER_WAIT_MILLIS", 500),
     )
     backfills = Backfills(database_url, pool, ingest_channel, catalog)
-    servicer = MeterServicer(UsageQueries(pool, catalog), alerts, BackfillService(pool, catalog, backfills))
+    servicer = MeterServicer(
+        UsageQueries(pool, catalog, applier.committed_position), alerts, BackfillService(pool, catalog, backfills)
+    )
     apply_enabled = env_int("TALLY_METER_APPLY", 1) != 0
 
     async def start() -> None:

@@ -58,6 +58,11 @@ class LogApplier:
         self._standby_poll = standby_poll_seconds
         self._task: asyncio.Task | None = None
         self.holds_lease = False
+        self._committed_position: int | None = None
+
+    def committed_position(self) -> int | None:
+        """The applied position last committed by this process's applier; None without the lease."""
+        return self._committed_position if self.holds_lease else None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="meter-applier")
@@ -109,6 +114,7 @@ class LogApplier:
         state = await repo.load_state(conn)
         cursor, caught_up, head = state.cursor, False, state.head_position
         applied_position = state.applied_position
+        self._committed_position = applied_position
         pending: asyncio.Task | None = None
         try:
             while True:
@@ -149,6 +155,7 @@ class LogApplier:
                     if alerts:
                         await self._alerts.notify()
                 applied_position = max([applied_position, *(p for p, _ in entries)])
+                self._committed_position = applied_position
                 cursor, caught_up, head = reply.next_cursor, reply.caught_up, reply.head_position
                 self._report_lag(caught_up, head, applied_position, head_time, applied_time)
         finally:

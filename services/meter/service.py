@@ -354,9 +354,11 @@ async def _weighted_points(conn, meter, customer_id, points, span, group_by, dim
 class UsageQueries:
     """GetUsage, UsageSeries and GetMeterStatus over a pool."""
 
-    def __init__(self, pool: asyncpg.Pool, catalog: CatalogView) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalog: CatalogView, local_applied_position=lambda: None) -> None:
         self._pool = pool
         self._catalog = catalog
+        # The applier in this process knows its committed position; other replicas read it.
+        self._local_applied_position = local_applied_position
 
     async def _resolve(self, query: UsageQuery, problems: Violations) -> tuple[str, MeterDefinition | None]:
         meter = None
@@ -384,8 +386,10 @@ class UsageQueries:
     async def get_usage(self, query: UsageQuery, problems: Violations) -> UsageResult:
         customer_id, meter = await self._resolve(query, problems)
         async with self._pool.acquire() as conn:
+            applied = self._local_applied_position()
             points = await compute_points(conn, meter, customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter)
-            applied = await conn.fetchval("SELECT applied_position FROM meter.applier_state WHERE consumer = 'main'")
+            if applied is None:
+                applied = await conn.fetchval("SELECT applied_position FROM meter.applier_state WHERE consumer = 'main'")
         point = points[0]
         breakdown = sorted(((dict(g), v) for g, v in point.breakdown.items()), key=lambda item: sorted(item[0].items()))
         return UsageResult(customer_id, meter.key, query.start, query.end, point.total, breakdown, applied or 0)

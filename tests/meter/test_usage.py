@@ -46,10 +46,11 @@ class TestGetUsage:
             (unique("e"), t0 + timedelta(minutes=5), {"minutes": 3}),
             (unique("e"), t0 + timedelta(hours=2), {"minutes": 100}),
         ])
-        await stubs.wait_applied()
+        status = await stubs.wait_applied()
         reply = await stubs.usage(customer, meter, t0, t0 + timedelta(hours=1))
         assert value(reply) == Decimal("6.65")
         assert reply.customer_id == customer
+        assert reply.applied_position >= status.applied_position > 0
 
     async def test_breakdown_and_dimension_filter_split_the_value_by_group_by_values(self, stubs):
         event_type = unique("tokens")
