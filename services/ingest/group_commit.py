@@ -37,29 +37,37 @@ def merge(batches: list[PreparedBatch]) -> PreparedBatch:
 
 
 class GroupCommitter:
-    """Queues prepared single-event batches and writes whatever has queued as one group."""
+    """Queues prepared single-event batches and writes whatever has queued as one group.
 
-    def __init__(self, write: WriteGroup) -> None:
+    Up to ``max_in_flight`` groups are written at once (each on its own connection): a
+    caller arriving while every writer is busy joins the next group.
+    """
+
+    def __init__(self, write: WriteGroup, max_in_flight: int = 1) -> None:
         self._write = write
+        self._max_in_flight = max_in_flight
         self._queue: list[tuple[PreparedBatch, asyncio.Future]] = []
-        self._writing = False
+        self._in_flight = 0
 
     async def submit(self, batch: PreparedBatch) -> BatchOutcome:
         """The outcome of ``batch`` (validated, no rejections) once its group has committed."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append((batch, future))
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self._in_flight < self._max_in_flight:
+            self._in_flight += 1
+            loop.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         try:
+            # Yield once, so that callers arriving in the same loop iteration join this group.
+            await asyncio.sleep(0)
             while self._queue:
                 group, self._queue = self._queue[:MAX_GROUP_EVENTS], self._queue[MAX_GROUP_EVENTS:]
                 await self._write_group(group)
         finally:
-            self._writing = False
+            self._in_flight -= 1
 
     async def _write_group(self, group: list[tuple[PreparedBatch, asyncio.Future]]) -> None:
         try:
