@@ -95,17 +95,23 @@ def client_interceptors(api_key: str | None = None) -> list:
     return [kind(inner) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream) for inner in wanted]
 
 
-def connect(target: str, *, tls: TlsConfig | None = None, api_key: str | None = None) -> grpc.aio.Channel:
+def connect(
+    target: str,
+    *,
+    tls: TlsConfig | None = None,
+    api_key: str | None = None,
+    options: list[tuple[str, object]] | None = None,
+) -> grpc.aio.Channel:
     """An aio channel to ``target`` (host:port) that propagates request ids.
 
     It uses TLS when TALLY_TLS_CA is set (mTLS with TALLY_TLS_CLIENT_CERT/KEY, defaulting to
     TALLY_TLS_CERT/KEY) and sends TALLY_SERVICE_API_KEY as its bearer key; ``tls`` and
-    ``api_key`` override the environment.
+    ``api_key`` override the environment, ``options`` replaces channel_options().
     """
     tls = TlsConfig.from_env() if tls is None else tls
     api_key = service_api_key() if api_key is None else api_key
     interceptors = client_interceptors(api_key)
-    options = [*channel_options(), *tls.channel_options()]
+    options = [*(channel_options() if options is None else options), *tls.channel_options()]
     credentials = tls.channel_credentials()
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

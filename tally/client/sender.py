@@ -23,11 +23,8 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from tally.auth import ApiKeyClientInterceptor, service_api_key
-from tally.channels import MAX_MESSAGE_BYTES
+from tally.channels import MAX_MESSAGE_BYTES, connect
 from tally.config import service_address
-from tally.interceptors import RequestIdClientInterceptor
-from tally.tls import TlsConfig
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -138,28 +135,22 @@ def _jsonable(value: Any) -> Any:
 
 
 def _stream_channel(target: str, api_key: str | None) -> grpc.aio.Channel:
-    """A channel like tally.channels.connect (TLS and API key from the environment), except that
-    the channel's own retry policy is off: the sender retries whole streams itself, resending
-    unacknowledged batches. Reconnects start fast to match the sender's backoff."""
-    tls = TlsConfig.from_env()
-    api_key = service_api_key() if api_key is None else api_key
-    interceptors: list = [RequestIdClientInterceptor()]
-    if api_key:
-        interceptors.append(ApiKeyClientInterceptor(api_key))
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.enable_retries", 0),
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 5000),
-        ("grpc.keepalive_time_ms", 30_000),
-        *tls.channel_options(),
-    ]
-    credentials = tls.channel_credentials()
-    if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    """A channel like tally.channels.connect (TLS, API key and request ids on every call kind),
+    except that the channel's own retry policy is off: the sender retries whole streams itself,
+    resending unacknowledged batches. Reconnects start fast to match the sender's backoff."""
+    return connect(
+        target,
+        api_key=api_key,
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 0),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
 
 
 @dataclass

@@ -25,9 +25,12 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
     gate: asyncio.Event | None = None
     refuse_with: grpc.StatusCode | None = None
     streams_opened: int = 0
+    # Invocation metadata of each stream opened.
+    stream_metadata: list[dict[str, str]] = field(default_factory=list)
 
     async def StreamEvents(self, request_iterator, context):
         self.streams_opened += 1
+        self.stream_metadata.append({k: v for k, v in context.invocation_metadata()})
         if self.refuse_with is not None:
             await context.abort(self.refuse_with, "streams are refused")
         async for request in request_iterator:

@@ -86,6 +86,18 @@ class TestBatching:
                 await sender.send("api_request", customer="acct_1")
 
 
+class TestChannel:
+    async def test_a_sender_given_an_address_sends_its_key_and_a_request_id_on_the_stream(self):
+        fake = FakeIngest()
+        async with in_process(fake.app()) as (server, _channel):
+            async with AsyncEventSender(f"127.0.0.1:{server.port}", api_key="tly_abc.secret", flush_interval=60) as sender:
+                await sender.send("api_request", customer="acct_1")
+        assert fake.stream_metadata, "no stream was opened"
+        metadata = fake.stream_metadata[0]
+        assert metadata.get("authorization") == "Bearer tly_abc.secret"
+        assert len(metadata.get("x-request-id", "")) == 32
+
+
 class TestRetries:
     async def test_batches_unacknowledged_when_the_stream_breaks_are_resent_with_the_same_keys(self):
         fake = FakeIngest(break_after_commit={2, 4})
