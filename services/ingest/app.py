@@ -21,10 +21,6 @@ def limits_from_env() -> Limits:
     return Limits(late_event_window_days=env_int("TALLY_INGEST_LATE_EVENT_WINDOW_DAYS", 35))
 
 
-async def _keep_session(_conn) -> None:
-    """Pool release hook: ingest sets no session state, so skip asyncpg's reset round-trip."""
-
-
 def create_app(
     database_url: str, settings: Settings, *, catalog_address: str | None = None, limits: Limits | None = None
 ) -> ServiceApp:
@@ -36,9 +32,10 @@ def create_app(
 
     async def open_pool() -> None:
         pool_size = env_int("TALLY_INGEST_DB_POOL_SIZE", settings.db_pool_size)
-        store.pool = await create_pool(
-            database_url, application_name="tally-ingest", min_size=1, max_size=pool_size, reset=_keep_session
-        )
+        # asyncpg's reset on release stays on: it costs a round-trip per use case, but it also
+        # retires a connection left unusable by an interrupted operation (a cancelled call,
+        # a Postgres restart) instead of lending it out again.
+        store.pool = await create_pool(database_url, application_name="tally-ingest", min_size=1, max_size=pool_size)
         metrics.register_pool("ingest", "hot_path", store.pool)
 
     async def close_pool() -> None:
