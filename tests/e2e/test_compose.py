@@ -125,3 +125,17 @@ class TestDockerfile:
             assert str(port) in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()
         for path in ("tally", "tally_gen", "services"):
             assert f"COPY {path} ./{path}" in text
+
+
+class TestComposeSecurity:
+    def test_keys_are_required_unless_development_mode_is_chosen_explicitly(self, compose):
+        for service in SERVICES:
+            env = compose["services"][service]["environment"]
+            assert env["TALLY_AUTH_MODE"] == "${TALLY_AUTH_MODE:-required}"
+            assert env["TALLY_AUTH_KEYS_FILE"] == "/keys/api-keys.json"
+            assert "./deploy/keys:/keys:ro" in compose["services"][service]["volumes"]
+
+    @pytest.mark.parametrize("service", SERVICES)
+    def test_each_service_calls_the_others_with_its_own_key(self, compose, service):
+        env = compose["services"][service]["environment"]
+        assert env["TALLY_SERVICE_API_KEY"] == f"${{TALLY_{service.upper()}_SERVICE_KEY:-}}"
