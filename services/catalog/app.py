@@ -7,6 +7,7 @@ from services.catalog.service import CatalogService
 from services.catalog.servicer import CatalogServicer
 from tally.config import Settings
 from tally.db import create_engine
+from tally.metrics import register_pool
 from tally.server import ServiceApp
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
@@ -15,6 +16,7 @@ SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_na
 
 def create_app(database_url: str, settings: Settings) -> ServiceApp:
     engine = create_engine(database_url, application_name="tally-catalog", pool_size=settings.db_pool_size)
+    register_pool("catalog", "orm", engine)
     notifier = ChangeNotifier(database_url)
     servicer = CatalogServicer(CatalogService(engine, notifier))
     return ServiceApp(

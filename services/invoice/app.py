@@ -10,6 +10,7 @@ from services.invoice.servicer import InvoiceServicer
 from tally.channels import connect_service
 from tally.config import Settings
 from tally.db import create_engine
+from tally.metrics import register_pool
 from tally.server import ServiceApp
 from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 
@@ -20,6 +21,7 @@ def create_app(database_url: str, settings: Settings, invoice_settings: InvoiceS
     """The invoice service. The catalog and meter are reached at TALLY_CATALOG_ADDR and TALLY_METER_ADDR."""
     invoice_settings = invoice_settings or InvoiceSettings.from_env()
     engine = create_engine(database_url, application_name="tally-invoice", pool_size=settings.db_pool_size)
+    register_pool("invoice", "orm", engine)
     catalog_channel = connect_service("catalog")
     meter_channel = connect_service("meter")
     service = InvoiceService(engine, CatalogClient(catalog_channel), MeterClient(meter_channel), invoice_settings)
