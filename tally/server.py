@@ -82,6 +82,11 @@ async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | N
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Accept the 30 s keepalive pings our clients send on long-lived streams (WatchCatalog,
+            # ReadLog long polls); the C-core default of one per 5 minutes answers them with
+            # GOAWAY too_many_pings, which breaks those streams.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
     app.register(server)
