@@ -1,4 +1,4 @@
-"""The client example in docs/client.md runs as written against the real services."""
+"""The client example in README.md runs as written against the real services."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tests.harness import REPO
 
 pytestmark = pytest.mark.e2e
 
-# The document holding the example; the README once it is pasted there.
-CLIENT_DOC = REPO / "docs" / "client.md"
+# The README holds the example users copy.
+CLIENT_DOC = REPO / "README.md"
 
 
 def example_code() -> str:

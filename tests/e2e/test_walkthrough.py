@@ -27,8 +27,8 @@ from tests.harness import REPO, ServiceProcesses, drop_database, recreate_databa
 
 pytestmark = pytest.mark.e2e
 
-# The document holding the walkthrough; the README once the walkthrough is pasted there.
-WALKTHROUGH_FILE = REPO / "docs" / "walkthrough.md"
+# The README holds the walkthrough operators follow.
+WALKTHROUGH_FILE = REPO / "README.md"
 
 START, END = "<!-- walkthrough:start -->", "<!-- walkthrough:end -->"
 BLOCK_END = "<<<walkthrough-block-end>>>"
