@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -149,99 +150,76 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
 
         decode = _decoder(handler.request_deserializer)
 
+        @contextlib.asynccontextmanager
+        async def rpc_scope(context):
+            """One call of any kind: bind, map failures to statuses, record the outcome.
+
+            Yields a holder whose ``message`` the handler sets once the request is decoded, so
+            an unexpected failure on a request with invalid contents can blame the request.
+            """
+            started = bind()
+            holder = _Decoded()
+            code = "OK"
+            try:
+                yield holder
+            except DomainError as error:
+                code = status_code_for(error).name
+                await abort(context, error)
+            except Exception as error:  # noqa: BLE001 - mapped or logged, then re-raised for grpc
+                mapped = _blame_request(holder.message, error) or _database_unavailable(error)
+                if mapped is not None:
+                    code = status_code_for(mapped).name
+                    await abort(context, mapped)
+                code = _code_name(error, code_of(context))
+                raise
+            finally:
+                finish(started, code if code != "OK" else code_of(context))
+
+        serialize = handler.response_serializer
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary_unary(request, context):
-                started = bind()
-                code = "OK"
-                message = None
-                try:
-                    message = decode(request)
-                    return await inner(message, context)
-                except DomainError as error:
-                    code = status_code_for(error).name
-                    await abort(context, error)
-                except Exception as error:  # noqa: BLE001 - logged, then re-raised for grpc
-                    blame = _blame_request(message, error) or _database_unavailable(error)
-                    if blame is not None:
-                        code = status_code_for(blame).name
-                        await abort(context, blame)
-                    code = _code_name(error, code_of(context))
-                    raise
-                finally:
-                    finish(started, code if code != "OK" else code_of(context))
+                async with rpc_scope(context) as call:
+                    call.message = decode(request)
+                    return await inner(call.message, context)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
             async def unary_stream(request, context):
-                started = bind()
-                code = "OK"
-                message = None
-                try:
-                    message = decode(request)
-                    async for item in inner_us(message, context):
+                async with rpc_scope(context) as call:
+                    call.message = decode(request)
+                    async for item in inner_us(call.message, context):
                         yield item
-                except DomainError as error:
-                    code = status_code_for(error).name
-                    await abort(context, error)
-                except Exception as error:  # noqa: BLE001
-                    blame = _blame_request(message, error) or _database_unavailable(error)
-                    if blame is not None:
-                        code = status_code_for(blame).name
-                        await abort(context, blame)
-                    code = _code_name(error, code_of(context))
-                    raise
-                finally:
-                    finish(started, code)
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, None, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
         if handler.stream_unary:
             inner_su = handler.stream_unary
 
             async def stream_unary(request_iterator, context):
-                started = bind()
-                code = "OK"
-                try:
+                async with rpc_scope(context):
                     return await inner_su(_decoded(request_iterator, decode), context)
-                except DomainError as error:
-                    code = status_code_for(error).name
-                    await abort(context, error)
-                except Exception as error:  # noqa: BLE001
-                    unavailable = _database_unavailable(error)
-                    if unavailable is not None:
-                        code = status_code_for(unavailable).name
-                        await abort(context, unavailable)
-                    code = _code_name(error, code_of(context))
-                    raise
-                finally:
-                    finish(started, code)
 
-            return grpc.stream_unary_rpc_method_handler(stream_unary, None, handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
         inner_ss = handler.stream_stream
 
         async def stream_stream(request_iterator, context):
-            started = bind()
-            code = "OK"
-            try:
+            async with rpc_scope(context):
                 async for item in inner_ss(_decoded(request_iterator, decode), context):
                     yield item
-            except DomainError as error:
-                code = status_code_for(error).name
-                await abort(context, error)
-            except Exception as error:  # noqa: BLE001
-                unavailable = _database_unavailable(error)
-                if unavailable is not None:
-                    code = status_code_for(unavailable).name
-                    await abort(context, unavailable)
-                code = _code_name(error, code_of(context))
-                raise
-            finally:
-                finish(started, code)
 
-        return grpc.stream_stream_rpc_method_handler(stream_stream, None, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+
+
+class _Decoded:
+    """The decoded request of a call, once there is one."""
+
+    __slots__ = ("message",)
+
+    def __init__(self) -> None:
+        self.message: Any = None
 
 
 def _code_name(error: Exception, set_code: str = "OK") -> str:
