@@ -7,7 +7,7 @@ NotFound, everything else is Unavailable (the close retries on its next run).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import grpc
@@ -22,6 +22,8 @@ from tally_gen.common.v1 import common_pb2
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
 
 CALL_TIMEOUT = 30.0
+# The meter answers at most this many queries per BatchGetUsage call.
+BATCH_USAGE_LIMIT = 1000
 
 
 def _translate(error: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -138,6 +140,20 @@ class MeterClient:
         except grpc.aio.AioRpcError as error:
             raise _translate(error, f"usage of {query.meter_key}") from None
         return mapping.usage_from(query, reply)
+
+    async def usage_of_many(self, queries: Sequence[tuple[str, UsageQuery]]) -> list[UsagePart]:
+        """Usage of many (customer id, query) pairs, in order, by BatchGetUsage calls of at most 1,000."""
+        chunks = [queries[i : i + BATCH_USAGE_LIMIT] for i in range(0, len(queries), BATCH_USAGE_LIMIT)]
+
+        async def read(chunk: Sequence[tuple[str, UsageQuery]]) -> list[UsagePart]:
+            try:
+                reply = await self._stub.BatchGetUsage(mapping.batch_usage_request(chunk), timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, "usage batch") from None
+            return [mapping.usage_from(query, result) for (_, query), result in zip(chunk, reply.results, strict=True)]
+
+        parts = await asyncio.gather(*(read(chunk) for chunk in chunks))
+        return [part for chunk in parts for part in chunk]
 
     async def applied_watermark(self) -> datetime | None:
         """Every log entry ingested before this instant has been applied; None if unknown."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -213,6 +214,10 @@ def usage_request(customer_id: str, query: UsageQuery) -> meter_pb2.GetUsageRequ
         end=time_to(query.end),
         group_by=list(query.group_by),
     )
+
+
+def batch_usage_request(queries: Sequence[tuple[str, UsageQuery]]) -> meter_pb2.BatchGetUsageRequest:
+    return meter_pb2.BatchGetUsageRequest(queries=[usage_request(customer_id, q) for customer_id, q in queries])
 
 
 def usage_from(query: UsageQuery, message: meter_pb2.GetUsageResponse) -> UsagePart:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
@@ -30,6 +30,7 @@ from services.invoice.domain.invoices import (
     number_sequence,
 )
 from services.invoice.domain.plans import Customer, PlanVersion, Subscription
+from services.invoice.domain.pricing import UsagePart
 from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
@@ -223,6 +224,8 @@ class InvoiceService:
         async with self.engine.connect() as conn:
             history = await InvoiceRepository(conn).history([a.subscription.id for a, _ in due_accounts], since)
 
+        usage = await self._prefetch_usage(due_accounts)
+
         async def close_one(account: _Account, due: list[Period]) -> list[Invoice]:
             subscription = account.subscription
             async with self._limit:
@@ -232,7 +235,7 @@ class InvoiceService:
                     for index, period in enumerate(due):
                         # Adjustments go on one invoice only: the earliest not yet finalized.
                         adjust = index == 0 and not has_draft
-                        lines = await self._price(account, period, history[subscription.id], "", adjust, as_of)
+                        lines = await self._price(account, period, history[subscription.id], "", adjust, as_of, usage)
                         drafts.append(self._new_draft(account, period, lines))
                     return drafts
                 except DomainError as error:
@@ -268,6 +271,32 @@ class InvoiceService:
                 log.debug("invoice_created", invoice_id=draft.id, subscription_id=draft.subscription_id,
                          period_start=draft.period_start.isoformat(), finalized=draft.id in finalized)
         result.finalized += len(finalized)
+
+    async def _prefetch_usage(
+        self, due_accounts: list[tuple[_Account, list[Period]]]
+    ) -> dict[tuple[str, UsageQuery], UsagePart]:
+        """The usage every due period of a page needs, read with BatchGetUsage (a few calls, not one per query).
+
+        If the batch fails (one unknown meter fails it whole), nothing is prefetched and each
+        subscription reads its own usage, so one bad subscription does not stop the others.
+        """
+        wanted: dict[tuple[str, UsageQuery], None] = {}
+        for account, due in due_accounts:
+            try:
+                queries = [q for period in due for q in usage_queries(self._period_context(account, period))]
+            except Exception:  # noqa: BLE001 - close_one reports this subscription's failure
+                continue
+            for query in queries:
+                wanted[(account.subscription.customer_id, query)] = None
+        keys = list(wanted)
+        if not keys:
+            return {}
+        try:
+            parts = await self.meter.usage_of_many(keys)
+        except DomainError as error:
+            log.warning("usage_prefetch_failed", queries=len(keys), error=str(error))
+            return {}
+        return dict(zip(keys, parts))
 
     async def _insert_finalized(
         self, drafts: list[Invoice], ready: list[Invoice], now: datetime
@@ -374,9 +403,14 @@ class InvoiceService:
         exclude_id: str,
         with_adjustments: bool,
         as_of: datetime,
+        usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None,
     ) -> list[InvoiceLine]:
-        """The period's lines from fresh usage, plus adjustments for billed earlier periods."""
-        lines = await self._price_period(account, period)
+        """The period's lines from fresh usage, plus adjustments for billed earlier periods.
+
+        ``usage`` holds usage already read for the period (by customer id and query); what
+        it lacks is read from the meter.
+        """
+        lines = await self._price_period(account, period, usage)
         if not with_adjustments:
             return lines
         others = [i for i in history if i.id != exclude_id]
@@ -422,8 +456,8 @@ class InvoiceService:
         )
         return all(part.total == totals[key] for key, part in zip(keys, found))
 
-    async def _price_period(self, account: _Account, period: Period) -> list[InvoiceLine]:
-        context = PeriodContext(
+    def _period_context(self, account: _Account, period: Period) -> PeriodContext:
+        return PeriodContext(
             subscription=account.subscription,
             schedule=account.schedule,
             period=period,
@@ -431,9 +465,17 @@ class InvoiceService:
             currency=account.currency(period),
             is_first_period=period.start == account.schedule.start,
         )
+
+    async def _price_period(
+        self, account: _Account, period: Period, usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None
+    ) -> list[InvoiceLine]:
+        context = self._period_context(account, period)
+        customer_id = account.subscription.customer_id
         queries = usage_queries(context)
-        results = await asyncio.gather(*(self.meter.usage(account.subscription.customer_id, q) for q in queries))
-        return price_period(context, dict(zip(queries, results)))
+        known = usage or {}
+        missing = [q for q in queries if (customer_id, q) not in known]
+        fetched = dict(zip(missing, await asyncio.gather(*(self.meter.usage(customer_id, q) for q in missing))))
+        return price_period(context, {q: known[(customer_id, q)] if q not in fetched else fetched[q] for q in queries})
 
     def _new_draft(self, account: _Account, period: Period, lines: list[InvoiceLine]) -> Invoice:
         invoice_id = f"inv_{uuid.uuid4().hex}"

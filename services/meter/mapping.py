@@ -186,6 +186,19 @@ def granularity(value: int) -> Granularity | None:
     return _GRANULARITIES.get(value)
 
 
+def usage_to_proto(result) -> meter_pb2.GetUsageResponse:
+    """A UsageResult as GetUsage answers it."""
+    return meter_pb2.GetUsageResponse(
+        meter_key=result.meter_key,
+        customer_id=result.customer_id,
+        start=to_timestamp(result.start),
+        end=to_timestamp(result.end),
+        value=decimal_to_proto(result.value),
+        breakdown=[dimension_values(dims, value) for dims, value in result.breakdown],
+        applied_position=result.applied_position,
+    )
+
+
 def dimension_values(dims: dict[str, str], value: Decimal) -> meter_pb2.DimensionValue:
     return meter_pb2.DimensionValue(dimensions=dims, value=decimal_to_proto(value))
 

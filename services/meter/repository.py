@@ -484,6 +484,64 @@ async def summary_rows(
     )
 
 
+async def batch_summary_rows(
+    conn: asyncpg.Connection,
+    queries: Sequence[tuple[str, str, tuple[datetime, datetime, datetime, datetime], tuple[datetime, datetime] | None, dict[str, str]]],
+    with_latest: bool,
+) -> list[asyncpg.Record]:
+    """``summary_rows`` of many single-period queries in one statement, per (query, dims).
+
+    Each query is (customer_id, meter_key, span, days, dimension_filter) as in ``summary_rows``;
+    the ``query`` column of a row is the 1-based position of its query.
+    """
+    latest = (
+        """, (array_agg(x.latest_ts ORDER BY x.latest_ts DESC, x.latest_id COLLATE "C" DESC))[1] AS latest_ts,
+             (array_agg(x.latest_id ORDER BY x.latest_ts DESC, x.latest_id COLLATE "C" DESC))[1] AS latest_id,
+             (array_agg(x.latest_value ORDER BY x.latest_ts DESC, x.latest_id COLLATE "C" DESC))[1] AS latest_value"""
+        if with_latest
+        else ""
+    )
+    columns: list[list] = [[] for _ in range(9)]
+    for customer_id, meter_key, span, days, dimension_filter in queries:
+        day_start, day_end = days if days is not None else (span[2], span[2])
+        for column, value in zip(columns, (customer_id, meter_key, *span, day_start, day_end, json.dumps(dimension_filter))):
+            column.append(value)
+    return await conn.fetch(
+        f"""
+        SELECT q.idx AS query, x.dims_key, min(x.dims::text) AS dims,
+               sum(x.count) AS count, sum(x.total) AS total, min(x.minimum) AS minimum, max(x.maximum) AS maximum
+               {latest}
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
+                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[])
+             WITH ORDINALITY AS q(customer_id, meter_key, s, inner_s, inner_e, e, day_s, day_e, filter, idx)
+        CROSS JOIN LATERAL (
+            SELECT d.dims_key, d.dims, d.count, d.total, d.minimum, d.maximum, d.latest_ts, d.latest_id, d.latest_value
+            FROM meter.day_buckets d
+            WHERE d.customer_id = q.customer_id AND d.meter_key = q.meter_key AND d.day >= q.day_s AND d.day < q.day_e
+              AND d.dims @> q.filter::jsonb
+            UNION ALL
+            SELECT b.dims_key, b.dims, b.count, b.total, b.minimum, b.maximum, b.latest_ts, b.latest_id, b.latest_value
+            FROM meter.buckets b
+            WHERE b.customer_id = q.customer_id AND b.meter_key = q.meter_key
+              AND b.window_start >= q.inner_s AND b.window_start < q.day_s AND b.dims @> q.filter::jsonb
+            UNION ALL
+            SELECT b.dims_key, b.dims, b.count, b.total, b.minimum, b.maximum, b.latest_ts, b.latest_id, b.latest_value
+            FROM meter.buckets b
+            WHERE b.customer_id = q.customer_id AND b.meter_key = q.meter_key
+              AND b.window_start >= q.day_e AND b.window_start < q.inner_e AND b.dims @> q.filter::jsonb
+            UNION ALL
+            SELECT c.dims_key, c.dims_key::jsonb, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
+            FROM meter.contributions c
+            WHERE c.customer_id = q.customer_id AND c.meter_key = q.meter_key
+              AND ((c.ts >= q.s AND c.ts < q.inner_s) OR (c.ts >= q.inner_e AND c.ts < q.e))
+              AND c.dims_key::jsonb @> q.filter::jsonb
+        ) x
+        GROUP BY q.idx, x.dims_key
+        """,
+        *columns,
+    )
+
+
 async def unique_rows(
     conn: asyncpg.Connection,
     customer_id: str,

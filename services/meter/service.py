@@ -46,6 +46,8 @@ from tally.metrics import ALERTS_FIRED
 
 log = structlog.get_logger()
 UTC = timezone.utc
+# Usage queries per BatchGetUsage call.
+MAX_BATCH_QUERIES = 1000
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,43 @@ def _group(dims: dict[str, str], group_by: Sequence[str]) -> tuple[tuple[str, st
     return tuple((key, dims.get(key, "")) for key in group_by)
 
 
+def _fold_summaries(
+    agg: Aggregation, rows: Sequence[asyncpg.Record], count: int, group_by: Sequence[str], index_of
+) -> tuple[list[list[Summary]], list[dict[tuple, list[Summary]]]]:
+    """Summary rows as per-point summaries, overall and per group-by values."""
+    totals: list[list[Summary]] = [[] for _ in range(count)]
+    groups: list[dict[tuple, list[Summary]]] = [defaultdict(list) for _ in range(count)]
+    for row in rows:
+        index = index_of(row)
+        if not 0 <= index < count:
+            continue
+        latest_key = (row["latest_ts"], row["latest_id"]) if agg is Aggregation.LATEST else None
+        summary = Summary(
+            count=row["count"],
+            total=row["total"],
+            minimum=row["minimum"],
+            maximum=row["maximum"],
+            latest_key=latest_key,
+            latest_value=row["latest_value"] if latest_key else None,
+        )
+        totals[index].append(summary)
+        if group_by:
+            groups[index][_group(json.loads(row["dims"]), group_by)].append(summary)
+    return totals, groups
+
+
+def _summary_points(
+    agg: Aggregation, totals: list[list[Summary]], groups: list[dict[tuple, list[Summary]]]
+) -> list[PointValue]:
+    return [
+        PointValue(
+            summary_value(agg, combine_all(point_totals)),
+            {g: summary_value(agg, combine_all(s)) for g, s in point_groups.items()},
+        )
+        for point_totals, point_groups in zip(totals, groups)
+    ]
+
+
 async def compute_points(
     conn: asyncpg.Connection,
     meter: MeterDefinition,
@@ -273,32 +312,9 @@ async def compute_points(
     rows = await repo.summary_rows(
         conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST, days
     )
-    totals: list[list[Summary]] = [[] for _ in points]
-    groups: list[dict[tuple, list[Summary]]] = [defaultdict(list) for _ in points]
-    for row in rows:
-        index = row["point"] - 1
-        if not 0 <= index < len(points):
-            continue
-        latest_key = (row["latest_ts"], row["latest_id"]) if agg is Aggregation.LATEST else None
-        summary = Summary(
-            count=row["count"],
-            total=row["total"],
-            minimum=row["minimum"],
-            maximum=row["maximum"],
-            latest_key=latest_key,
-            latest_value=row["latest_value"] if latest_key else None,
-        )
-        totals[index].append(summary)
-        if group_by:
-            groups[index][_group(json.loads(row["dims"]), group_by)].append(summary)
+    totals, groups = _fold_summaries(agg, rows, len(points), group_by, lambda row: row["point"] - 1)
     if agg is not Aggregation.COUNT_UNIQUE:
-        return [
-            PointValue(
-                summary_value(agg, combine_all(totals[i])),
-                {g: summary_value(agg, combine_all(s)) for g, s in groups[i].items()},
-            )
-            for i in range(len(points))
-        ]
+        return _summary_points(agg, totals, groups)
     distinct: list[set[str]] = [set() for _ in points]
     distinct_groups: list[dict[tuple, set[str]]] = [defaultdict(set) for _ in points]
     for row in await repo.unique_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter):
@@ -351,6 +367,56 @@ async def _weighted_points(conn, meter, customer_id, points, span, group_by, dim
     return [PointValue(totals[i], dict(groups[i])) for i in range(len(points))]
 
 
+# Aggregations the batched summary query answers; the others need their own queries.
+_SUMMARY_AGGREGATIONS = frozenset(Aggregation) - {Aggregation.COUNT_UNIQUE, Aggregation.WEIGHTED_SUM}
+
+
+@dataclass(frozen=True)
+class ResolvedQuery:
+    """A usage query over one period, its meter and customer found."""
+
+    meter: MeterDefinition
+    customer_id: str
+    start: datetime
+    end: datetime
+    group_by: tuple[str, ...]
+    dimension_filter: dict[str, str]
+
+
+async def compute_many(conn: asyncpg.Connection, queries: Sequence[ResolvedQuery]) -> list[PointValue]:
+    """The value of each query over its period, as ``compute_points`` gives it for one.
+
+    Queries on summary aggregations share one SQL statement; COUNT_UNIQUE and WEIGHTED_SUM
+    queries are computed one by one.
+    """
+    values: list[PointValue | None] = [None] * len(queries)
+    batched = [i for i, q in enumerate(queries) if q.meter.aggregation in _SUMMARY_AGGREGATIONS]
+    if batched:
+        specs = []
+        for i in batched:
+            q = queries[i]
+            inner_start, inner_end = aligned_span(q.start, q.end)
+            span = (q.start, inner_start, inner_end, q.end)
+            specs.append((q.customer_id, q.meter.key, span, whole_days(inner_start, inner_end), q.dimension_filter))
+        with_latest = any(queries[i].meter.aggregation is Aggregation.LATEST for i in batched)
+        rows_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
+        for row in await repo.batch_summary_rows(conn, specs, with_latest):
+            rows_of[row["query"] - 1].append(row)
+        for n, i in enumerate(batched):
+            agg = queries[i].meter.aggregation
+            totals, groups = _fold_summaries(agg, rows_of.get(n, []), 1, queries[i].group_by, lambda row: 0)
+            values[i] = _summary_points(agg, totals, groups)[0]
+    for i, q in enumerate(queries):
+        if values[i] is None:
+            values[i] = (await compute_points(conn, q.meter, q.customer_id, [(q.start, q.end)], q.group_by, q.dimension_filter))[0]
+    return values
+
+
+def _usage_result(query: ResolvedQuery, point: PointValue, applied: int) -> UsageResult:
+    breakdown = sorted(((dict(g), v) for g, v in point.breakdown.items()), key=lambda item: sorted(item[0].items()))
+    return UsageResult(query.customer_id, query.meter.key, query.start, query.end, point.total, breakdown, applied)
+
+
 class UsageQueries:
     """GetUsage, UsageSeries and GetMeterStatus over a pool."""
 
@@ -360,7 +426,8 @@ class UsageQueries:
         # The applier in this process knows its committed position; other replicas read it.
         self._local_applied_position = local_applied_position
 
-    async def _resolve(self, query: UsageQuery, problems: Violations) -> tuple[str, MeterDefinition | None]:
+    async def _check(self, query: UsageQuery, problems: Violations) -> MeterDefinition | None:
+        """The query's meter (None if unknown); every problem of the query goes to ``problems``."""
         meter = None
         if not query.meter_key:
             problems.add("meter_key", "is required", "REQUIRED")
@@ -375,24 +442,59 @@ class UsageQueries:
             for key in query.dimension_filter:
                 if key not in meter.group_by:
                     problems.add(f"dimension_filter[{key}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
-        problems.raise_if_any("invalid usage query")
+        return meter
+
+    async def _found(self, query: UsageQuery, meter: MeterDefinition | None, metadata: dict[str, str]) -> ResolvedQuery:
         if meter is None:
-            raise NotFound(f"no meter with key {query.meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": query.meter_key})
+            raise NotFound(f"no meter with key {query.meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": query.meter_key, **metadata})
         customer_id = await self._catalog.resolve_customer_id(query.customer_id, query.customer_external_id)
         if customer_id is None:
-            raise NotFound("no such customer", reason="CUSTOMER_NOT_FOUND", metadata={"external_id": query.customer_external_id})
-        return customer_id, meter
+            raise NotFound("no such customer", reason="CUSTOMER_NOT_FOUND", metadata={"external_id": query.customer_external_id, **metadata})
+        return ResolvedQuery(meter, customer_id, query.start, query.end, query.group_by, query.dimension_filter)
+
+    async def _applied_position(self, conn: asyncpg.Connection, local: int | None) -> int:
+        if local is None:
+            local = await conn.fetchval("SELECT applied_position FROM meter.applier_state WHERE consumer = 'main'")
+        return local or 0
 
     async def get_usage(self, query: UsageQuery, problems: Violations) -> UsageResult:
-        customer_id, meter = await self._resolve(query, problems)
+        meter = await self._check(query, problems)
+        problems.raise_if_any("invalid usage query")
+        resolved = await self._found(query, meter, {})
         async with self._pool.acquire() as conn:
-            applied = self._local_applied_position()
-            points = await compute_points(conn, meter, customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter)
-            if applied is None:
-                applied = await conn.fetchval("SELECT applied_position FROM meter.applier_state WHERE consumer = 'main'")
-        point = points[0]
-        breakdown = sorted(((dict(g), v) for g, v in point.breakdown.items()), key=lambda item: sorted(item[0].items()))
-        return UsageResult(customer_id, meter.key, query.start, query.end, point.total, breakdown, applied or 0)
+            local = self._local_applied_position()
+            points = await compute_points(
+                conn, resolved.meter, resolved.customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter
+            )
+            applied = await self._applied_position(conn, local)
+        return _usage_result(resolved, points[0], applied)
+
+    async def batch_get_usage(self, queries: Sequence[UsageQuery], problems: Sequence[Violations]) -> list[UsageResult]:
+        """Many GetUsage answers in one round trip, in the order asked.
+
+        Args:
+            queries: at most MAX_BATCH_QUERIES.
+            problems: one collector per query (already holding its decoding problems), whose
+                fields are named ``queries[i].<field>``; all of them are reported together.
+        """
+        if len(queries) > MAX_BATCH_QUERIES:
+            raise InvalidInput(
+                "too many usage queries",
+                violations=[Violation("queries", f"at most {MAX_BATCH_QUERIES} queries per call, got {len(queries)}", "TOO_MANY_QUERIES")],
+            )
+        meters = [await self._check(query, found) for query, found in zip(queries, problems)]
+        every = Violations()
+        for found in problems:
+            every.extend(found)
+        every.raise_if_any("invalid usage queries")
+        resolved = [await self._found(q, m, {"query_index": str(i)}) for i, (q, m) in enumerate(zip(queries, meters))]
+        if not resolved:
+            return []
+        async with self._pool.acquire() as conn:
+            local = self._local_applied_position()
+            points = await compute_many(conn, resolved)
+            applied = await self._applied_position(conn, local)
+        return [_usage_result(q, p, applied) for q, p in zip(resolved, points)]
 
     async def usage_series(
         self, query: UsageQuery, granularity: Granularity | None, time_zone: str, problems: Violations
@@ -404,7 +506,10 @@ class UsageQueries:
             zone = ZoneInfo(time_zone or "UTC")
         except (ZoneInfoNotFoundError, ValueError):
             problems.add("time_zone", f"unknown IANA time zone {time_zone!r}", "UNKNOWN_TIME_ZONE")
-        customer_id, meter = await self._resolve(query, problems)
+        meter = await self._check(query, problems)
+        problems.raise_if_any("invalid usage query")
+        resolved = await self._found(query, meter, {})
+        customer_id = resolved.customer_id
         windows = series_windows(query.start, query.end, granularity, zone)
         if len(windows) > 10_000:
             raise InvalidInput("too many points", violations=[Violation("granularity", "the series would exceed 10,000 points", "TOO_MANY_POINTS")])

@@ -64,15 +64,13 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def GetUsage(self, request, context):
         problems = Violations()
         result = await self._queries.get_usage(_usage_query(request, problems, request.group_by), problems)
-        return meter_pb2.GetUsageResponse(
-            meter_key=result.meter_key,
-            customer_id=result.customer_id,
-            start=mapping.to_timestamp(result.start),
-            end=mapping.to_timestamp(result.end),
-            value=mapping.decimal_to_proto(result.value),
-            breakdown=[mapping.dimension_values(dims, value) for dims, value in result.breakdown],
-            applied_position=result.applied_position,
-        )
+        return mapping.usage_to_proto(result)
+
+    async def BatchGetUsage(self, request, context):
+        problems = [Violations(f"queries[{i}]") for i in range(len(request.queries))]
+        queries = [_usage_query(q, found, q.group_by) for q, found in zip(request.queries, problems)]
+        results = await self._queries.batch_get_usage(queries, problems)
+        return meter_pb2.BatchGetUsageResponse(results=[mapping.usage_to_proto(r) for r in results])
 
     async def UsageSeries(self, request, context):
         problems = Violations()

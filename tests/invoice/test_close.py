@@ -379,6 +379,10 @@ class TestLateUsageCheckCost:
                 CountingMeterClient.calls += 1
                 return await super().usage(customer_id, query)
 
+            async def usage_of_many(self, queries):
+                CountingMeterClient.calls += len(queries)
+                return await super().usage_of_many(queries)
+
         event_type, customer, subscription, start = await daily_subscription(stubs, per_unit("1"), days_ago=6)
         await stubs.send(customer, event_type, [(start + timedelta(days=n, hours=1), {"units": n + 1}) for n in range(4)])
         await stubs.wait_applied()

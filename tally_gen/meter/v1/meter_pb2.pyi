@@ -90,6 +90,18 @@ class GetUsageResponse(_message.Message):
     applied_position: int
     def __init__(self, meter_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., breakdown: _Optional[_Iterable[_Union[DimensionValue, _Mapping]]] = ..., applied_position: _Optional[int] = ...) -> None: ...
 
+class BatchGetUsageRequest(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[GetUsageRequest]
+    def __init__(self, queries: _Optional[_Iterable[_Union[GetUsageRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchGetUsageResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[GetUsageResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[GetUsageResponse, _Mapping]]] = ...) -> None: ...
+
 class SeriesPoint(_message.Message):
     __slots__ = ("start", "end", "value")
     START_FIELD_NUMBER: _ClassVar[int]

@@ -41,6 +41,11 @@ class MeterServiceStub:
                 request_serializer=tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.BatchGetUsage = channel.unary_unary(
+                '/tally.meter.v1.MeterService/BatchGetUsage',
+                request_serializer=tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageRequest.SerializeToString,
+                response_deserializer=tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageResponse.FromString,
+                _registered_method=True)
         self.UsageSeries = channel.unary_unary(
                 '/tally.meter.v1.MeterService/UsageSeries',
                 request_serializer=tally_dot_meter_dot_v1_dot_meter__pb2.UsageSeriesRequest.SerializeToString,
@@ -95,6 +100,15 @@ class MeterServiceServicer:
 
     def GetUsage(self, request, context):
         """A customer's usage of a meter over [start, end), optionally by dimension.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetUsage(self, request, context):
+        """Up to 1,000 GetUsage queries in one call, answered in the order asked (one SQL
+        statement for the queries on summary aggregations). All-or-nothing: any invalid query
+        fails the call with field violations named queries[i].<field>.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +180,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageRequest.FromString,
                     response_serializer=tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'BatchGetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetUsage,
+                    request_deserializer=tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageRequest.FromString,
+                    response_serializer=tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageResponse.SerializeToString,
             ),
             'UsageSeries': grpc.unary_unary_rpc_method_handler(
                     servicer.UsageSeries,
@@ -242,6 +261,33 @@ class MeterService:
             '/tally.meter.v1.MeterService/GetUsage',
             tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
             tally_dot_meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.meter.v1.MeterService/BatchGetUsage',
+            tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageRequest.SerializeToString,
+            tally_dot_meter_dot_v1_dot_meter__pb2.BatchGetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
