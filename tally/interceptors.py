@@ -82,6 +82,10 @@ def _is_connection_failure(error: BaseException) -> bool:
         asyncpg.exceptions.PostgresConnectionError,
         asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
         asyncpg.exceptions.InterfaceError,  # "connection is closed"
+        # "cannot switch to state N; another operation is in progress": a session terminated
+        # mid-operation leaves the protocol in a broken state (MagicStack/asyncpg#784, #1069);
+        # the pool terminates that connection on release, so a retry gets a fresh one.
+        asyncpg.exceptions.InternalClientError,
         ConnectionError,  # refused, reset, aborted, broken pipe
     )
     if isinstance(error, lost) or getattr(error, "connection_invalidated", False):  # SQLAlchemy's flag

@@ -97,3 +97,28 @@ class TestDomainErrorMapping:
             after = await channel.unary_unary("/test.Crash/Echo")(b"")
         assert caught.value.code() == grpc.StatusCode.UNKNOWN
         assert after
+
+
+class TestLostDatabaseConnections:
+    @pytest.mark.parametrize(
+        "error",
+        [
+            pytest.param(lambda: __import__("asyncpg").exceptions.ConnectionDoesNotExistError("closed"), id="closed"),
+            pytest.param(
+                lambda: __import__("asyncpg").exceptions.InternalClientError(
+                    "cannot switch to state 15; another operation (2) is in progress"
+                ),
+                id="poisoned-after-restart",
+            ),
+        ],
+    )
+    async def test_a_lost_database_connection_answers_retryable_unavailable(self, error):
+        async def fail(request: bytes, context) -> bytes:
+            raise error()
+
+        app = generic_app("Db", {"Go": grpc.unary_unary_rpc_method_handler(fail)})
+        async with in_process(app) as (_, channel):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/test.Db/Go")(b"", wait_for_ready=False)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(caught.value).reason == "DATABASE_UNAVAILABLE"

@@ -31,7 +31,7 @@ from tests.reliability.faults import (
 )
 
 # Restarting Postgres takes ~20 s with the cluster: it runs under `make soak`, not `make test`.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e]
 
 
 class PrivatePostgres:
@@ -104,12 +104,6 @@ async def restart_postgres(postgres: PrivatePostgres, down_for: float, during_ou
 
 
 class TestPostgresRestart:
-    @pytest.mark.xfail(
-        strict=False,
-        reason="ingest: after a Postgres restart a pooled connection is sometimes reused mid-operation "
-        "(asyncpg InternalClientError 'cannot switch to state 12; another operation is in progress'), "
-        "answered UNKNOWN, which the sender does not retry",
-    )
     @pytest.mark.parametrize("seed", [pytest.param(7, id="seed_7")])
     async def test_no_acknowledged_event_is_lost_when_postgres_restarts_mid_stream(self, cluster, private_postgres, seed):
         rng = random.Random(seed)
