@@ -43,12 +43,19 @@ def main(argv: list[str]) -> int:
         code = subprocess.call([sys.executable, "-c", f"import bench.{name} as b, pathlib; b.main(pathlib.Path({str(RESULTS / (name + '.md'))!r}))"], cwd=ROOT)
         if code != 0:
             failed.append(name)
+        else:
+            # Stamp the section: `python -m bench NAME` re-runs one benchmark, so sections of
+            # BENCHMARKS.md may come from different runs.
+            section = RESULTS / f"{name}.md"
+            if section.exists():
+                stamp = f"_Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC._"
+                section.write_text(section.read_text().rstrip() + "\n\n" + stamp + "\n")
     sections = [
         "# Benchmarks",
         "",
         f"Machine: {machine()}.  ",
-        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.  ",
-        "Produced by `make bench`; each section compares against a baseline measured in the same run.",
+        f"Assembled: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (each section says when it was measured).  ",
+        "Produced by `make bench` (or `python -m bench NAME` for one section); each section compares against a baseline measured in the same run.",
         "",
     ]
     for name in ORDER:
