@@ -25,6 +25,7 @@ from services.ingest.domain.events import (
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LogPosition, clamp_max_entries, next_page
 from services.ingest.domain.usage import UsageInput, accept_usage, validate_usage
 from services.ingest.group_commit import merge
+from tally.errors import InvalidInput
 
 NOW = 1_800_000_000_000_000
 LIMITS = Limits()
@@ -237,6 +238,11 @@ class TestNextPage:
 
     def test_max_entries_defaults_and_caps(self):
         assert (clamp_max_entries(0), clamp_max_entries(50), clamp_max_entries(10**6)) == (1000, 50, 10_000)
+
+    def test_negative_max_entries_is_invalid(self):
+        with pytest.raises(InvalidInput) as caught:
+            clamp_max_entries(-1)
+        assert [v.field for v in caught.value.violations] == ["max_entries"]
 
 
 class TestGroupMerge:

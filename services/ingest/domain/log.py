@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
+from tally.errors import InvalidInput, Violation
+
 DEFAULT_MAX_ENTRIES = 1000
 MAX_ENTRIES = 10_000
 MAX_WAIT_MILLIS = 60_000
@@ -107,8 +109,10 @@ class LogPage:
 
 
 def clamp_max_entries(requested: int) -> int:
-    """0 means the default; larger than the maximum is capped."""
-    if requested <= 0:
+    """0 means the default; larger than the maximum is capped; negative is invalid."""
+    if requested < 0:
+        raise InvalidInput("max_entries must not be negative", violations=[Violation("max_entries", "must be >= 0")])
+    if requested == 0:
         return DEFAULT_MAX_ENTRIES
     return min(requested, MAX_ENTRIES)
 
