@@ -9,7 +9,7 @@ from rich.table import Table
 
 from tally.catalog_file import CatalogFileError, load_catalog_file
 from tally.cli.output import MODE, console, enum_label, print_json, to_dict
-from tally.cli.rpc import TIMEOUT, call, fail
+from tally.cli.rpc import call, collect_pages, fail
 from tally_gen.catalog.v1 import catalog_pb2
 
 catalog_app = typer.Typer(help="Products, meters and plans in the catalog service.", no_args_is_help=True)
@@ -42,25 +42,15 @@ def apply(
     console().print(table)
 
 
-async def _all_pages(call_page, request_type, field: str) -> list:
-    found, token = [], ""
-    while True:
-        reply = await call_page(request_type(page_size=200, page_token=token), timeout=TIMEOUT)
-        found.extend(getattr(reply, field))
-        token = reply.next_page_token
-        if not token:
-            return found
-
-
 @catalog_app.command("list")
 def list_catalog() -> None:
     """Print the catalog's products, meters and plans (latest versions)."""
 
     async def fetch(stub):
         return (
-            await _all_pages(stub.ListProducts, catalog_pb2.ListProductsRequest, "products"),
-            await _all_pages(stub.ListMeters, catalog_pb2.ListMetersRequest, "meters"),
-            await _all_pages(stub.ListPlans, catalog_pb2.ListPlansRequest, "plans"),
+            await collect_pages(stub.ListProducts, catalog_pb2.ListProductsRequest, "products"),
+            await collect_pages(stub.ListMeters, catalog_pb2.ListMetersRequest, "meters"),
+            await collect_pages(stub.ListPlans, catalog_pb2.ListPlansRequest, "plans"),
         )
 
     products, meters, plans = call("catalog", fetch)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import typer
 from google.protobuf import timestamp_pb2
 from rich.table import Table
 
 from tally.cli.output import MODE, console, enum_label, fmt_time, parse_time, print_json, to_dict
-from tally.cli.rpc import TIMEOUT, call, fail
+from tally.cli.rpc import TIMEOUT, call, collect_pages, fail
 from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
 
@@ -109,17 +111,8 @@ def list_customers(
     """List customers."""
 
     async def fetch(stub):
-        found, token = [], ""
-        while len(found) < limit:
-            request = catalog_pb2.ListCustomersRequest(
-                page_size=min(200, limit - len(found)), page_token=token, query=query, include_archived=include_archived
-            )
-            reply = await stub.ListCustomers(request, timeout=TIMEOUT)
-            found.extend(reply.customers)
-            token = reply.next_page_token
-            if not token:
-                break
-        return found[:limit]
+        request = partial(catalog_pb2.ListCustomersRequest, query=query, include_archived=include_archived)
+        return await collect_pages(stub.ListCustomers, request, "customers", limit)
 
     customers = call("catalog", fetch)
     if MODE.json:
@@ -220,21 +213,13 @@ def list_subscriptions(
         fail("invalid --status", [("--status", "must be active, canceled or ended")])
 
     async def fetch(stub):
-        found, token = [], ""
-        while len(found) < limit:
-            request = catalog_pb2.ListSubscriptionsRequest(
-                page_size=min(200, limit - len(found)),
-                page_token=token,
-                customer_id=customer_id,
-                plan_key=plan,
-                status=STATUSES.get(status, 0),
-            )
-            reply = await stub.ListSubscriptions(request, timeout=TIMEOUT)
-            found.extend(reply.subscriptions)
-            token = reply.next_page_token
-            if not token:
-                break
-        return found[:limit]
+        request = partial(
+            catalog_pb2.ListSubscriptionsRequest,
+            customer_id=customer_id,
+            plan_key=plan,
+            status=STATUSES.get(status, 0),
+        )
+        return await collect_pages(stub.ListSubscriptions, request, "subscriptions", limit)
 
     subscriptions = call("catalog", fetch)
     if MODE.json:

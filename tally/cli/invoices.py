@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from tally.cli.output import MODE, console, enum_label, fmt_decimal, fmt_time, print_json, to_dict
-from tally.cli.rpc import TIMEOUT, call, fail
+from tally.cli.rpc import TIMEOUT, call, collect_pages, fail
 from tally_gen.invoice.v1 import invoice_pb2
 
 invoices_app = typer.Typer(help="Invoices from the invoice service.", no_args_is_help=True)
@@ -44,21 +45,13 @@ def list_invoices(
         fail("invalid --status", [("--status", "must be draft, finalized, paid or void")])
 
     async def fetch(stub):
-        found, token = [], ""
-        while len(found) < limit:
-            request = invoice_pb2.ListInvoicesRequest(
-                page_size=min(200, limit - len(found)),
-                page_token=token,
-                customer_id=customer_id,
-                subscription_id=subscription_id,
-                status=STATUSES.get(status, 0),
-            )
-            reply = await stub.ListInvoices(request, timeout=TIMEOUT)
-            found.extend(reply.invoices)
-            token = reply.next_page_token
-            if not token:
-                break
-        return found[:limit]
+        request = partial(
+            invoice_pb2.ListInvoicesRequest,
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            status=STATUSES.get(status, 0),
+        )
+        return await collect_pages(stub.ListInvoices, request, "invoices", limit)
 
     invoices = call("invoice", fetch)
     if MODE.json:

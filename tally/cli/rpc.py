@@ -59,3 +59,21 @@ def call(service: str, use: Callable[[object], Awaitable[T]]) -> T:
     except grpc.aio.AioRpcError as error:
         print_error({**describe_rpc_error(error, service, address), "request_id": request_id})
         raise typer.Exit(1) from None
+
+
+async def collect_pages(list_page, make_request: Callable[..., object], field: str, limit: int | None = None) -> list:
+    """Follow next_page_token through a List RPC until ``limit`` items (None: every page).
+
+    ``make_request(page_size=..., page_token=...)`` builds each page's request, for example
+    ``functools.partial(catalog_pb2.ListCustomersRequest, query="acme")``.
+    """
+    found: list = []
+    token = ""
+    while limit is None or len(found) < limit:
+        size = 200 if limit is None else min(200, limit - len(found))
+        reply = await list_page(make_request(page_size=size, page_token=token), timeout=TIMEOUT)
+        found.extend(getattr(reply, field))
+        token = reply.next_page_token
+        if not token:
+            break
+    return found if limit is None else found[:limit]
