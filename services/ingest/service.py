@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import structlog
@@ -69,6 +69,22 @@ class CatalogDirectory(Protocol):
 
 def _single(_index: int) -> str:
     return "event"
+
+
+def _batch_item(index: int) -> str:
+    return f"events[{index}]"
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _check_batch_size(batch: EventBatch) -> None:
+    too_many = batch_size_violation(len(batch))
+    if too_many is not None:
+        metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(batch))
+        raise InvalidInput("batch too large", violations=[too_many])
 
 
 def now_micros() -> int:
@@ -153,16 +169,48 @@ class IngestService:
 
     async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
         """Store a batch: ATOMIC (all or nothing) or PARTIAL (a result per event)."""
-        too_many = batch_size_violation(len(batch))
-        if too_many is not None:
-            metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(batch))
-            raise InvalidInput("batch too large", violations=[too_many])
-        return await self._send(batch, atomic=atomic, source=source, prefix=lambda i: f"events[{i}]")
+        _check_batch_size(batch)
+        prepared = await self._prepare(batch, prefix=_batch_item)
+        return await self._send(batch, prepared, atomic=atomic, source=source, prefix=_batch_item)
+
+    async def stream_batches(self, batches: AsyncIterator[EventBatch]) -> AsyncIterator[BatchOutcome]:
+        """Store each batch of a stream in PARTIAL mode, in order, one outcome per batch.
+
+        Pipelined: while one batch is being written, the next is read and validated, so the
+        stream's CPU work overlaps its database round trips. Writes stay one at a time and in
+        send order, each outcome is yielded after its commit, and at most two batches of the
+        stream are held. A failure reading or checking a batch surfaces only after every
+        batch before it has been answered.
+        """
+        iterator = aiter(batches)
+
+        async def read_and_prepare() -> tuple[EventBatch, PreparedBatch] | None:
+            try:
+                batch = await anext(iterator)
+            except StopAsyncIteration:
+                return None
+            _check_batch_size(batch)
+            return batch, await self._prepare(batch, prefix=_batch_item)
+
+        loop = asyncio.get_running_loop()
+        ahead = loop.create_task(read_and_prepare())
+        try:
+            while True:
+                ready = await ahead
+                if ready is None:
+                    return
+                ahead = loop.create_task(read_and_prepare())
+                batch, prepared = ready
+                yield await self._send(batch, prepared, atomic=False, source="stream", prefix=_batch_item)
+        finally:
+            # The stream ended early (failure, cancellation): drop the batch read ahead, which
+            # was never acknowledged, and retrieve its outcome so none is reported as lost.
+            ahead.cancel()
+            ahead.add_done_callback(_retrieve)
 
     async def _send(
-        self, batch: EventBatch, *, atomic: bool, source: str, prefix: Callable[[int], str]
+        self, batch: EventBatch, prepared: PreparedBatch, *, atomic: bool, source: str, prefix: Callable[[int], str]
     ) -> BatchOutcome:
-        prepared = await self._prepare(batch, prefix=prefix)
         if prepared.rejected and atomic:
             for problems in prepared.rejected.values():
                 metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+
 from services.ingest import mapping
 from services.ingest.service import IngestService
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -23,13 +26,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return mapping.batch_to_proto(batch)
 
     async def StreamEvents(self, request_iterator, context):
-        # Backpressure: the next batch is read only after this one is committed and acked,
-        # so at most one batch per stream is held here; HTTP/2 flow control holds the sender.
-        async for request in request_iterator:
-            batch = await self.service.send_batch(
-                mapping.events_from_proto(request.events), atomic=False, source="stream"
-            )
-            yield mapping.stream_ack_to_proto(request.batch_id, batch)
+        # Backpressure: the service reads a batch ahead while it writes one, so at most two
+        # batches per stream are held here; HTTP/2 flow control holds the sender.
+        batch_ids: collections.deque[str] = collections.deque()
+
+        async def batches():
+            async for request in request_iterator:
+                batch_ids.append(request.batch_id)
+                yield mapping.events_from_proto(request.events)
+
+        async with contextlib.aclosing(self.service.stream_batches(batches())) as outcomes:
+            async for batch in outcomes:
+                yield mapping.stream_ack_to_proto(batch_ids.popleft(), batch)
 
     async def RecordUsage(self, request, context):
         record_id, key, duplicate = await self.service.record_usage(mapping.usage_from_proto(request))

@@ -90,3 +90,29 @@ class TestStreamEvents:
             async for _ in ingest_stack.ingest.StreamEvents(iter(too_big)):
                 pass
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def test_batches_before_a_too_large_one_are_acknowledged_and_stored_before_the_stream_fails(
+        self, ingest_stack
+    ):
+        customer = await ingest_stack.customer()
+        batches = batches_for(customer, 3, 20)
+        batches[2] = batches_for(customer, 1, 1001)[0]
+        acks = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for ack in ingest_stack.ingest.StreamEvents(iter(batches)):
+                acks.append(ack)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [(a.batch_id, a.accepted_count) for a in acks] == [("b0", 20), ("b1", 20)]
+        for sent in batches[1].events:
+            got = await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=sent.idempotency_key))
+            assert got.event.idempotency_key == sent.idempotency_key
+
+    async def test_the_log_holds_a_streams_batches_in_send_order(self, ingest_stack):
+        customer = await ingest_stack.customer()
+        cursor = await log_cursor_at_head(ingest_stack.ingest)
+        batches = batches_for(customer, 8, 30)
+        acks = [ack async for ack in ingest_stack.ingest.StreamEvents(iter(batches))]
+        assert [a.batch_id for a in acks] == [b.batch_id for b in batches]
+        sent = [e.idempotency_key for b in batches for e in b.events]
+        keys = logged_keys(await read_log_through_sentinel(ingest_stack, cursor, customer))
+        assert [k for k in keys if k in set(sent)] == sent
