@@ -18,6 +18,8 @@ from services.ingest.domain.outcomes import BatchOutcome
 WriteGroup = Callable[[PreparedBatch], Awaitable[BatchOutcome]]
 
 MAX_GROUP_EVENTS = 1000
+# Most event-loop iterations a group waits for arrivals before it is written (see _gather_arrivals).
+ARRIVAL_YIELDS = 4
 
 
 def merge(batches: list[PreparedBatch]) -> PreparedBatch:
@@ -61,13 +63,27 @@ class GroupCommitter:
 
     async def _drain(self) -> None:
         try:
-            # Yield once, so that callers arriving in the same loop iteration join this group.
-            await asyncio.sleep(0)
             while self._queue:
+                await self._gather_arrivals()
                 group, self._queue = self._queue[:MAX_GROUP_EVENTS], self._queue[MAX_GROUP_EVENTS:]
                 await self._write_group(group)
         finally:
             self._in_flight -= 1
+
+    async def _gather_arrivals(self) -> None:
+        """Let callers whose requests are already in hand join the group before it is written.
+
+        A request takes a few event-loop iterations from arriving to being queued here, so
+        this yields twice, then on while the queue keeps growing (ARRIVAL_YIELDS at most;
+        microseconds, no timer). Bigger groups cost less CPU per event, and CPU bounds unary
+        throughput (32 callers, 2 cores: ~1,700 -> ~2,050 events/s against one yield).
+        """
+        await asyncio.sleep(0)
+        for _ in range(ARRIVAL_YIELDS - 1):
+            queued = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == queued:
+                return
 
     async def _write_group(self, group: list[tuple[PreparedBatch, asyncio.Future]]) -> None:
         try:
