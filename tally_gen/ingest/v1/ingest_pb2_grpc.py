@@ -102,8 +102,9 @@ class IngestServiceServicer:
         committed in one transaction and then acknowledged with one
         StreamEventsResponse naming its batch_id and a result per event. Only
         acknowledged batches are durable; after a broken stream, resend every
-        unacknowledged batch with the same idempotency keys. The server reads the
-        next batch only after acknowledging the previous one (backpressure).
+        unacknowledged batch with the same idempotency keys. Backpressure: the
+        server reads at most one batch ahead of the one it is writing, so it holds
+        at most two batches per stream; HTTP/2 flow control holds the sender.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
