@@ -7,6 +7,13 @@ embedded Postgres). Environment:
 - TALLY_BENCH_EVENTS: events to stream (default 1,000,000), in 1,000-event batches.
 - TALLY_BENCH_STREAMS: concurrent streams (default 4).
 - TALLY_BENCH_UNARY_EVENTS: events sent with unary SendEvent (default 20,000), 32 callers.
+- TALLY_BENCH_PHASES: comma-separated subset of ``stream,unary,readlog`` for quick A/B runs
+  (default: all three). Without ``stream`` there is no COPY baseline and ReadLog reads only
+  the unary events.
+
+Besides rates, the report gives the CPU time (user + system, from /proc/<pid>/stat) the ingest
+process spent in each phase, per event or log entry: on 2 shared cores that is what bounds
+throughput.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 BATCH = 1000
 UNARY_CALLERS = 32
+READ_LOG_PAGE = 2000  # the meter's default TALLY_METER_BATCH_SIZE
+PHASES = ("stream", "unary", "readlog")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STREAM_METHOD = "/tally.ingest.v1.IngestService/StreamEvents"
 EVENT_TYPES = ("api_request", "tokens", "storage")
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
@@ -67,6 +77,13 @@ COPY_COLUMNS = ["idempotency_key", "payload_hash", "event_type", "customer_id", 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value else default
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 @dataclass
@@ -250,6 +267,31 @@ async def unary_all(address: str, external_id: str, total: int, run: str) -> flo
     return elapsed
 
 
+async def read_whole_log(address: str) -> tuple[float, int]:
+    """ReadLog from the start until caught up, pages of READ_LOG_PAGE; (seconds, entries)."""
+    channel = connect(address)
+    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    cursor, entries = "", 0
+    started = time.perf_counter()
+    while True:
+        reply = await stub.ReadLog(ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=READ_LOG_PAGE))
+        entries += len(reply.entries)
+        cursor = reply.next_cursor
+        if reply.caught_up and not reply.entries:
+            break
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return elapsed, entries
+
+
+def bench_phases() -> tuple[str, ...]:
+    chosen = tuple(p.strip() for p in os.environ.get("TALLY_BENCH_PHASES", ",".join(PHASES)).split(",") if p.strip())
+    unknown = set(chosen) - set(PHASES)
+    if unknown:
+        raise SystemExit(f"TALLY_BENCH_PHASES: unknown phase(s) {sorted(unknown)}; choose from {PHASES}")
+    return chosen
+
+
 async def count_events(database_url: str) -> int:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
@@ -259,12 +301,14 @@ async def count_events(database_url: str) -> int:
 
 
 async def measure(database_url: str, log_dir: Path) -> dict:
-    total = env_int("TALLY_BENCH_EVENTS", 1_000_000)
+    phases = bench_phases()
+    total = env_int("TALLY_BENCH_EVENTS", 1_000_000) if "stream" in phases else 0
     streams = env_int("TALLY_BENCH_STREAMS", 4)
-    unary_total = env_int("TALLY_BENCH_UNARY_EVENTS", 20_000)
+    unary_total = env_int("TALLY_BENCH_UNARY_EVENTS", 20_000) if "unary" in phases else 0
     cluster = ServiceProcesses(database_url=database_url, log_dir=log_dir)
     cluster.extra_env.update(TALLY_LOG_LEVEL="warning", TALLY_INGEST_METRICS_PORT="0", TALLY_CATALOG_METRICS_PORT="0")
     await cluster.start_all(("catalog", "ingest"))
+    results: dict = dict(phases=phases, total=total, streams=streams, unary_total=unary_total)
     try:
         catalog = catalog_pb2_grpc.CatalogServiceStub(connect(cluster.address("catalog")))
         customer = (
@@ -281,107 +325,131 @@ async def measure(database_url: str, log_dir: Path) -> dict:
                     )
                 )
             )
+        ingest_pid = cluster.procs["ingest"].pid
         print(f"building {total:,} events", flush=True)
         batches, rows = build_batches(total, customer.external_id, "s")
-        sampler = MemorySampler(cluster.procs["ingest"].pid)
+        sampler = MemorySampler(ingest_pid)
         sampler.start()
         # Warm up connections, prepared statements and the catalog cache.
         warm, _ = build_batches(2 * BATCH, customer.external_id, "warm")
         await stream_all(cluster.address("ingest"), warm, 2)
-        rss_before = sampler.samples[-1][2] if sampler.samples else 0
+        results["rss_before"] = sampler.samples[-1][2] if sampler.samples else 0
 
-        # Stream and COPY take turns, a quarter of the rows at a time, so that the load other
-        # processes put on the machine weighs on both alike.
-        print(f"streaming {total:,} events over {streams} streams, COPY of the same rows in turns", flush=True)
-        copy = CopyBaseline(database_url, streams)
-        await copy.open()
-        rounds = 4
-        per_round = -(-len(batches) // rounds)
-        stream_seconds, accepted, duplicate = 0.0, 0, 0
-        for turn in range(rounds):
-            sampler.phase = "stream"
-            part = batches[turn * per_round : (turn + 1) * per_round]
-            seconds, part_accepted, part_duplicate = await stream_all(cluster.address("ingest"), part, streams)
+        if "stream" in phases:
+            # Stream and COPY take turns, a quarter of the rows at a time, so that the load other
+            # processes put on the machine weighs on both alike.
+            print(f"streaming {total:,} events over {streams} streams, COPY of the same rows in turns", flush=True)
+            copy = CopyBaseline(database_url, streams)
+            await copy.open()
+            rounds = 4
+            per_round = -(-len(batches) // rounds)
+            stream_seconds, stream_cpu, accepted, duplicate = 0.0, 0.0, 0, 0
+            for turn in range(rounds):
+                sampler.phase = "stream"
+                part = batches[turn * per_round : (turn + 1) * per_round]
+                cpu_before = cpu_seconds(ingest_pid)
+                seconds, part_accepted, part_duplicate = await stream_all(cluster.address("ingest"), part, streams)
+                stream_cpu += cpu_seconds(ingest_pid) - cpu_before
+                sampler.phase = "idle"
+                stream_seconds += seconds
+                accepted += part_accepted
+                duplicate += part_duplicate
+                await copy.copy_batches(rows[turn * per_round * BATCH : (turn + 1) * per_round * BATCH])
+            if accepted != total or duplicate:
+                raise RuntimeError(f"streamed {total} events, {accepted} accepted, {duplicate} duplicate")
+
+            print("resending the first 10% (deduplicated)", flush=True)
+            resend = batches[: max(1, len(batches) // 10)]
+            resend_seconds, re_accepted, re_duplicate = await stream_all(cluster.address("ingest"), resend, streams)
+            if re_accepted:
+                raise RuntimeError(f"a resent event was stored twice ({re_accepted})")
+            results.update(
+                stream_seconds=stream_seconds, stream_cpu=stream_cpu, resend_events=len(resend) * BATCH,
+                resend_seconds=resend_seconds, re_duplicate=re_duplicate, deciles=sampler.rss_by_decile("stream"),
+            )
+
+        if "unary" in phases:
+            print(f"unary SendEvent: {unary_total:,} events, {UNARY_CALLERS} callers", flush=True)
+            sampler.phase = "unary"
+            cpu_before = cpu_seconds(ingest_pid)
+            results["unary_seconds"] = await unary_all(cluster.address("ingest"), customer.external_id, unary_total, "u")
+            results["unary_cpu"] = cpu_seconds(ingest_pid) - cpu_before
             sampler.phase = "idle"
-            stream_seconds += seconds
-            accepted += part_accepted
-            duplicate += part_duplicate
-            await copy.copy_batches(rows[turn * per_round * BATCH : (turn + 1) * per_round * BATCH])
-        if accepted != total or duplicate:
-            raise RuntimeError(f"streamed {total} events, {accepted} accepted, {duplicate} duplicate")
-
-        print("resending the first 10% (deduplicated)", flush=True)
-        resend = batches[: max(1, len(batches) // 10)]
-        resend_seconds, re_accepted, re_duplicate = await stream_all(cluster.address("ingest"), resend, streams)
-        if re_accepted:
-            raise RuntimeError(f"a resent event was stored twice ({re_accepted})")
-
-        print(f"unary SendEvent: {unary_total:,} events, {UNARY_CALLERS} callers", flush=True)
-        sampler.phase = "unary"
-        unary_seconds = await unary_all(cluster.address("ingest"), customer.external_id, unary_total, "u")
-        sampler.phase = "idle"
+            results["unary_deciles"] = sampler.rss_by_decile("unary")
         stored = await count_events(database_url)
         expected = total + 2 * BATCH + unary_total
         if stored != expected:
             raise RuntimeError(f"expected {expected} stored events, found {stored}")
 
-        print("one raw COPY of all rows, for reference", flush=True)
-        copy_single = await copy.copy_once(rows)
-        copy_batched = copy.seconds
-        await copy.close()
+        if "readlog" in phases:
+            print(f"ReadLog of all {stored:,} entries, pages of {READ_LOG_PAGE:,}", flush=True)
+            cpu_before = cpu_seconds(ingest_pid)
+            results["readlog_seconds"], results["readlog_entries"] = await read_whole_log(cluster.address("ingest"))
+            results["readlog_cpu"] = cpu_seconds(ingest_pid) - cpu_before
+            if results["readlog_entries"] != stored:
+                raise RuntimeError(f"ReadLog served {results['readlog_entries']} entries, {stored} stored")
+
+        if "stream" in phases:
+            print("one raw COPY of all rows, for reference", flush=True)
+            results["copy_single"] = await copy.copy_once(rows)
+            results["copy_batched"] = copy.seconds
+            await copy.close()
         sampler.stop()
-        return dict(
-            total=total,
-            streams=streams,
-            stream_seconds=stream_seconds,
-            resend_events=len(resend) * BATCH,
-            resend_seconds=resend_seconds,
-            re_duplicate=re_duplicate,
-            unary_total=unary_total,
-            unary_seconds=unary_seconds,
-            copy_batched=copy_batched,
-            copy_single=copy_single,
-            rss_before=rss_before,
-            deciles=sampler.rss_by_decile("stream"),
-            unary_deciles=sampler.rss_by_decile("unary"),
-            peak_hwm=sampler.peak_hwm_kib,
-        )
+        results["peak_hwm"] = sampler.peak_hwm_kib
+        return results
     finally:
         cluster.stop_all()
 
 
 def report(r: dict) -> str:
-    stream_rate = r["total"] / r["stream_seconds"]
-    copy_rate = r["total"] / r["copy_batched"]
-    single_rate = r["total"] / r["copy_single"]
-    unary_rate = r["unary_total"] / r["unary_seconds"]
     mib = lambda kib: f"{kib / 1024:.0f}"  # noqa: E731
-    deciles = ", ".join(mib(v) for v in r["deciles"])
-    lines = [
-        "## Ingest",
-        "",
-        f"{r['total']:,} events streamed with StreamEvents in 1,000-event batches over {r['streams']} concurrent "
-        "streams to the ingest service (a real subprocess; catalog too), each batch validated, deduplicated and "
-        "committed before its acknowledgement. Baseline: raw COPY of the same rows into an equivalent table "
-        "(same columns, same unique index on idempotency_key, same primary key and partial index), in the same run.",
-        "",
-        "| measure | result | target |",
-        "|---|---|---|",
-        f"| StreamEvents, durable + deduplicated | **{stream_rate:,.0f} events/s** ({r['stream_seconds']:.1f} s) | >= 50,000 |",
-        f"| raw COPY, 1,000-row committed batches, {r['streams']} connections, in turns with the stream | {copy_rate:,.0f} rows/s ({r['copy_batched']:.1f} s) | |",
-        f"| StreamEvents / raw COPY | **{stream_rate / copy_rate:.2f}x** | >= 0.7x |",
-        f"| raw COPY, one COPY of all rows (for reference) | {single_rate:,.0f} rows/s ({r['copy_single']:.1f} s) | |",
-        f"| StreamEvents / single COPY | {stream_rate / single_rate:.2f}x | |",
-        f"| resend of {r['resend_events']:,} already-stored events | {r['resend_events'] / r['resend_seconds']:,.0f} events/s, "
-        f"{r['re_duplicate']:,} acknowledged as duplicates, 0 stored | |",
-        f"| unary SendEvent, {UNARY_CALLERS} concurrent callers, {r['unary_total']:,} events | **{unary_rate:,.0f} events/s** | >= 2,500 |",
-        f"| ingest peak RSS (VmHWM) | {mib(r['peak_hwm'])} MiB | flat |",
-        "",
-        f"Ingest RSS (MiB) before streaming: {mib(r['rss_before'])}; at each tenth of the stream: {deciles}; "
-        f"during unary: {', '.join(mib(v) for v in r['unary_deciles'][::2])}. "
-        "The client generates and serializes every batch before the clock starts; client, services and "
-        "Postgres share the machine's cores.",
-    ]
+    lines = ["## Ingest", ""]
+    if "stream" in r["phases"]:
+        lines += [
+            f"{r['total']:,} events streamed with StreamEvents in 1,000-event batches over {r['streams']} concurrent "
+            "streams to the ingest service (a real subprocess; catalog too), each batch validated, deduplicated and "
+            "committed before its acknowledgement. Baseline: raw COPY of the same rows into an equivalent table "
+            "(same columns, same unique index on idempotency_key, same primary key and partial index), in the same run.",
+            "",
+        ]
+    else:
+        lines += [f"Phases run: {', '.join(r['phases'])} (TALLY_BENCH_PHASES).", ""]
+    lines += ["| measure | result | target |", "|---|---|---|"]
+    if "stream" in r["phases"]:
+        stream_rate = r["total"] / r["stream_seconds"]
+        copy_rate = r["total"] / r["copy_batched"]
+        single_rate = r["total"] / r["copy_single"]
+        lines += [
+            f"| StreamEvents, durable + deduplicated | **{stream_rate:,.0f} events/s** ({r['stream_seconds']:.1f} s) | >= 50,000 |",
+            f"| raw COPY, 1,000-row committed batches, {r['streams']} connections, in turns with the stream | {copy_rate:,.0f} rows/s ({r['copy_batched']:.1f} s) | |",
+            f"| StreamEvents / raw COPY | **{stream_rate / copy_rate:.2f}x** | >= 0.7x |",
+            f"| raw COPY, one COPY of all rows (for reference) | {single_rate:,.0f} rows/s ({r['copy_single']:.1f} s) | |",
+            f"| StreamEvents / single COPY | {stream_rate / single_rate:.2f}x | |",
+            f"| ingest CPU while streaming | {r['stream_cpu']:.1f} s, {r['stream_cpu'] / r['total'] * 1e6:.2f} s per million events | |",
+            f"| resend of {r['resend_events']:,} already-stored events | {r['resend_events'] / r['resend_seconds']:,.0f} events/s, "
+            f"{r['re_duplicate']:,} acknowledged as duplicates, 0 stored | |",
+        ]
+    if "unary" in r["phases"]:
+        unary_rate = r["unary_total"] / r["unary_seconds"]
+        lines += [
+            f"| unary SendEvent, {UNARY_CALLERS} concurrent callers, {r['unary_total']:,} events | **{unary_rate:,.0f} events/s** | >= 2,500 |",
+            f"| ingest CPU per unary SendEvent | {r['unary_cpu'] / r['unary_total'] * 1e6:,.0f} us | |",
+        ]
+    if "readlog" in r["phases"]:
+        lines.append(
+            f"| ReadLog of the whole log, pages of {READ_LOG_PAGE:,} | {r['readlog_entries'] / r['readlog_seconds']:,.0f} entries/s, "
+            f"ingest CPU {r['readlog_cpu'] / r['readlog_entries'] * 1e6:.1f} us per entry | |"
+        )
+    lines += [f"| ingest peak RSS (VmHWM) | {mib(r['peak_hwm'])} MiB | flat |", ""]
+    memory = f"Ingest RSS (MiB) before streaming: {mib(r['rss_before'])}"
+    if "stream" in r["phases"]:
+        memory += f"; at each tenth of the stream: {', '.join(mib(v) for v in r['deciles'])}"
+    if "unary" in r["phases"]:
+        memory += f"; during unary: {', '.join(mib(v) for v in r['unary_deciles'][::2])}"
+    lines.append(
+        memory + ". The client generates and serializes every batch before the clock starts; client, services and "
+        "Postgres share the machine's cores; CPU is user + system time of the ingest process (/proc/<pid>/stat)."
+    )
     return "\n".join(lines) + "\n"
 
 
