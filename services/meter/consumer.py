@@ -21,6 +21,7 @@ import structlog
 
 from services.meter import mapping
 from services.meter import repository as repo
+from services.meter.domain.matching import property_roots
 from services.meter.service import AlertBook, CatalogView, apply_entries, evaluate_thresholds
 from tally.db import asyncpg_dsn
 from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS
@@ -103,12 +104,16 @@ class LogApplier:
             ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
             timeout=self._wait_millis / 1000 + 30,
         )
-        entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
-        if entries:
-            # Every catalog change committed before these entries must be in the cache before
-            # they are matched; asking after the read (but off the apply path) guarantees it.
-            await self._catalog.sync()
-        return reply, entries
+        if not reply.entries:
+            return reply, []
+        # Every catalog change committed before these entries must be in the cache before
+        # they are matched (and decoded: decoding keeps the properties the meters read);
+        # asking after the read (but off the apply path) guarantees it.
+        await self._catalog.sync()
+        return reply, mapping.log_items(reply.entries, self._property_roots)
+
+    def _property_roots(self, event_type: str) -> frozenset[str]:
+        return property_roots(self._catalog.meters_for_event_type(event_type))
 
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
@@ -234,7 +239,9 @@ class Backfills:
                 if self._catalog.meter(meter_key) is None:
                     await repo.fail_backfill(conn, backfill_id, f"meter {meter_key!r} is not in the catalog")
                     return
-                entries = [(e.position, mapping.log_item(e)) for e in reply.entries]
+                entries = mapping.log_items(
+                    reply.entries, lambda event_type: property_roots(self._catalog.meters_for_event_type(event_type))
+                )
                 async with conn.transaction():
                     await apply_entries(conn, entries, self._catalog, only_meter=meter_key)
                     await repo.save_backfill_progress(

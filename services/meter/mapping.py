@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -137,11 +138,34 @@ def meter_from_catalog(meter: catalog_pb2.Meter) -> MeterDefinition | None:
 # ---------------------------------------------------------------- log
 
 
+def log_items(
+    entries: Iterable[ingest_pb2.LogEntry], property_roots: Callable[[str], frozenset[str]]
+) -> list[tuple[int, object]]:
+    """A ReadLog page as (position, item) pairs (see log_item).
+
+    An event keeps only the top-level properties named by ``property_roots(event_type)``:
+    what the meters of its type read. Converting every property of every event cost more than
+    the rest of decoding.
+    """
+    roots_of: dict[str, frozenset[str]] = {}
+    items = []
+    for entry in entries:
+        if entry.WhichOneof("entry") == "event":
+            event = entry.event
+            roots = roots_of.get(event.event_type)
+            if roots is None:
+                roots = roots_of[event.event_type] = property_roots(event.event_type)
+            items.append((entry.position, _event(event, roots)))
+        else:
+            items.append((entry.position, log_item(entry)))
+    return items
+
+
 def log_item(entry: ingest_pb2.LogEntry):
-    """A log entry as an IncomingEvent, IncomingUsage or the voided event's id (str)."""
+    """A log entry as an IncomingEvent (with every property), IncomingUsage or the voided event's id (str)."""
     kind = entry.WhichOneof("entry")
     if kind == "event":
-        return _event(entry.event)
+        return _event(entry.event, None)
     if kind == "usage":
         usage = entry.usage
         instant = usage.range.start if usage.HasField("range") else usage.timestamp
@@ -158,14 +182,13 @@ def log_item(entry: ingest_pb2.LogEntry):
     return None
 
 
-def _event(event: ingest_pb2.LoggedEvent) -> IncomingEvent:
-    return IncomingEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        customer_id=event.customer_id,
-        timestamp=to_datetime(event.timestamp),
-        properties=struct_to_python(event.properties),
-    )
+def _event(event: ingest_pb2.LoggedEvent, roots: frozenset[str] | None) -> IncomingEvent:
+    if roots is None:
+        properties = struct_to_python(event.properties)
+    else:
+        fields = event.properties.fields
+        properties = {key: _value_to_python(fields[key]) for key in roots if key in fields}
+    return IncomingEvent(event.event_id, event.event_type, event.customer_id, to_datetime(event.timestamp), properties)
 
 
 # ---------------------------------------------------------------- requests

@@ -97,11 +97,22 @@ async def apply_entries(
     rows: dict[tuple[str, str], tuple[Contribution, datetime, int]] = {}
     voided: dict[str, int] = {}
     counting = only_meter is None
+    # Catalog answers, once per batch: the cache cannot change while a batch is applied.
+    meters_of: dict[str, list[MeterDefinition]] = {}
+    known: dict[str, bool] = {}
     for position, item in entries:
         if isinstance(item, IncomingEvent):
-            if counting and not catalog.customer_known(item.customer_id):
-                tally.unknown_customer_entries += 1
-            meters = [m for m in catalog.meters_for_event_type(item.event_type) if only_meter in (None, m.key)]
+            if counting:
+                is_known = known.get(item.customer_id)
+                if is_known is None:
+                    is_known = known[item.customer_id] = catalog.customer_known(item.customer_id)
+                if not is_known:
+                    tally.unknown_customer_entries += 1
+            meters = meters_of.get(item.event_type)
+            if meters is None:
+                meters = meters_of[item.event_type] = [
+                    m for m in catalog.meters_for_event_type(item.event_type) if only_meter in (None, m.key)
+                ]
             matched = [m for m in meters if meter_matches(m, item)]
             if counting and not matched:
                 tally.unmetered_events += 1
@@ -129,8 +140,10 @@ async def apply_entries(
             voided.setdefault(item, position)
     # WEIGHTED_SUM windows are recomputed from their contributions (their integral depends on
     # the order of every point); the other aggregations merge new contributions in place.
-    weighted = [r for r in rows.values() if _aggregation(catalog, r[0].meter_key) is Aggregation.WEIGHTED_SUM]
-    mergeable = [r for r in rows.values() if _aggregation(catalog, r[0].meter_key) is not Aggregation.WEIGHTED_SUM]
+    meter_keys = {contribution.meter_key for contribution, _, _ in rows.values()}
+    weighted_keys = {key for key in meter_keys if _aggregation(catalog, key) is Aggregation.WEIGHTED_SUM}
+    weighted = [r for r in rows.values() if r[0].meter_key in weighted_keys]
+    mergeable = [r for r in rows.values() if r[0].meter_key not in weighted_keys] if weighted_keys else list(rows.values())
     merged = await repo.insert_and_merge(conn, mergeable)
     recompute = await repo.insert_contributions(conn, weighted)
     removed = await repo.void_entries(conn, list(voided), list(voided.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -42,6 +43,16 @@ class IncomingUsage:
     quantity: Decimal
     timestamp: datetime
     dimensions: dict[str, str]
+
+
+def property_roots(meters: Iterable[MeterDefinition]) -> frozenset[str]:
+    """The top-level property names that ``meters`` read (value, filters and group-by paths).
+
+    Matching an event against these meters looks at nothing else, so a reader of the log may
+    decode only these properties.
+    """
+    paths = [path for m in meters for path in (m.value_property, *m.group_by, *(f.property for f in m.filters))]
+    return frozenset(path.split(".", 1)[0] for path in paths if path)
 
 
 def lookup(properties: dict[str, Any], path: str) -> Any:
