@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -34,47 +33,46 @@ def dims_key(dimensions: Dimensions) -> str:
 # ---------------------------------------------------------------- apply
 
 
-async def insert_contributions(
-    conn: asyncpg.Connection, rows: Sequence[tuple[Contribution, datetime, int]]
-) -> list[WindowKey]:
-    """Store new contributions (with their window start and log position); returns touched windows.
+# New contributions travel as few, cheap parameters (asyncpg checks and encodes every element
+# of an array parameter in Python, which cost more than the SQL): meter keys, customers and
+# dimension sets as small dictionaries plus comma-separated indexes, values and counts as
+# comma-separated decimal text, positions as comma-separated integers. Entry ids stay a text
+# array (an id may hold any character); the window is computed from ts by date_bin.
+_CONTRIBUTIONS = """
+    SELECT e.entry_id, ($2::text[])[e.m] AS meter_key, ($3::text[])[e.c] AS customer_id, ($4::text[])[e.d] AS dims_key,
+           e.ts, date_bin('1 minute', e.ts, '1970-01-01 00:00+00') AS window_start,
+           e.value::numeric AS value, e.count::numeric AS count, e.unique_value, e.position
+    FROM unnest($1::text[], string_to_array($5, ',')::int4[], string_to_array($6, ',')::int4[],
+                string_to_array($7, ',')::int4[], $8::timestamptz[], string_to_array($9, ','), string_to_array($10, ','),
+                $11::text[], string_to_array($12, ',')::int8[])
+         AS e(entry_id, m, c, d, ts, value, count, unique_value, position)"""
+
+NewContribution = tuple[Contribution, int]  # the contribution and the log position of its entry
+
+
+async def insert_contributions(conn: asyncpg.Connection, rows: Sequence[NewContribution]) -> list[WindowKey]:
+    """Store new contributions (with their log position); returns the windows they touched.
 
     Already stored (entry, meter) pairs and voided entries add nothing.
     """
     if not rows:
         return []
     records = await conn.fetch(
-        """
+        f"""
+        WITH x AS ({_CONTRIBUTIONS})
         INSERT INTO meter.contributions
             (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
-        SELECT x.entry_id, x.meter_key, x.customer_id, x.dims_key, x.ts, x.window_start,
-               x.value, x.count, x.unique_value, x.position
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-                    $7::numeric[], $8::numeric[], $9::text[], $10::bigint[])
-             AS x(entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
-        WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
+        SELECT * FROM x WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
         ON CONFLICT (entry_id, meter_key) DO NOTHING
         RETURNING customer_id, meter_key, window_start, dims_key
         """,
-        [c.entry_id for c, _, _ in rows],
-        [c.meter_key for c, _, _ in rows],
-        [c.customer_id for c, _, _ in rows],
-        [dims_key(c.dimensions) for c, _, _ in rows],
-        [c.timestamp for c, _, _ in rows],
-        [w for _, w, _ in rows],
-        [c.value for c, _, _ in rows],
-        [c.count for c, _, _ in rows],
-        [c.unique_value for c, _, _ in rows],
-        [p for _, _, p in rows],
+        *_contribution_columns(rows),
     )
     return [tuple(r) for r in records]
 
 
-_INSERT_AND_MERGE = """
-WITH x AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-                         $7::numeric[], $8::numeric[], $9::text[], $10::bigint[])
-         AS x(entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+_INSERT_AND_MERGE = f"""
+WITH x AS ({_CONTRIBUTIONS}
 ),
 inserted AS (
     INSERT INTO meter.contributions
@@ -144,9 +142,7 @@ RETURNING customer_id, meter_key, window_start, dims_key
 """
 
 
-async def insert_and_merge(
-    conn: asyncpg.Connection, rows: Sequence[tuple[Contribution, datetime, int]]
-) -> list[WindowKey]:
+async def insert_and_merge(conn: asyncpg.Connection, rows: Sequence[NewContribution]) -> list[WindowKey]:
     """Store new contributions and merge them into their buckets in one statement.
 
     For every aggregation except WEIGHTED_SUM a window's summary (and its distinct values) can
@@ -159,18 +155,29 @@ async def insert_and_merge(
     return [tuple(r) for r in records]
 
 
-def _contribution_columns(rows: Sequence[tuple[Contribution, datetime, int]]) -> list[list]:
+def _contribution_columns(rows: Sequence[NewContribution]) -> list:
+    meters: dict[str, int] = {}
+    customers: dict[str, int] = {}
+    dimension_sets: dict[Dimensions, int] = {}
+    # Postgres arrays are 1-based.
+    meter_of = [meters.setdefault(c.meter_key, len(meters) + 1) for c, _ in rows]
+    customer_of = [customers.setdefault(c.customer_id, len(customers) + 1) for c, _ in rows]
+    dims_of = [dimension_sets.setdefault(c.dimensions, len(dimension_sets) + 1) for c, _ in rows]
+    uniques = [c.unique_value for c, _ in rows]
     return [
-        [c.entry_id for c, _, _ in rows],
-        [c.meter_key for c, _, _ in rows],
-        [c.customer_id for c, _, _ in rows],
-        [dims_key(c.dimensions) for c, _, _ in rows],
-        [c.timestamp for c, _, _ in rows],
-        [w for _, w, _ in rows],
-        [c.value for c, _, _ in rows],
-        [c.count for c, _, _ in rows],
-        [c.unique_value for c, _, _ in rows],
-        [p for _, _, p in rows],
+        [c.entry_id for c, _ in rows],
+        list(meters),
+        list(customers),
+        [dims_key(d) for d in dimension_sets],
+        ",".join(map(str, meter_of)),
+        ",".join(map(str, customer_of)),
+        ",".join(map(str, dims_of)),
+        [c.timestamp for c, _ in rows],
+        ",".join([str(c.value) for c, _ in rows]),
+        ",".join([str(c.count) for c, _ in rows]),
+        # unnest pads a shorter array with NULLs: no unique values, no array to send.
+        uniques if any(u is not None for u in uniques) else [],
+        ",".join([str(p) for _, p in rows]),
     ]
 
 

@@ -37,9 +37,9 @@ from services.meter.domain.matching import (
     meter_matches,
     usage_contribution,
 )
-from services.meter.domain.model import Aggregation, Contribution, MeterDefinition
+from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
-from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days, window_start
+from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
@@ -94,7 +94,7 @@ async def apply_entries(
     counters are then left to the main applier, which has already counted these entries.
     """
     tally = repo.Tally(entries=len(entries))
-    rows: dict[tuple[str, str], tuple[Contribution, datetime, int]] = {}
+    rows: dict[tuple[str, str], repo.NewContribution] = {}
     voided: dict[str, int] = {}
     counting = only_meter is None
     # Catalog answers, once per batch: the cache cannot change while a batch is applied.
@@ -123,7 +123,7 @@ async def apply_entries(
                     if counting:
                         tally.unusable_value_events += 1
                     continue
-                rows.setdefault((contribution.entry_id, meter.key), (contribution, window_start(contribution.timestamp), position))
+                rows.setdefault((contribution.entry_id, meter.key), (contribution, position))
         elif isinstance(item, IncomingUsage):
             if only_meter not in (None, item.meter_key):
                 continue
@@ -135,12 +135,12 @@ async def apply_entries(
                     tally.unknown_meter_records += 1
                 continue
             contribution = usage_contribution(meter, item)
-            rows.setdefault((contribution.entry_id, meter.key), (contribution, window_start(contribution.timestamp), position))
+            rows.setdefault((contribution.entry_id, meter.key), (contribution, position))
         elif isinstance(item, str):
             voided.setdefault(item, position)
     # WEIGHTED_SUM windows are recomputed from their contributions (their integral depends on
     # the order of every point); the other aggregations merge new contributions in place.
-    meter_keys = {contribution.meter_key for contribution, _, _ in rows.values()}
+    meter_keys = {contribution.meter_key for contribution, _ in rows.values()}
     weighted_keys = {key for key in meter_keys if _aggregation(catalog, key) is Aggregation.WEIGHTED_SUM}
     weighted = [r for r in rows.values() if r[0].meter_key in weighted_keys]
     mergeable = [r for r in rows.values() if r[0].meter_key not in weighted_keys] if weighted_keys else list(rows.values())

@@ -24,12 +24,15 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def cluster(server_url, tmp_path):
-    """Catalog and ingest as processes on a database of their own (the meter starts later)."""
+    """Catalog and ingest as processes on a database of their own (the meter starts later).
+
+    Small batches (10 entries) keep the meter applying for long enough to be killed midway.
+    """
     name = f"tally_meter_kill_{os.getpid()}"
     url = await recreate_database(server_url, name)
     for service in SERVICES:
         await asyncio.to_thread(upgrade, service, url)
-    processes = ServiceProcesses(database_url=url, log_dir=tmp_path, extra_env={"TALLY_METER_BATCH_SIZE": "100"})
+    processes = ServiceProcesses(database_url=url, log_dir=tmp_path, extra_env={"TALLY_METER_BATCH_SIZE": "10"})
     processes.ports["meter"] = free_port()
     await processes.start_all(("catalog", "ingest"))
     yield processes
