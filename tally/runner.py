@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 import signal
@@ -27,6 +28,7 @@ def serve(service: str) -> None:
     configure_logging(settings.log_format, settings.log_level)
     database_url, _pg = resolve_database_url(settings.database_url, settings.data_dir)
     module = importlib.import_module(f"services.{service}.app")
+    tune_gc(settings.gc_thresholds)
 
     async def main() -> None:
         from tally.metrics import metrics_port, start_metrics_server
@@ -38,6 +40,15 @@ def serve(service: str) -> None:
         await serve_forever(app, settings.bind_host, service_port(service), settings.shutdown_grace_seconds)
 
     asyncio.run(main())
+
+
+def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
+    """Move everything loaded so far out of the collector's reach and apply the thresholds."""
+    if thresholds is None:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
 
 
 def migrate(services: list[str] | None = None, database_url: str | None = None) -> str:

@@ -22,7 +22,15 @@ import structlog
 from services.meter import mapping
 from services.meter import repository as repo
 from services.meter.domain.matching import property_roots
-from services.meter.service import AlertBook, CatalogView, apply_entries, evaluate_thresholds
+from services.meter.service import (
+    AlertBook,
+    ApplyPlan,
+    CatalogView,
+    apply_entries,
+    evaluate_thresholds,
+    plan_entries,
+    write_plan,
+)
 from tally.db import asyncpg_dsn
 from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -98,19 +106,20 @@ class LogApplier:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
 
-    async def _read(self, cursor: str, wait: bool) -> tuple[ingest_pb2.ReadLogResponse, list]:
-        """One ReadLog call, decoded; run as a task so decoding overlaps the previous batch's SQL."""
+    async def _read(self, cursor: str, wait: bool) -> tuple[ingest_pb2.ReadLogResponse, list, ApplyPlan | None]:
+        """One ReadLog call, decoded and planned; run as a task so that work overlaps the previous batch's SQL."""
         reply = await self._stub.ReadLog(
             ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
             timeout=self._wait_millis / 1000 + 30,
         )
         if not reply.entries:
-            return reply, []
+            return reply, [], None
         # Every catalog change committed before these entries must be in the cache before
         # they are matched (and decoded: decoding keeps the properties the meters read);
         # asking after the read (but off the apply path) guarantees it.
         await self._catalog.sync()
-        return reply, mapping.log_items(reply.entries, self._property_roots)
+        entries = mapping.log_items(reply.entries, self._property_roots)
+        return reply, entries, plan_entries(entries, self._catalog)
 
     def _property_roots(self, event_type: str) -> frozenset[str]:
         return property_roots(self._catalog.meters_for_event_type(event_type))
@@ -126,7 +135,7 @@ class LogApplier:
                 if pending is None:
                     pending = asyncio.create_task(self._read(cursor, caught_up))
                 asked = time.monotonic()
-                reply, entries = await pending
+                reply, entries, plan = await pending
                 pending = None
                 if not reply.entries and reply.caught_up and time.monotonic() - asked < 0.005:
                     # Nothing new and the long poll did not wait (the log cannot advance yet):
@@ -142,8 +151,8 @@ class LogApplier:
                     alerts = []
                     async with conn.transaction():
                         tally = repo.Tally()
-                        if entries:
-                            batch = await apply_entries(conn, entries, self._catalog)
+                        if plan is not None:
+                            batch = await write_plan(conn, plan, self._catalog)
                             alerts = await evaluate_thresholds(conn, batch, self._catalog)
                             tally = batch.tally
                         await repo.save_progress(

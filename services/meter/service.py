@@ -1,7 +1,8 @@
 """Use cases of the meter: apply log entries, answer usage queries, thresholds and alerts.
 
-The applier's use case (``apply_entries``) runs inside the caller's transaction so that the
-cursor can be committed with the bucket updates; queries run on a pooled connection.
+The applier's use case (``apply_entries``: ``plan_entries``, pure CPU, then ``write_plan``)
+runs inside the caller's transaction so that the cursor can be committed with the bucket
+updates; queries run on a pooled connection.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ class AppliedBatch:
     alerts: list[Alert] = field(default_factory=list)
 
 
+@dataclass
+class ApplyPlan:
+    """What a batch of log entries will change, worked out without the database (plan_entries)."""
+
+    tally: repo.Tally
+    # New contributions merged into their buckets in place, and those (WEIGHTED_SUM) whose
+    # windows are recomputed from all their contributions.
+    mergeable: list[repo.NewContribution]
+    weighted: list[repo.NewContribution]
+    # Voided event id -> log position of the void.
+    voided: dict[str, int]
+
+
 async def apply_entries(
     conn: asyncpg.Connection,
     entries: Sequence[tuple[int, object]],
@@ -92,6 +106,14 @@ async def apply_entries(
 
     ``only_meter`` restricts the batch to one meter (a backfill); the unmetered and unknown
     counters are then left to the main applier, which has already counted these entries.
+    """
+    return await write_plan(conn, plan_entries(entries, catalog, only_meter), catalog)
+
+
+def plan_entries(entries: Sequence[tuple[int, object]], catalog: CatalogView, only_meter: str | None = None) -> ApplyPlan:
+    """Match entries to meters and work out their contributions: CPU only, no database.
+
+    The applier plans the next batch while the previous one is being written.
     """
     tally = repo.Tally(entries=len(entries))
     rows: dict[tuple[str, str], repo.NewContribution] = {}
@@ -144,8 +166,14 @@ async def apply_entries(
     weighted_keys = {key for key in meter_keys if _aggregation(catalog, key) is Aggregation.WEIGHTED_SUM}
     weighted = [r for r in rows.values() if r[0].meter_key in weighted_keys]
     mergeable = [r for r in rows.values() if r[0].meter_key not in weighted_keys] if weighted_keys else list(rows.values())
-    merged = await repo.insert_and_merge(conn, mergeable)
-    recompute = await repo.insert_contributions(conn, weighted)
+    return ApplyPlan(tally, mergeable, weighted, voided)
+
+
+async def write_plan(conn: asyncpg.Connection, plan: ApplyPlan, catalog: CatalogView) -> AppliedBatch:
+    """Write a planned batch in the caller's transaction; returns the touched windows."""
+    tally, voided = plan.tally, plan.voided
+    merged = await repo.insert_and_merge(conn, plan.mergeable)
+    recompute = await repo.insert_contributions(conn, plan.weighted)
     removed = await repo.void_entries(conn, list(voided), list(voided.values()))
     recompute += removed
     unique_meters = {key[1] for key in removed if _aggregation(catalog, key[1]) is Aggregation.COUNT_UNIQUE}
