@@ -76,19 +76,28 @@ def _properties(props: struct_pb2.Struct) -> tuple[bytes, PropertiesShape]:
     raw = props.SerializeToString(deterministic=True)
     if not raw:
         return raw, _EMPTY_SHAPE
-    # Byte-level bounds spare the Python walk for nearly every event. Each nesting level
-    # needs one struct_value (0x2a) or list_value (0x32) tag byte, so fewer than 8 such bytes
-    # prove the depth within 8. A NaN or Infinity double has 0x7f or 0xff as its last byte,
-    # so bytes without either hold none.
+    shape = _flat_shape(raw)
+    if shape is not None:
+        return raw, shape
+    non_finite: list[str] = []
+    depth = _measure_struct(props, 1, "", non_finite)
+    return raw, PropertiesShape(len(raw), depth, tuple(non_finite))
+
+
+def _flat_shape(raw: bytes) -> PropertiesShape | None:
+    """The shape of serialized properties when byte-level bounds prove them shallow and finite.
+
+    Each nesting level needs one struct_value (0x2a) or list_value (0x32) tag byte, so fewer
+    than 8 such bytes prove the depth within 8. A NaN or Infinity double has 0x7f or 0xff as
+    its last byte, so bytes without either hold none. None: walk the Struct instead.
+    """
     if raw.count(b"\x2a") + raw.count(b"\x32") < MAX_PROPERTIES_DEPTH and b"\x7f" not in raw and b"\xff" not in raw:
         size = len(raw)
         shape = _FLAT_SHAPES.get(size)
         if shape is None:
             shape = _FLAT_SHAPES[size] = PropertiesShape(size, 1)
-        return raw, shape
-    non_finite: list[str] = []
-    depth = _measure_struct(props, 1, "", non_finite)
-    return raw, PropertiesShape(len(raw), depth, tuple(non_finite))
+        return shape
+    return None
 
 
 _EMPTY_SHAPE = PropertiesShape(0, 0)
@@ -100,7 +109,11 @@ def event_from_proto(event: ingest_pb2.Event) -> EventInput:
 
 
 def events_from_proto(events) -> EventBatch:
-    """The batch as columns; one pass, reusing one CustomerRef per distinct customer."""
+    """The batch as columns; one pass, reusing one CustomerRef per distinct customer.
+
+    The hot loop of StreamEvents: every upb attribute access costs, so each field is read
+    once and the common case (flat properties, customer by external id) takes the short way.
+    """
     keys: list[str] = []
     types: list[str] = []
     customers: list[CustomerRef] = []
@@ -109,30 +122,37 @@ def events_from_proto(events) -> EventBatch:
     shapes: list[PropertiesShape] = []
     by_external: dict[str, CustomerRef] = {}
     by_id: dict[str, CustomerRef] = {}
+    flat_shape = _flat_shape
     for event in events:
         keys.append(event.idempotency_key)
         types.append(event.event_type)
         customer = event.customer
-        which = customer.WhichOneof("ref")
-        if which == "external_id":
-            value = customer.external_id
+        # A oneof: a non-empty external_id means id is unset, and both empty means no
+        # customer (an explicitly empty value is as missing as an unset one).
+        value = customer.external_id
+        if value:
             ref = by_external.get(value)
             if ref is None:
                 ref = by_external[value] = CustomerRef("", value)
-        elif which == "id":
-            value = customer.id
-            ref = by_id.get(value)
-            if ref is None:
-                ref = by_id[value] = CustomerRef(value, "")
         else:
-            ref = _NO_CUSTOMER
+            value = customer.id
+            if value:
+                ref = by_id.get(value)
+                if ref is None:
+                    ref = by_id[value] = CustomerRef(value, "")
+            else:
+                ref = _NO_CUSTOMER
         customers.append(ref)
         if event.HasField("timestamp"):
             ts = event.timestamp
             timestamps.append(ts.seconds * 1_000_000 + ts.nanos // 1000)
         else:
             timestamps.append(None)
-        raw, shape = _properties(event.properties)
+        props = event.properties
+        raw = props.SerializeToString(deterministic=True)
+        shape = flat_shape(raw) if raw else _EMPTY_SHAPE
+        if shape is None:
+            raw, shape = _properties(props)
         properties.append(raw)
         shapes.append(shape)
     return EventBatch(keys, types, customers, timestamps, properties, shapes)
@@ -316,7 +336,30 @@ def log_page_to_proto(page: LogPage) -> ingest_pb2.ReadLogResponse:
     )
     add = response.entries.add
     for entry in page.entries:
-        _entry_to_proto(entry, add())
+        at, ingest_micros, body = entry
+        if type(body) is not LoggedEvent:
+            _entry_to_proto(entry, add())
+            continue
+        # Events are nearly the whole log (pages of thousands): the fields are set inline,
+        # each upb attribute read once, which costs about a third less than the calls above.
+        target = add()
+        target.position = at.position
+        seconds, rest = divmod(ingest_micros, 1_000_000)
+        stamp = target.ingest_time
+        stamp.seconds = seconds
+        stamp.nanos = rest * 1000
+        event = target.event
+        event_id, key, event_type, customer_id, micros, properties = body
+        event.event_id = event_id
+        event.idempotency_key = key
+        event.event_type = event_type
+        event.customer_id = customer_id
+        seconds, rest = divmod(micros, 1_000_000)
+        stamp = event.timestamp
+        stamp.seconds = seconds
+        stamp.nanos = rest * 1000
+        if properties:
+            event.properties.MergeFromString(properties)
     if page.next_cursor.watermark is not None:
         response.watermark.FromDatetime(page.next_cursor.watermark)
     if page.head.ingest_time is not None:
