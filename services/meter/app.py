@@ -40,7 +40,7 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
         ingest_channel,
         catalog,
         alerts,
-        batch_size=env_int("TALLY_METER_BATCH_SIZE", 2000),
+        batch_size=env_int("TALLY_METER_BATCH_SIZE", 5000),
         wait_millis=env_int("TALLY_METER_WAIT_MILLIS", 500),
     )
     backfills = Backfills(database_url, pool, ingest_channel, catalog)

@@ -54,7 +54,7 @@ class LogApplier:
         catalog: CatalogView,
         alerts: AlertBook,
         *,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         wait_millis: int = 500,
         standby_poll_seconds: float = 2.0,
     ) -> None:
