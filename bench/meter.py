@@ -5,7 +5,8 @@ meter run as real subprocesses on a fresh database (DATABASE_URL's server, else 
 Postgres). Environment:
 
 - TALLY_BENCH_METER_LAG_EVENTS: events streamed during the lag phases (default 300,000).
-- TALLY_BENCH_METER_RATE: the paced phase's rate in events/s (default 10,000).
+- TALLY_BENCH_METER_RATES: the paced phases' rates in events/s (default 10000,20000,30000).
+- TALLY_BENCH_METER_PHASES: which phases run, of lag and usage (default both).
 - TALLY_BENCH_METER_EVENTS: events stored for the GetUsage phase (default 10,000,000).
 - TALLY_BENCH_METER_CUSTOMERS: customers they belong to (default 10,000).
 - TALLY_BENCH_METER_QUERIES: GetUsage calls measured (default 2,000).
@@ -44,6 +45,9 @@ REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 MONTH_START = dt.datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_END = dt.datetime(2026, 11, 1, tzinfo=UTC)
 USAGE_METER = "bench_usage_tokens"
+# How often the probe asks GetUsage whether its event counts yet: the lag's resolution. Asking
+# much more often loads the meter's event loop with the asking (500 calls/s at 2 ms).
+PROBE_POLL_SECONDS = 0.01
 
 
 def env_int(name: str, default: int) -> int:
@@ -131,7 +135,7 @@ async def probe_freshness(channels, customer: str, stop: asyncio.Event, samples:
             reply = await meter.GetUsage(request, timeout=30)
             if int(reply.value.value) >= sent:
                 break
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(PROBE_POLL_SECONDS)
         samples.append(time.perf_counter() - acked)
         await asyncio.sleep(0.05)
 
@@ -158,23 +162,52 @@ async def wait_caught_up(channels, timeout: float = 600) -> float:
     raise TimeoutError("meter did not catch up")
 
 
-async def lag_phase(channels, customers, probe_customer, total: int, rate: float | None, run: str) -> dict:
+async def lag_phase(
+    channels, pids: dict[str, int], customers, probe_customer, total: int, rate: float | None, run: str
+) -> dict:
     batches = build_batches(total, customers, run)
     stop = asyncio.Event()
     samples: list[float] = []
     behind: list[float] = []
     prober = asyncio.create_task(probe_freshness(channels, probe_customer, stop, samples))
     sampler = asyncio.create_task(sample_time_behind(channels, stop, behind))
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     seconds = await stream_batches(channels["ingest"], batches, rate)
+    # What is left to apply when the stream ends, and how fast the meter applies it on its own.
+    status = await meter_pb2_grpc.MeterServiceStub(channels["meter"]).GetMeterStatus(
+        meter_pb2.GetMeterStatusRequest(), timeout=30
+    )
+    backlog = 0 if status.caught_up else max(0, status.head_position - status.applied_position)
     drain = await wait_caught_up(channels)
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     stop.set()
     await prober
     await sampler
     return {
         "events": total, "seconds": seconds, "rate": total / seconds, "drain": drain, "lag": samples, "behind": behind,
+        "backlog": backlog, "cpu": cpu,
         # Other work on the machine skews every figure: record it.
         "load": os.getloadavg()[0],
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat); for 0, of every postgres process."""
+    if pid == 0:
+        return sum(cpu_seconds(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_postgres(p))
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # a backend that ended meanwhile
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _is_postgres(proc: Path) -> bool:
+    try:
+        return (proc / "comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- GetUsage at scale
@@ -315,7 +348,8 @@ async def setup_catalog(channels, customers: int) -> tuple[list[str], str]:
 
 async def measure(database_url: str, log_dir: Path) -> dict:
     lag_events = env_int("TALLY_BENCH_METER_LAG_EVENTS", 300_000)
-    rate = env_int("TALLY_BENCH_METER_RATE", 10_000)
+    rates = [int(r) for r in os.environ.get("TALLY_BENCH_METER_RATES", "10000,20000,30000").split(",") if r]
+    phases = set(os.environ.get("TALLY_BENCH_METER_PHASES", "lag,usage").split(","))
     usage_events = env_int("TALLY_BENCH_METER_EVENTS", 10_000_000)
     usage_customers = env_int("TALLY_BENCH_METER_CUSTOMERS", 10_000)
     queries = env_int("TALLY_BENCH_METER_QUERIES", 2_000)
@@ -328,25 +362,32 @@ async def measure(database_url: str, log_dir: Path) -> dict:
     )
     await cluster.start_all(("catalog", "ingest", "meter"))
     channels = {s: connect(cluster.address(s)) for s in ("catalog", "ingest", "meter")}
+    # 0 stands for every postgres process: backends come and go, so their sum is read.
+    pids = {**{s: cluster.procs[s].pid for s in ("ingest", "meter")}, "postgres": 0}
+    results: dict = {"lag": [], "usage": None}
     try:
         customers, probe_customer = await setup_catalog(channels, 100)
-        # Warm-up: connections, prepared statements, caches.
-        await lag_phase(channels, customers, probe_customer, 5 * BATCH, None, "warm")
-        print(f"paced: {lag_events:,} events at {rate:,}/s", flush=True)
-        paced = await lag_phase(channels, customers, probe_customer, lag_events, rate, "paced")
-        print(f"full speed: {lag_events:,} events", flush=True)
-        full = await lag_phase(channels, customers, probe_customer, lag_events, None, "full")
-        for name, phase in (("paced", paced), ("full", full)):
-            lag = phase["lag"]
-            print(f"{name}: {phase['rate']:,.0f} events/s, lag p50 {percentile(lag, 0.5):.3f} s, "
-                  f"p99 {percentile(lag, 0.99):.3f} s, behind p99 {percentile(phase['behind'], 0.99):.3f} s, "
-                  f"drain {phase['drain']:.1f} s", flush=True)
-        print(f"loading {usage_events:,} events for {usage_customers:,} customers", flush=True)
-        load = await load_usage_state(database_url, usage_events, usage_customers)
-        print(f"GetUsage x {queries:,}", flush=True)
-        usage = await usage_phase(database_url, channels, usage_customers, queries)
-        usage["load"] = os.getloadavg()[0]
-        return {"paced": paced, "full": full, "load": load, "usage": usage, "rate_target": rate}
+        if "lag" in phases:
+            # Warm-up: connections, prepared statements, caches.
+            await lag_phase(channels, pids, customers, probe_customer, 5 * BATCH, None, "warm")
+            for rate in [*rates, None]:
+                name = f"paced at {rate:,} events/s" if rate else "full speed"
+                print(f"{name}: {lag_events:,} events", flush=True)
+                phase = await lag_phase(channels, pids, customers, probe_customer, lag_events, rate, f"r{rate or 'full'}")
+                phase["name"] = name
+                results["lag"].append(phase)
+                lag = phase["lag"]
+                print(f"  {phase['rate']:,.0f} events/s, lag p50 {percentile(lag, 0.5):.3f} s, "
+                      f"p99 {percentile(lag, 0.99):.3f} s, behind p99 {percentile(phase['behind'], 0.99):.3f} s, "
+                      f"backlog {phase['backlog']:,}, drain {phase['drain']:.1f} s, cpu {phase['cpu']}", flush=True)
+        if "usage" in phases:
+            print(f"loading {usage_events:,} events for {usage_customers:,} customers", flush=True)
+            load = await load_usage_state(database_url, usage_events, usage_customers)
+            print(f"GetUsage x {queries:,}", flush=True)
+            usage = await usage_phase(database_url, channels, usage_customers, queries)
+            usage["load"] = os.getloadavg()[0]
+            results["usage"] = {"load": load, "usage": usage}
+        return results
     finally:
         for channel in channels.values():
             await channel.close()
@@ -354,55 +395,67 @@ async def measure(database_url: str, log_dir: Path) -> dict:
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def report(r: dict) -> str:
-    paced, full, load, usage = r["paced"], r["full"], r["load"], r["usage"]
+    def lag_row(phase: dict) -> str:
+        lag, behind, cpu = phase["lag"], phase["behind"], phase["cpu"]
 
-    def lag_row(name: str, phase: dict) -> str:
-        lag, behind = phase["lag"], phase["behind"]
+        def per_event(seconds: float) -> str:
+            return f"{seconds * 1e6 / phase['events']:.0f}"
+
+        # The meter's own pace once the stream has ended: the backlog left over the time to apply it.
+        alone = f"{phase['backlog'] / phase['drain']:,.0f}/s" if phase["backlog"] and phase["drain"] > 0.5 else "-"
         return (
-            f"| {name} | {phase['rate']:,.0f} events/s | {len(lag)} | **{ms(percentile(lag, 0.5))}** | "
-            f"**{ms(percentile(lag, 0.99))}** | {ms(max(lag))} | {ms(percentile(behind, 0.5))} / {ms(percentile(behind, 0.99))} "
-            f"| {ms(phase['drain'])} | {phase['load']:.1f} |"
+            f"| {phase['name']}, {phase['events']:,} events | {phase['rate']:,.0f} events/s | {len(lag)} | "
+            f"**{ms(percentile(lag, 0.5))}** | **{ms(percentile(lag, 0.99))}** | {ms(max(lag))} | "
+            f"{ms(percentile(behind, 0.5))} / {ms(percentile(behind, 0.99))} | {phase['backlog']:,} in {ms(phase['drain'])} ({alone}) | "
+            f"{per_event(cpu['ingest'])} / {per_event(cpu['meter'])} / {per_event(cpu['postgres'])} us | {phase['load']:.1f} |"
         )
 
-    rpc, raw = usage["rpc"], usage["raw"]
-    lines = [
-        "## Meter",
-        "",
-        "Freshness: while events stream into ingest (StreamEvents, 1,000-event batches, 4 streams), a probe "
-        "sends one event with SendEvent and polls GetUsage until it counts; the delay from SendEvent's "
-        "acknowledgement to the usage showing it is one lag sample. In parallel GetMeterStatus is sampled "
-        "every 100 ms (time_behind: ingest time of the newest log entry minus that of the last applied one), "
-        "and the catch-up is the time from the last acknowledged batch until the meter has applied the whole "
-        "log. Catalog, ingest and meter run as real processes on the same 2-core machine as Postgres and the client.",
-        "",
-        "| ingest load | ingest rate achieved | probes | lag p50 | lag p99 | lag max | status time_behind p50 / p99 | catch-up after the stream ends | load average (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|",
-        lag_row(f"paced at {r['rate_target']:,} events/s, {paced['events']:,} events", paced),
-        lag_row(f"full speed, {full['events']:,} events", full),
-        "",
-        "Target: lag p99 <= 1 s while ingest sustains its benchmark rate. (Lago publishes < 2 s event to billable.)",
-        "",
-        f"GetUsage: one customer's calendar month (SUM meter) with {load['stored']:,} events stored for "
-        f"{r.get('customers', 10_000):,} customers ({load['buckets']:,} one-minute buckets and their UTC-day roll-ups, "
-        "loaded in time order from the same events with the meter's bucket shape; a month reads ~30 day rows plus the "
-        "minute rows of partial days). The baseline is a prepared "
-        "`SELECT sum(value)` over a raw events table with a (customer_id, ts) index, in the same run, "
-        "called directly on asyncpg (no gRPC). Every GetUsage answer was checked equal to the raw SUM.",
-        "",
-        "| query | calls | p50 | p99 |",
-        "|---|---|---|---|",
-        f"| GetUsage RPC (gRPC + buckets) | {len(rpc):,} | **{ms(percentile(rpc, 0.5))}** | **{ms(percentile(rpc, 0.99))}** |",
-        f"| raw SUM over events (SQL only) | {len(raw):,} | {ms(percentile(raw, 0.5))} | {ms(percentile(raw, 0.99))} |",
-        "",
-        f"Target: GetUsage p99 <= 5 ms. (Lago publishes < 100 ms p99 aggregation.) Load average after the "
-        f"queries: {usage['load']:.1f} on {os.cpu_count()} cores.",
-        "",
-        f"Load times: raw events {load['raw_insert']:.0f} s + index {load['raw_index']:.0f} s; buckets {load['bucket_load']:.0f} s.",
-    ]
+    lines = ["## Meter", ""]
+    if r["lag"]:
+        lines += [
+            "Freshness: while events stream into ingest (StreamEvents, 1,000-event batches, 4 streams, paced or at "
+            "full speed), a probe sends one event with SendEvent and polls GetUsage every 10 ms until it counts; the delay from "
+            "SendEvent's acknowledgement to the usage showing it is one lag sample. In parallel GetMeterStatus is "
+            "sampled every 100 ms (time_behind: ingest time of the newest log entry minus that of the last applied "
+            "one). When the stream ends, the entries not yet applied and the time the meter takes to apply them "
+            "(alone, with ingest idle) are recorded. CPU is user + system time over the phase (stream and catch-up) "
+            "of the ingest process, the meter process and all Postgres processes, per event streamed. Catalog, ingest and meter run as real processes on the same 2-core machine as Postgres and the "
+            "client.",
+            "",
+            "| ingest load | ingest rate achieved | probes | lag p50 | lag p99 | lag max | status time_behind p50 / p99 "
+            "| left to apply when the stream ended (meter alone) | CPU per event, ingest / meter / Postgres | load average (1 min) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *[lag_row(phase) for phase in r["lag"]],
+            "",
+            "Target: lag p99 <= 1 s while ingest sustains its benchmark rate. (Lago publishes < 2 s event to billable.)",
+            "",
+        ]
+    if r["usage"]:
+        load, usage = r["usage"]["load"], r["usage"]["usage"]
+        rpc, raw = usage["rpc"], usage["raw"]
+        lines += [
+            f"GetUsage: one customer's calendar month (SUM meter) with {load['stored']:,} events stored for "
+            f"{r.get('customers', 10_000):,} customers ({load['buckets']:,} one-minute buckets and their UTC-day roll-ups, "
+            "loaded in time order from the same events with the meter's bucket shape; a month reads ~30 day rows plus the "
+            "minute rows of partial days). The baseline is a prepared "
+            "`SELECT sum(value)` over a raw events table with a (customer_id, ts) index, in the same run, "
+            "called directly on asyncpg (no gRPC). Every GetUsage answer was checked equal to the raw SUM.",
+            "",
+            "| query | calls | p50 | p99 |",
+            "|---|---|---|---|",
+            f"| GetUsage RPC (gRPC + buckets) | {len(rpc):,} | **{ms(percentile(rpc, 0.5))}** | **{ms(percentile(rpc, 0.99))}** |",
+            f"| raw SUM over events (SQL only) | {len(raw):,} | {ms(percentile(raw, 0.5))} | {ms(percentile(raw, 0.99))} |",
+            "",
+            f"Target: GetUsage p99 <= 5 ms. (Lago publishes < 100 ms p99 aggregation.) Load average after the "
+            f"queries: {usage['load']:.1f} on {os.cpu_count()} cores.",
+            "",
+            f"Load times: raw events {load['raw_insert']:.0f} s + index {load['raw_index']:.0f} s; "
+            f"buckets {load['bucket_load']:.0f} s.",
+        ]
     return "\n".join(lines) + "\n"
 
 
