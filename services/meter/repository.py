@@ -443,7 +443,8 @@ async def summary_rows(
     span, only when no point boundary falls inside them) are read from the day roll-ups.
     ``boundaries`` split the period into points.
     """
-    day_start, day_end = days if days is not None else (span[2], span[2])
+    start, inner_start, inner_end, end = span
+    day_start, day_end = days if days is not None else (inner_end, inner_end)
     latest = (
         """, (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_ts,
              (array_agg(latest_id ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1] AS latest_id,
@@ -451,43 +452,60 @@ async def summary_rows(
         if with_latest
         else ""
     )
-    return await conn.fetch(
-        f"""
-        SELECT dims_key, min(dims::text) AS dims, width_bucket(t, $7::timestamptz[]) AS point,
-               sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
-               {latest}
-        FROM (
+    # Only the sources the period needs: a period of whole UTC days (a calendar month, say)
+    # reads its day rows alone, instead of also probing the minute buckets and contributions
+    # with empty ranges (each probe a descent of a large index).
+    args: list[Any] = [customer_id, meter_key, list(boundaries), json.dumps(dimension_filter)]
+
+    def param(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    parts = []
+    if day_start < day_end:
+        parts.append(
+            f"""
             SELECT d.dims_key, d.dims, d.day AS t, d.count, d.total, d.minimum, d.maximum,
                    d.latest_ts, d.latest_id, d.latest_value
             FROM meter.day_buckets d
-            WHERE d.customer_id = $1 AND d.meter_key = $2 AND d.day >= $9 AND d.day < $10
-              AND d.dims @> $8::jsonb
-            UNION ALL
+            WHERE d.customer_id = $1 AND d.meter_key = $2 AND d.day >= {param(day_start)} AND d.day < {param(day_end)}
+              AND d.dims @> $4::jsonb"""
+        )
+    for low, high in ((inner_start, day_start), (day_end, inner_end)):
+        if low < high:
+            parts.append(
+                f"""
             SELECT b.dims_key, b.dims, b.window_start AS t, b.count, b.total, b.minimum, b.maximum,
                    b.latest_ts, b.latest_id, b.latest_value
             FROM meter.buckets b
-            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $9
-              AND b.dims @> $8::jsonb
-            UNION ALL
-            SELECT b.dims_key, b.dims, b.window_start AS t, b.count, b.total, b.minimum, b.maximum,
-                   b.latest_ts, b.latest_id, b.latest_value
-            FROM meter.buckets b
-            WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $10 AND b.window_start < $5
-              AND b.dims @> $8::jsonb
-            UNION ALL
-            SELECT c.dims_key, c.dims_key::jsonb, c.ts, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
+            WHERE b.customer_id = $1 AND b.meter_key = $2
+              AND b.window_start >= {param(low)} AND b.window_start < {param(high)} AND b.dims @> $4::jsonb"""
+            )
+    if start < inner_start or inner_end < end:
+        edge = (
+            f"((c.ts >= {param(start)} AND c.ts < {param(inner_start)}) "
+            f"OR (c.ts >= {param(inner_end)} AND c.ts < {param(end)}))"
+        )
+        parts.append(
+            f"""
+            SELECT c.dims_key, c.dims_key::jsonb AS dims, c.ts AS t, c.count, c.value AS total, c.value AS minimum,
+                   c.value AS maximum, c.ts AS latest_ts, c.entry_id AS latest_id, c.value AS latest_value
             FROM meter.contributions c
-            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $8::jsonb
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {edge} AND c.dims_key::jsonb @> $4::jsonb"""
+        )
+    if not parts:
+        return []
+    union = "\n            UNION ALL".join(parts)
+    return await conn.fetch(
+        f"""
+        SELECT dims_key, min(dims::text) AS dims, width_bucket(t, $3::timestamptz[]) AS point,
+               sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
+               {latest}
+        FROM ({union}
         ) x
         GROUP BY dims_key, point
         """,
-        customer_id,
-        meter_key,
-        *span,
-        list(boundaries),
-        json.dumps(dimension_filter),
-        day_start,
-        day_end,
+        *args,
     )
 
 
