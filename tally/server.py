@@ -6,7 +6,6 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import structlog
@@ -16,11 +15,10 @@ from grpc_reflection.v1alpha import reflection
 from tally.auth import KeyVerifier, auth_interceptor_from_env
 from tally.channels import MAX_MESSAGE_BYTES
 from tally.interceptors import ServerContextInterceptor
-from tally.metrics import RPC_LATENCY
+from tally.metrics import rpc_latency_recorder
 from tally.tls import TlsConfig
 
 log = structlog.get_logger()
-
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -67,20 +65,6 @@ class RunningServer:
         log.info("server_stopped", service=self.app.name)
 
 
-def _latency_recorder(service: str) -> Callable[[str, str, float], None]:
-    """Records RPC latency by method and code, keeping each labelled histogram: looking it up
-    by labels on every call cost more than observing (a few us per unary call)."""
-    children: dict[tuple[str, str], Any] = {}
-
-    def record(method: str, code: str, seconds: float) -> None:
-        child = children.get((method, code))
-        if child is None:
-            child = children[(method, code)] = RPC_LATENCY.labels(service, method, code)
-        child.observe(seconds)
-
-    return record
-
-
 async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | None = None) -> RunningServer:
     """Start ``app`` on host:port (port 0 picks a free one) with health and reflection.
 
@@ -90,7 +74,7 @@ async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | N
     auth = auth_interceptor_from_env(app.key_verifier)
     server = grpc.aio.server(
         interceptors=[
-            ServerContextInterceptor(on_finish=_latency_recorder(app.name)),
+            ServerContextInterceptor(on_finish=rpc_latency_recorder(app.name)),
             *([auth] if auth is not None else []),
             *app.interceptors,
         ],
