@@ -13,7 +13,7 @@ import time
 
 import structlog
 
-from tally.config import SERVICES, Settings, service_port
+from tally.config import SERVICES, Settings, gc_thresholds, service_port
 from tally.db import ensure_database
 from tally.embedded_pg import resolve_database_url
 from tally.logging import configure_logging
@@ -28,7 +28,7 @@ def serve(service: str) -> None:
     configure_logging(settings.log_format, settings.log_level)
     database_url, _pg = resolve_database_url(settings.database_url, settings.data_dir)
     module = importlib.import_module(f"services.{service}.app")
-    tune_gc(settings.gc_thresholds)
+    tune_gc(gc_thresholds(service))
 
     async def main() -> None:
         from tally.metrics import metrics_port, start_metrics_server
