@@ -5,7 +5,7 @@ meter run as real subprocesses on a fresh database (DATABASE_URL's server, else 
 Postgres). Environment:
 
 - TALLY_BENCH_METER_LAG_EVENTS: events streamed during the lag phases (default 300,000).
-- TALLY_BENCH_METER_RATES: the paced phases' rates in events/s (default 10000,20000,30000).
+- TALLY_BENCH_METER_RATES: the paced phases' rates in events/s (default 10000,15000,20000).
 - TALLY_BENCH_METER_PHASES: which phases run, of lag and usage (default both).
 - TALLY_BENCH_METER_EVENTS: events stored for the GetUsage phase (default 10,000,000).
 - TALLY_BENCH_METER_CUSTOMERS: customers they belong to (default 10,000).
@@ -348,7 +348,7 @@ async def setup_catalog(channels, customers: int) -> tuple[list[str], str]:
 
 async def measure(database_url: str, log_dir: Path) -> dict:
     lag_events = env_int("TALLY_BENCH_METER_LAG_EVENTS", 300_000)
-    rates = [int(r) for r in os.environ.get("TALLY_BENCH_METER_RATES", "10000,20000,30000").split(",") if r]
+    rates = [int(r) for r in os.environ.get("TALLY_BENCH_METER_RATES", "10000,15000,20000").split(",") if r]
     phases = set(os.environ.get("TALLY_BENCH_METER_PHASES", "lag,usage").split(","))
     usage_events = env_int("TALLY_BENCH_METER_EVENTS", 10_000_000)
     usage_customers = env_int("TALLY_BENCH_METER_CUSTOMERS", 10_000)
