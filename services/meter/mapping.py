@@ -64,7 +64,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
     """A Timestamp as an aware UTC datetime (microseconds; the database keeps no more)."""
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    # Positional timedelta arguments: half the cost of keywords, and this runs once per entry.
+    return _EPOCH + timedelta(0, ts.seconds, ts.nanos // 1000)
 
 
 def to_timestamp(instant: datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -1,4 +1,4 @@
-"""Meter definitions and per-event contributions, as plain frozen dataclasses."""
+"""Meter definitions (frozen dataclasses) and per-event contributions (NamedTuples: one per event and meter)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 Dimensions = tuple[tuple[str, str], ...]
 
@@ -55,9 +56,9 @@ class MeterDefinition:
     group_by: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Contribution:
-    """What one log entry adds to one meter of one customer.
+class Contribution(NamedTuple):
+    """What one log entry adds to one meter of one customer (immutable; a NamedTuple because
+    one is built per event and meter, ~2.5x faster than a frozen dataclass).
 
     ``entry_id`` is the event id (or usage record id); (entry_id, meter_key) is unique, which
     is what makes a replayed or duplicated log entry count once. ``count`` is 1 for events and
