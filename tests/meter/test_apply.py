@@ -215,6 +215,28 @@ class TestApplyAndQueryOnPostgres:
 
         asyncio.run(scenario())
 
+    def test_a_value_beyond_postgres_numeric_is_counted_unusable_and_the_batch_still_applies(self, database_url):
+        async def scenario():
+            customer = unique("cust")
+            catalog = MemoryCatalog(unique("s"))
+            total = catalog.meters[Aggregation.SUM]
+            items = [
+                (1, IncomingEvent(f"{customer}:big", EVENT_TYPE, customer, T0, {"v": "1e200000", "user": "x", "region": "eu"})),
+                (2, IncomingEvent(f"{customer}:ok", EVENT_TYPE, customer, T0, {"v": "2.5", "user": "x", "region": "eu"})),
+            ]
+            conn = await asyncpg.connect(asyncpg_dsn(database_url))
+            try:
+                async with conn.transaction():
+                    batch = await apply_entries(conn, items, catalog)
+                [point] = await compute_points(conn, total, customer, [(T0, T0 + timedelta(hours=1))], (), {})
+            finally:
+                await conn.close()
+            assert point.total == Decimal("2.5")
+            # SUM, MIN, MAX, LATEST, AVG and WEIGHTED_SUM read "v": one unusable value each.
+            assert batch.tally.unusable_value_events == 6
+
+        asyncio.run(scenario())
+
     def test_usage_records_count_as_given_and_unknown_meters_are_counted(self, database_url):
         async def scenario():
             customer = unique("cust")

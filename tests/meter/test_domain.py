@@ -87,6 +87,14 @@ class TestMatching:
         assert c.dimensions == (("region", "eu"), ("model.size", "7"))
         assert event_contribution(m, event({"minutes": 2})).dimensions == (("region", ""), ("model.size", ""))
 
+    def test_a_number_postgres_cannot_store_is_unusable(self):
+        assert to_decimal("1e131071") == Decimal("1e131071")
+        assert to_decimal("1e131072") is None
+        assert to_decimal("1e-16383") == Decimal("1e-16383")
+        assert to_decimal("1e-16384") is None
+        with pytest.raises(UnusableValue):
+            event_contribution(meter(), event({"minutes": "9e999999"}))
+
     def test_an_event_without_a_numeric_value_is_unusable_not_zero(self):
         with pytest.raises(UnusableValue):
             event_contribution(meter(), event({"minutes": "many"}))

@@ -66,12 +66,28 @@ def lookup(properties: dict[str, Any], path: str) -> Any:
     return current
 
 
+# What Postgres numeric holds: up to 131,072 digits before the point and 16,383 after. A value
+# outside it would fail its whole batch in the database, again on every retry, and stall the
+# log behind it; it is an unusable value instead (counted, visible in GetMeterStatus).
+_MAX_INTEGER_DIGITS = 131_072
+_MAX_FRACTION_DIGITS = 16_383
+
+
+def _storable(number: Decimal) -> Decimal | None:
+    if not number.is_finite() or number.adjusted() >= _MAX_INTEGER_DIGITS:
+        return None
+    if number.as_tuple().exponent < -_MAX_FRACTION_DIGITS:  # type: ignore[operator]
+        return None
+    return number
+
+
 def to_decimal(value: Any) -> Decimal | None:
-    """A property value as an exact Decimal; floats by their shortest repr; None if not a number."""
+    """A property value as an exact Decimal; floats by their shortest repr; None if not a number
+    (or not one Postgres can store)."""
     if isinstance(value, bool) or value is None or value is MISSING:
         return None
     if isinstance(value, int):
-        return Decimal(value)
+        return _storable(Decimal(value))
     if isinstance(value, float):
         return Decimal(repr(value)) if math.isfinite(value) else None
     if isinstance(value, str):
@@ -79,7 +95,7 @@ def to_decimal(value: Any) -> Decimal | None:
             parsed = Decimal(value.strip())
         except InvalidOperation:
             return None
-        return parsed if parsed.is_finite() else None
+        return _storable(parsed)
     return None
 
 
