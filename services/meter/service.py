@@ -119,7 +119,7 @@ def plan_entries(entries: Sequence[tuple[int, object]], catalog: CatalogView, on
     rows: dict[tuple[str, str], repo.NewContribution] = {}
     voided: dict[str, int] = {}
     counting = only_meter is None
-    # Catalog answers, once per batch: the cache cannot change while a batch is applied.
+    # Catalog answers, once per batch: planning never awaits, so the cache cannot change meanwhile.
     meters_of: dict[str, list[MeterDefinition]] = {}
     known: dict[str, bool] = {}
     for position, item in entries:
