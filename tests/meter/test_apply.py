@@ -181,6 +181,25 @@ class TestApplyAndQueryOnPostgres:
         scenario = (events, {"e3", "e11"}, events + events[:4], 3, timedelta(hours=3), timedelta(days=5, hours=1), 0)
         asyncio.run(run_scenario(database_url, scenario))
 
+    def test_periods_of_whole_days_read_day_rows_alone_and_stay_exact_at_their_edges(self, database_url):
+        # [T0, T0 + 2 days) is whole UTC days: the query reads day rows and nothing else. Events
+        # sit on both edges (the last microsecond inside, the first instant outside), and the
+        # same events are also queried over periods that need minute buckets and raw edges.
+        edge = T0 + timedelta(days=2)
+        stamps = [T0, T0 + timedelta(hours=5), T0 + timedelta(days=1, minutes=1), edge - timedelta(microseconds=1), edge,
+                  edge + timedelta(minutes=3)]
+        events = [
+            {"id": f"e{i}", "ts": ts, "v": str(i + 1), "user": f"u{i % 2}", "region": ("eu", "us")[i % 2]}
+            for i, ts in enumerate(stamps)
+        ]
+        for first, length, seconds in [
+            (timedelta(0), timedelta(days=2), 0),  # whole days only
+            (timedelta(minutes=1), timedelta(days=2), 0),  # minute buckets on both sides of the days
+            (timedelta(0), timedelta(days=2), 17),  # raw edges too
+        ]:
+            scenario = (events, {"e1"}, events, 2, first, length, seconds)
+            asyncio.run(run_scenario(database_url, scenario))
+
     def test_count_unique_across_window_boundaries_counts_each_user_once(self, database_url):
         events = [
             {"id": f"e{i}", "ts": T0 + timedelta(minutes=i, seconds=59), "v": "1", "user": "ann", "region": "eu"}
