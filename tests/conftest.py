@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import tally  # noqa: F401 - first: it turns grpc's fork handlers off before grpc is imported (tally/__init__.py)
 from tally.config import SERVICES, Settings
 from tally.embedded_pg import resolve_database_url
 from tally.logging import configure_logging
