@@ -164,7 +164,7 @@ FROM writers
 """
 
 HEAD = """
-SELECT position, ingest_time FROM (
+SELECT xid::text::int8 AS xid, position, ingest_time FROM (
     (SELECT xid, position, ingest_time FROM ingest.events ORDER BY xid DESC, position DESC LIMIT 1)
     UNION ALL
     (SELECT xid, position, ingest_time FROM ingest.usage_records ORDER BY xid DESC, position DESC LIMIT 1)
@@ -384,7 +384,7 @@ class IngestRepository:
 
     async def head(self) -> LogHead:
         row = await self.conn.fetchrow(HEAD)
-        return LogHead() if row is None else LogHead(row["position"], row["ingest_time"])
+        return LogHead() if row is None else LogHead(row["position"], row["ingest_time"], row["xid"])
 
     async def counts(self) -> IngestCounts:
         totals = await self.conn.fetchrow(COUNTS)

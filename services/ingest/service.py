@@ -8,7 +8,6 @@ write can never leave a key marked as seen.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable
@@ -409,5 +408,4 @@ class IngestService:
             horizon, watermark = await repo.log_horizon()
             entries = await repo.read_log(cursor.after, horizon, limit + 1)
             head = await repo.head()
-        page = next_page(entries, cursor=cursor, limit=limit, horizon=horizon, watermark=watermark)
-        return dataclasses.replace(page, head=head)
+        return next_page(entries, cursor=cursor, limit=limit, horizon=horizon, watermark=watermark, head=head)

@@ -137,13 +137,15 @@ class LogApplier:
                 asked = time.monotonic()
                 reply, entries, plan = await pending
                 pending = None
-                if not reply.entries and reply.caught_up and time.monotonic() - asked < 0.005:
-                    # Nothing new and the long poll did not wait (the log cannot advance yet):
+                if not reply.entries and time.monotonic() - asked < 0.005:
+                    # Nothing new and the long poll did not wait (the log cannot advance yet,
+                    # for example while an older writer's transaction holds the horizon back):
                     # don't spin.
                     await asyncio.sleep(0.02)
                 if not reply.caught_up:
-                    # Read the next batch while this one is applied (the cursor is already known).
-                    pending = asyncio.create_task(self._read(reply.next_cursor, False))
+                    # Read the next batch while this one is applied (the cursor is already
+                    # known); long-poll when this read found nothing servable yet.
+                    pending = asyncio.create_task(self._read(reply.next_cursor, not reply.entries))
                 watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
                 head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
                 applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None

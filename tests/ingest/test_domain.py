@@ -22,7 +22,15 @@ from services.ingest.domain.events import (
     prepare_events,
     validate_event,
 )
-from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LogPosition, clamp_max_entries, next_page
+from services.ingest.domain.log import (
+    LogCursor,
+    LogEntry,
+    LoggedEvent,
+    LogHead,
+    LogPosition,
+    clamp_max_entries,
+    next_page,
+)
 from services.ingest.domain.usage import UsageInput, accept_usage, validate_usage
 from services.ingest.group_commit import merge
 from tally.errors import InvalidInput
@@ -223,6 +231,22 @@ class TestNextPage:
         page = next_page([entry(10, 5)], cursor=LogCursor(), limit=5, horizon=20, watermark=self.mark)
         assert page.caught_up
         assert page.next_cursor == LogCursor(LogPosition(20, 0), self.mark)
+
+    def test_a_page_is_not_caught_up_while_a_committed_entry_lies_above_the_horizon(self):
+        # The head (read after the candidates) committed in a transaction at or above the
+        # horizon: everything below the horizon was served, but the reader is not caught up.
+        for head_xid in (20, 25):
+            head = LogHead(position=99, xid=head_xid)
+            page = next_page([entry(10, 5)], cursor=LogCursor(), limit=5, horizon=20, watermark=self.mark, head=head)
+            assert not page.caught_up
+            assert page.next_cursor == LogCursor(LogPosition(20, 0), self.mark)
+            assert page.head == head
+
+    def test_a_page_is_caught_up_when_the_head_lies_below_the_horizon(self):
+        head = LogHead(position=5, xid=10)
+        assert next_page([entry(10, 5)], cursor=LogCursor(), limit=5, horizon=20, watermark=self.mark, head=head).caught_up
+        # An empty log is caught up at once.
+        assert next_page([], cursor=LogCursor(), limit=5, horizon=20, watermark=self.mark, head=LogHead()).caught_up
 
     def test_the_watermark_never_moves_back(self):
         later = self.mark + dt.timedelta(seconds=5)

@@ -94,10 +94,11 @@ class LogEntry(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class LogHead:
-    """The newest committed entry (position 0 when the log is empty)."""
+    """The newest committed entry (position 0 when the log is empty) and its transaction id."""
 
     position: int = 0
     ingest_time: dt.datetime | None = None
+    xid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +119,32 @@ def clamp_max_entries(requested: int) -> int:
 
 
 def next_page(
-    entries: list[LogEntry], *, cursor: LogCursor, limit: int, horizon: int, watermark: dt.datetime
+    entries: list[LogEntry],
+    *,
+    cursor: LogCursor,
+    limit: int,
+    horizon: int,
+    watermark: dt.datetime,
+    head: LogHead = LogHead(),
 ) -> LogPage:
     """Cut a merged, ordered candidate list (up to limit + 1 entries) into the page to serve.
 
     ``horizon`` is the snapshot xmin the candidates were read below; ``watermark`` the instant
-    before which every entry ingested was visible below that horizon.
+    before which every entry ingested was visible below that horizon; ``head`` the newest
+    committed entry, read after the candidates.
+
+    The page is caught up only when no committed entry lies beyond its cursor: everything
+    below the horizon is served, and the head lies below it too. An entry that committed
+    above the horizon (its transaction began after an older writer still running, or it
+    committed while the page was read) keeps the reader reading.
     """
     truncated = len(entries) > limit
     served = entries[:limit]
     if truncated:
         # The previous watermark stays true: more entries lie beyond, in unknown ingest order.
-        return LogPage(served, LogCursor(served[-1].at, cursor.watermark), False, LogHead())
+        return LogPage(served, LogCursor(served[-1].at, cursor.watermark), False, head)
     # Everything below the horizon is served: resume at the horizon itself.
     after = max(LogPosition(horizon, 0), cursor.after)
     mark = watermark if cursor.watermark is None else max(watermark, cursor.watermark)
-    return LogPage(served, LogCursor(after, mark), True, LogHead())
+    caught_up = head.position == 0 or LogPosition(head.xid, head.position) < after
+    return LogPage(served, LogCursor(after, mark), caught_up, head)
