@@ -267,6 +267,10 @@ class Backfills:
                 if reply.caught_up:
                     log.info("backfill_done", backfill_id=backfill_id, meter_key=meter_key)
                     return
+                if not reply.entries:
+                    # Committed entries lie beyond the horizon (an older writer is still
+                    # running): wait for it rather than asking again at once.
+                    await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - recorded on the backfill for GetBackfill
