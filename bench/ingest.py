@@ -44,7 +44,7 @@ from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 BATCH = 1000
 UNARY_CALLERS = 32
-READ_LOG_PAGE = 2000  # the meter's default TALLY_METER_BATCH_SIZE
+READ_LOG_PAGE = 2000  # entries per ReadLog page in the ReadLog phase
 PHASES = ("stream", "unary", "readlog")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STREAM_METHOD = "/tally.ingest.v1.IngestService/StreamEvents"
