@@ -24,6 +24,7 @@ from services.meter.domain.matching import (
     IncomingEvent,
     UnusableValue,
     event_contribution,
+    filter_matches,
     meter_matches,
     to_decimal,
 )
@@ -87,13 +88,14 @@ class TestMatching:
         assert c.dimensions == (("region", "eu"), ("model.size", "7"))
         assert event_contribution(m, event({"minutes": 2})).dimensions == (("region", ""), ("model.size", ""))
 
-    def test_a_number_postgres_cannot_store_is_unusable(self):
-        assert to_decimal("1e131071") == Decimal("1e131071")
-        assert to_decimal("1e131072") is None
-        assert to_decimal("1e-16383") == Decimal("1e-16383")
-        assert to_decimal("1e-16384") is None
-        with pytest.raises(UnusableValue):
-            event_contribution(meter(), event({"minutes": "9e999999"}))
+    def test_a_value_postgres_cannot_store_is_unusable(self):
+        assert event_contribution(meter(), event({"minutes": "1e131071"})).value == Decimal("1e131071")
+        assert event_contribution(meter(), event({"minutes": "1e-16383"})).value == Decimal("1e-16383")
+        for too_big_or_too_fine in ("1e131072", "9e999999", "1e-16384"):
+            with pytest.raises(UnusableValue):
+                event_contribution(meter(), event({"minutes": too_big_or_too_fine}))
+        # Filters still compare such numbers as numbers.
+        assert filter_matches(MeterFilter("minutes", FilterOperator.GT, ("5",)), {"minutes": "1e131072"})
 
     def test_an_event_without_a_numeric_value_is_unusable_not_zero(self):
         with pytest.raises(UnusableValue):

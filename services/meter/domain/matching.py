@@ -73,21 +73,19 @@ _MAX_INTEGER_DIGITS = 131_072
 _MAX_FRACTION_DIGITS = 16_383
 
 
-def _storable(number: Decimal) -> Decimal | None:
+def storable(number: Decimal) -> bool:
+    """True when Postgres numeric can hold ``number`` (a meter's value must be stored)."""
     if not number.is_finite() or number.adjusted() >= _MAX_INTEGER_DIGITS:
-        return None
-    if number.as_tuple().exponent < -_MAX_FRACTION_DIGITS:  # type: ignore[operator]
-        return None
-    return number
+        return False
+    return number.as_tuple().exponent >= -_MAX_FRACTION_DIGITS  # type: ignore[operator]
 
 
 def to_decimal(value: Any) -> Decimal | None:
-    """A property value as an exact Decimal; floats by their shortest repr; None if not a number
-    (or not one Postgres can store)."""
+    """A property value as an exact Decimal; floats by their shortest repr; None if not a number."""
     if isinstance(value, bool) or value is None or value is MISSING:
         return None
     if isinstance(value, int):
-        return _storable(Decimal(value))
+        return Decimal(value)
     if isinstance(value, float):
         return Decimal(repr(value)) if math.isfinite(value) else None
     if isinstance(value, str):
@@ -95,7 +93,7 @@ def to_decimal(value: Any) -> Decimal | None:
             parsed = Decimal(value.strip())
         except InvalidOperation:
             return None
-        return _storable(parsed)
+        return parsed if parsed.is_finite() else None
     return None
 
 
@@ -186,7 +184,7 @@ def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribu
         unique_value, value = as_text(raw), Decimal(0)
     else:
         number = to_decimal(lookup(event.properties, meter.value_property))
-        if number is None:
+        if number is None or not storable(number):
             raise UnusableValue(meter.value_property)
         value = number
     return Contribution(
