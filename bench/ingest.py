@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,21 +31,18 @@ from pathlib import Path
 import asyncpg
 import grpc
 
+from bench.common import cpu_seconds, env_int, run_on_fresh_database
 from tally.channels import connect
-from tally.config import SERVICES
 from tally.db import asyncpg_dsn
-from tally.embedded_pg import resolve_database_url
-from tally.migrations import upgrade
-from tests.harness import REPO, ServiceProcesses, drop_database, recreate_database
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from tests.harness import REPO, ServiceProcesses
 
 BATCH = 1000
 UNARY_CALLERS = 32
 READ_LOG_PAGE = 2000  # entries per ReadLog page in the ReadLog phase
 PHASES = ("stream", "unary", "readlog")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STREAM_METHOD = "/tally.ingest.v1.IngestService/StreamEvents"
 EVENT_TYPES = ("api_request", "tokens", "storage")
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
@@ -72,18 +68,6 @@ CREATE TABLE bench_copy.events (
 CREATE INDEX ON bench_copy.events (event_type) WHERE NOT metered;
 """
 COPY_COLUMNS = ["idempotency_key", "payload_hash", "event_type", "customer_id", "event_time", "properties", "metered"]
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value else default
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 @dataclass
@@ -454,22 +438,7 @@ def report(r: dict) -> str:
 
 
 def main(out: Path) -> None:
-    server_url, handle = resolve_database_url(os.environ.get("DATABASE_URL"), REPO / ".tally")
-    name = f"tally_bench_ingest_{os.getpid()}"
-    try:
-        database_url = asyncio.run(recreate_database(server_url, name))
-        for service in SERVICES:
-            upgrade(service, database_url)
-        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as logs:
-            results = asyncio.run(measure(database_url, Path(logs)))
-        section = report(results)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(section)
-        print(section, flush=True)
-    finally:
-        asyncio.run(drop_database(server_url, name))
-        if handle is not None:
-            handle.cleanup()
+    run_on_fresh_database("ingest", measure, report, out)
 
 
 if __name__ == "__main__":

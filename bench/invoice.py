@@ -19,33 +19,26 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
 from google.protobuf import struct_pb2
 
+from bench.common import env_int, run_on_fresh_database
 from tally.channels import connect
 from tally.config import SERVICES
-from tally.embedded_pg import resolve_database_url
-from tally.migrations import upgrade
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
-from tests.harness import REPO, ServiceProcesses, drop_database, recreate_database
+from tests.harness import ServiceProcesses
 
 UTC = dt.timezone.utc
 CONCURRENCY = 64
 PLAN = "bench_invoice_plan"
 METERS = (("bench_invoice_calls", "bench_call", "minutes", "0.05"), ("bench_invoice_sms", "bench_sms", "count", "0.01"))
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value else default
 
 
 def dec(value: str) -> common_pb2.Decimal:
@@ -218,18 +211,5 @@ def report(r: dict) -> str:
 
 
 def main(out: Path) -> None:
-    server_url, handle = resolve_database_url(os.environ.get("DATABASE_URL"), REPO / ".tally")
-    name = f"tally_bench_invoice_{os.getpid()}"
-    try:
-        database_url = asyncio.run(recreate_database(server_url, name))
-        for service in SERVICES:
-            upgrade(service, database_url)
-        with tempfile.TemporaryDirectory(prefix="tally-bench-invoice-") as log_dir:
-            result = asyncio.run(measure(database_url, Path(log_dir)))
-        text = report(result)
-        out.write_text(text)
-        print(text, flush=True)
-    finally:
-        asyncio.run(drop_database(server_url, name))
-        if handle is not None:
-            handle.cleanup()
+    run_on_fresh_database("invoice", measure, report, out)
+

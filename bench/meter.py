@@ -18,24 +18,21 @@ import asyncio
 import datetime as dt
 import os
 import random
-import statistics
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import grpc
 
+from bench.common import cpu_seconds, env_int, postgres_cpu_seconds, run_on_fresh_database
 from tally.channels import connect
-from tally.config import SERVICES
 from tally.db import asyncpg_dsn
-from tally.embedded_pg import resolve_database_url
-from tally.migrations import upgrade
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
-from tests.harness import REPO, ServiceProcesses, drop_database, recreate_database
+from tests.harness import ServiceProcesses
 
 UTC = dt.timezone.utc
 BATCH = 1000
@@ -48,11 +45,6 @@ USAGE_METER = "bench_usage_tokens"
 # How often the probe asks GetUsage whether its event counts yet: the lag's resolution. Asking
 # much more often loads the meter's event loop with the asking (500 calls/s at 2 ms).
 PROBE_POLL_SECONDS = 0.01
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value else default
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -163,7 +155,7 @@ async def wait_caught_up(channels, timeout: float = 600) -> float:
 
 
 async def lag_phase(
-    channels, pids: dict[str, int], customers, probe_customer, total: int, rate: float | None, run: str
+    channels, cpu_of: dict[str, Callable[[], float]], customers, probe_customer, total: int, rate: float | None, run: str
 ) -> dict:
     batches = build_batches(total, customers, run)
     stop = asyncio.Event()
@@ -171,7 +163,7 @@ async def lag_phase(
     behind: list[float] = []
     prober = asyncio.create_task(probe_freshness(channels, probe_customer, stop, samples))
     sampler = asyncio.create_task(sample_time_behind(channels, stop, behind))
-    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before = {name: read() for name, read in cpu_of.items()}
     seconds = await stream_batches(channels["ingest"], batches, rate)
     # What is left to apply when the stream ends, and how fast the meter applies it on its own.
     status = await meter_pb2_grpc.MeterServiceStub(channels["meter"]).GetMeterStatus(
@@ -179,7 +171,7 @@ async def lag_phase(
     )
     backlog = 0 if status.caught_up else max(0, status.head_position - status.applied_position)
     drain = await wait_caught_up(channels)
-    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu = {name: read() - cpu_before[name] for name, read in cpu_of.items()}
     stop.set()
     await prober
     await sampler
@@ -189,25 +181,6 @@ async def lag_phase(
         # Other work on the machine skews every figure: record it.
         "load": os.getloadavg()[0],
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/<pid>/stat); for 0, of every postgres process."""
-    if pid == 0:
-        return sum(cpu_seconds(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_postgres(p))
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0  # a backend that ended meanwhile
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _is_postgres(proc: Path) -> bool:
-    try:
-        return (proc / "comm").read_text().strip() == "postgres"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- GetUsage at scale
@@ -362,18 +335,22 @@ async def measure(database_url: str, log_dir: Path) -> dict:
     )
     await cluster.start_all(("catalog", "ingest", "meter"))
     channels = {s: connect(cluster.address(s)) for s in ("catalog", "ingest", "meter")}
-    # 0 stands for every postgres process: backends come and go, so their sum is read.
-    pids = {**{s: cluster.procs[s].pid for s in ("ingest", "meter")}, "postgres": 0}
-    results: dict = {"lag": [], "usage": None}
+    # What each phase reads the CPU time of.
+    cpu_of = {
+        "ingest": lambda pid=cluster.procs["ingest"].pid: cpu_seconds(pid),
+        "meter": lambda pid=cluster.procs["meter"].pid: cpu_seconds(pid),
+        "postgres": postgres_cpu_seconds,
+    }
+    results: dict = {"lag": [], "usage": None, "customers": usage_customers}
     try:
         customers, probe_customer = await setup_catalog(channels, 100)
         if "lag" in phases:
             # Warm-up: connections, prepared statements, caches.
-            await lag_phase(channels, pids, customers, probe_customer, 5 * BATCH, None, "warm")
+            await lag_phase(channels, cpu_of, customers, probe_customer, 5 * BATCH, None, "warm")
             for rate in [*rates, None]:
                 name = f"paced at {rate:,} events/s" if rate else "full speed"
                 print(f"{name}: {lag_events:,} events", flush=True)
-                phase = await lag_phase(channels, pids, customers, probe_customer, lag_events, rate, f"r{rate or 'full'}")
+                phase = await lag_phase(channels, cpu_of, customers, probe_customer, lag_events, rate, f"r{rate or 'full'}")
                 phase["name"] = name
                 results["lag"].append(phase)
                 lag = phase["lag"]
@@ -460,19 +437,4 @@ def report(r: dict) -> str:
 
 
 def main(out: Path) -> None:
-    server_url, handle = resolve_database_url(os.environ.get("DATABASE_URL"), REPO / ".tally")
-    name = f"tally_bench_meter_{os.getpid()}"
-    try:
-        database_url = asyncio.run(recreate_database(server_url, name))
-        for service in SERVICES:
-            upgrade(service, database_url)
-        with tempfile.TemporaryDirectory(prefix="tally-bench-meter-") as log_dir:
-            results = asyncio.run(measure(database_url, Path(log_dir)))
-        results["customers"] = env_int("TALLY_BENCH_METER_CUSTOMERS", 10_000)
-        text = report(results)
-        out.write_text(text)
-        print(text, flush=True)
-    finally:
-        asyncio.run(drop_database(server_url, name))
-        if handle is not None:
-            handle.cleanup()
+    run_on_fresh_database("meter", measure, report, out)
