@@ -118,11 +118,8 @@ class LogApplier:
         # they are matched (and decoded: decoding keeps the properties the meters read);
         # asking after the read (but off the apply path) guarantees it.
         await self._catalog.sync()
-        entries = mapping.log_items(reply.entries, self._property_roots)
+        entries = decode(reply, self._catalog)
         return reply, entries, plan_entries(entries, self._catalog)
-
-    def _property_roots(self, event_type: str) -> frozenset[str]:
-        return property_roots(self._catalog.meters_for_event_type(event_type))
 
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
@@ -190,6 +187,11 @@ class LogApplier:
             METER_LAG_SECONDS.set(max(0.0, (head_time - applied_time).total_seconds()))
 
 
+def decode(reply: ingest_pb2.ReadLogResponse, catalog: CatalogView) -> list[tuple[int, object]]:
+    """A ReadLog page as entries, each event with the properties its meters read (call after sync)."""
+    return mapping.log_items(reply.entries, lambda event_type: property_roots(catalog.meters_for_event_type(event_type)))
+
+
 def lag_of(state: repo.ApplierState) -> tuple[int, float]:
     """(entries behind, seconds behind): zero once the last read found nothing more."""
     if state.caught_up:
@@ -250,9 +252,7 @@ class Backfills:
                 if self._catalog.meter(meter_key) is None:
                     await repo.fail_backfill(conn, backfill_id, f"meter {meter_key!r} is not in the catalog")
                     return
-                entries = mapping.log_items(
-                    reply.entries, lambda event_type: property_roots(self._catalog.meters_for_event_type(event_type))
-                )
+                entries = decode(reply, self._catalog)
                 async with conn.transaction():
                     await apply_entries(conn, entries, self._catalog, only_meter=meter_key)
                     await repo.save_backfill_progress(
