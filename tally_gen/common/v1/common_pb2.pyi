@@ -38,6 +38,14 @@ class CustomerRef(_message.Message):
     external_id: str
     def __init__(self, id: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
 
+class SubscriptionRef(_message.Message):
+    __slots__ = ("id", "external_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    external_id: str
+    def __init__(self, id: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
+
 class FieldViolation(_message.Message):
     __slots__ = ("field", "description", "reason")
     FIELD_FIELD_NUMBER: _ClassVar[int]
