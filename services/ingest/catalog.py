@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 
 from services.ingest.domain.events import CustomerRef
+from services.ingest.domain.usage import MeterInfo
 from tally.catalog_cache import CatalogCache
 from tally.channels import connect, connect_service
 from tally.errors import Unavailable
@@ -59,14 +60,13 @@ class CachedCatalog:
     def is_metered(self, event_type: str) -> bool:
         return bool(self.cache.meters_for_event_type(event_type))
 
-    async def meter_exists(self, key: str) -> bool:
+    async def meter(self, key: str) -> MeterInfo | None:
         meter = self.cache.meter_by_key(key)
-        if meter is not None:
-            return not meter.archived
-        try:
-            reply = await self._stub.GetMeter(catalog_pb2.GetMeterRequest(key=key), timeout=5)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                return False
-            raise Unavailable(f"catalog unavailable: {error.code().name}", reason="CATALOG_UNAVAILABLE") from None
-        return not reply.meter.archived
+        if meter is None:
+            try:
+                meter = (await self._stub.GetMeter(catalog_pb2.GetMeterRequest(key=key), timeout=5)).meter
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                    return None
+                raise Unavailable(f"catalog unavailable: {error.code().name}", reason="CATALOG_UNAVAILABLE") from None
+        return MeterInfo(tuple(meter.group_by), meter.archived)

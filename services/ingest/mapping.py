@@ -10,8 +10,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventBatch, EventInput, PropertiesShape
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
-from services.ingest.domain.usage import UsageInput
-from services.ingest.repository import IngestCounts, StoredEvent
+from services.ingest.domain.usage import UsageInput, UsageRecordQuery, UsageRecordRef
+from services.ingest.repository import IngestCounts, StoredEvent, StoredUsage
 from tally.pagination import decode_page_token, encode_page_token
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
@@ -177,6 +177,23 @@ def usage_from_proto(request: ingest_pb2.RecordUsageRequest) -> UsageInput:
     )
 
 
+def record_ref_from_proto(request: ingest_pb2.GetUsageRecordRequest) -> UsageRecordRef:
+    if request.WhichOneof("ref") == "usage_record_id":
+        return UsageRecordRef(usage_record_id=request.usage_record_id)
+    return UsageRecordRef(idempotency_key=request.idempotency_key)
+
+
+def usage_query_from_proto(request: ingest_pb2.ListUsageRecordsRequest) -> UsageRecordQuery:
+    has_range = request.HasField("range")
+    return UsageRecordQuery(
+        customer=customer_ref_from_proto(request.customer),
+        meter_key=request.meter_key,
+        start=_instant(request.range.start) if has_range and request.range.HasField("start") else None,
+        end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
+        dimensions=tuple(sorted(request.dimensions.items())),
+    )
+
+
 def cursor_from_proto(token: str) -> LogCursor:
     """INVALID_ARGUMENT (field ``cursor``) for a cursor this service did not issue."""
     state = decode_page_token(token, kind=_CURSOR_KIND, field="cursor")
@@ -272,6 +289,33 @@ def stored_event_to_proto(stored: StoredEvent) -> ingest_pb2.StoredEvent:
     )
     message.properties.MergeFromString(event.properties)
     return message
+
+
+def usage_record_to_proto(stored: StoredUsage) -> ingest_pb2.UsageRecord:
+    usage = stored.usage
+    message = ingest_pb2.UsageRecord(
+        usage_record_id=usage.usage_record_id,
+        idempotency_key=usage.idempotency_key,
+        customer_id=usage.customer_id,
+        meter_key=usage.meter_key,
+        # As stored: numeric keeps the scale it was sent with ("10.50" stays "10.50"), and "f"
+        # keeps it in positional notation (str() would give "1E-12").
+        quantity=common_pb2.Decimal(value=format(usage.quantity, "f")),
+        memo=usage.memo,
+        timestamp=_timestamp(usage.timestamp),
+        dimensions=usage.dimensions,
+        ingest_time=_timestamp(stored.ingest_time),
+    )
+    if usage.range_start is not None and usage.range_end is not None:
+        message.range.start.FromDatetime(usage.range_start)
+        message.range.end.FromDatetime(usage.range_end)
+    return message
+
+
+def usage_records_to_proto(found: list[StoredUsage], token: str) -> ingest_pb2.ListUsageRecordsResponse:
+    return ingest_pb2.ListUsageRecordsResponse(
+        usage_records=[usage_record_to_proto(stored) for stored in found], next_page_token=token
+    )
 
 
 def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIngestStatsResponse:

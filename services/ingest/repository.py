@@ -27,7 +27,7 @@ from services.ingest.domain.log import (
     LogHead,
     LogPosition,
 )
-from services.ingest.domain.usage import AcceptedUsage
+from services.ingest.domain.usage import AcceptedUsage, UsageRecordQuery
 
 TX_CTE = """
 tx AS MATERIALIZED (
@@ -100,6 +100,15 @@ RETURNING usage_record_id::text
 SELECT_USAGE_KEY = """
 SELECT usage_record_id::text, payload_hash FROM ingest.usage_records WHERE idempotency_key = $1
 """
+
+# Reading usage records back (GetUsageRecord, ListUsageRecords).
+USAGE_RECORD_COLUMNS = """
+SELECT usage_record_id::text, idempotency_key, customer_id, meter_key, quantity, memo, usage_time,
+       range_start, range_end, dimensions::text AS dimensions, ingest_time
+FROM ingest.usage_records u
+"""
+SELECT_USAGE_BY_KEY = USAGE_RECORD_COLUMNS + "WHERE u.idempotency_key = $1"
+SELECT_USAGE_BY_ID = USAGE_RECORD_COLUMNS + "WHERE u.usage_record_id = $1::uuid"
 
 # The log: rows strictly after the cursor and strictly below the horizon (snapshot xmin).
 READ_ALONG_THE_INDEX = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
@@ -216,6 +225,14 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredUsage:
+    """A usage record as stored, for reading back."""
+
+    usage: LoggedUsage
+    ingest_time: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class IngestCounts:
     events: int
     usage_records: int
@@ -227,6 +244,22 @@ def _logged_event(row: asyncpg.Record) -> LoggedEvent:
     return LoggedEvent(
         row["event_id"], row["idempotency_key"], row["event_type"], row["customer_id"], row["event_micros"], row["properties"]
     )
+
+
+def _stored_usage(row: asyncpg.Record) -> StoredUsage:
+    usage = LoggedUsage(
+        usage_record_id=row["usage_record_id"],
+        idempotency_key=row["idempotency_key"],
+        customer_id=row["customer_id"],
+        meter_key=row["meter_key"],
+        quantity=row["quantity"],
+        memo=row["memo"],
+        timestamp=row["usage_time"],
+        range_start=row["range_start"],
+        range_end=row["range_end"],
+        dimensions=json.loads(row["dimensions"]),
+    )
+    return StoredUsage(usage, row["ingest_time"])
 
 
 class IngestRepository:
@@ -323,6 +356,53 @@ class IngestRepository:
             return StoredKey(record_id, usage.payload_hash, True)
         row = await self.conn.fetchrow(SELECT_USAGE_KEY, usage.idempotency_key)
         return StoredKey(row["usage_record_id"], bytes(row["payload_hash"]), False)
+
+    async def get_usage_record(self, *, idempotency_key: str = "", usage_record_id: str = "") -> StoredUsage | None:
+        """One usage record by key, or by id when no key is given."""
+        if idempotency_key:
+            row = await self.conn.fetchrow(SELECT_USAGE_BY_KEY, idempotency_key)
+        else:
+            row = await self.conn.fetchrow(SELECT_USAGE_BY_ID, usage_record_id)
+        return None if row is None else _stored_usage(row)
+
+    async def usage_record_id_of(self, idempotency_key: str) -> str | None:
+        """The id of the usage record with this key, if there is one (for GetEvent's hint)."""
+        row = await self.conn.fetchrow(SELECT_USAGE_KEY, idempotency_key)
+        return None if row is None else row["usage_record_id"]
+
+    async def list_usage_records(
+        self, customer_id: str, query: UsageRecordQuery, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[StoredUsage]:
+        """Up to ``limit`` records of a customer matching ``query``, by (instant, id), after ``after``.
+
+        The conditions are only those the query sets, so the planner sees plain equalities and
+        ranges and walks (customer_id, meter_key, usage_time, usage_record_id) or
+        (customer_id, usage_time, usage_record_id) in order, stopping after ``limit`` rows.
+        """
+        conditions = ["u.customer_id = $1"]
+        args: list[object] = [customer_id]
+
+        def arg(value: object, cast: str = "") -> str:
+            args.append(value)
+            return f"${len(args)}{cast}"
+
+        if query.meter_key:
+            conditions.append(f"u.meter_key = {arg(query.meter_key)}")
+        if query.start is not None:
+            conditions.append(f"u.usage_time >= {arg(query.start)}")
+        if query.end is not None:
+            conditions.append(f"u.usage_time < {arg(query.end)}")
+        if query.dimensions:
+            conditions.append(f"u.dimensions @> {arg(json.dumps(dict(query.dimensions)), '::text::jsonb')}")
+        if after is not None:
+            conditions.append(f"(u.usage_time, u.usage_record_id) > ({arg(after[0])}, {arg(after[1], '::uuid')})")
+        sql = (
+            USAGE_RECORD_COLUMNS
+            + "WHERE "
+            + " AND ".join(conditions)
+            + f" ORDER BY u.usage_time, u.usage_record_id LIMIT {arg(limit)}"
+        )
+        return [_stored_usage(row) for row in await self.conn.fetch(sql, *args)]
 
     # ------------------------------------------------------------------ log
 

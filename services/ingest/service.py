@@ -34,16 +34,37 @@ from services.ingest.domain.log import (
     next_page,
 )
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
-from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, validate_usage
+from services.ingest.domain.usage import (
+    EPOCH,
+    MeterInfo,
+    UsageInput,
+    UsageRecordQuery,
+    UsageRecordRef,
+    accept_usage,
+    dimension_violations,
+    to_micros,
+    validate_record_ref,
+    validate_usage,
+    validate_usage_query,
+)
 from services.ingest.group_commit import GroupCommitter
-from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
+from services.ingest.repository import (
+    IngestCounts,
+    IngestStore,
+    StoredEvent,
+    StoredKeys,
+    StoredUsage,
+    WriteConflict,
+)
 from tally import metrics
 from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
+from tally.pagination import decode_page_token, encode_page_token, page_size
 
 log = structlog.get_logger()
 
 CONFLICT_REASON = "IDEMPOTENCY_KEY_CONFLICT"
 UNKNOWN_METER = "UNKNOWN_METER"
+USAGE_RECORDS_TOKEN = "usage_records"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
 # Unary events are written in groups, this many at once (see group_commit.py). Measured on
@@ -63,7 +84,8 @@ class CatalogDirectory(Protocol):
     def is_metered(self, event_type: str) -> bool:
         """True when at least one meter reads this event type."""
 
-    async def meter_exists(self, key: str) -> bool: ...
+    async def meter(self, key: str) -> MeterInfo | None:
+        """The meter's declared dimensions and archived flag; None for a meter the catalog does not know."""
 
 
 def _single(_index: int) -> str:
@@ -84,6 +106,18 @@ def _check_batch_size(batch: EventBatch) -> None:
     if too_many is not None:
         metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(batch))
         raise InvalidInput("batch too large", violations=[too_many])
+
+
+def _usage_page_after(state: dict | None, fingerprint: str) -> tuple[dt.datetime, str] | None:
+    """Where a ListUsageRecords page token resumes; INVALID_ARGUMENT when issued for other filters."""
+    if state is None:
+        return None
+    if state.get("f") != fingerprint or not isinstance(state.get("t"), int) or not isinstance(state.get("i"), str):
+        raise InvalidInput(
+            "page token was issued for other filters",
+            violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
+        )
+    return EPOCH + dt.timedelta(microseconds=state["t"]), state["i"]
 
 
 def now_micros() -> int:
@@ -333,8 +367,13 @@ class IngestService:
             customers = await self.catalog.resolve_customers({usage.customer})
             if customers.get(usage.customer) is None:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
-        if usage.meter_key.strip() and not await self.catalog.meter_exists(usage.meter_key):
-            problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
+        if usage.meter_key.strip():
+            meter = await self.catalog.meter(usage.meter_key)
+            if meter is None or meter.archived:
+                problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
+            else:
+                names = [name for name, _ in usage.dimensions]
+                problems.extend(dimension_violations(names, meter.group_by, meter_key=usage.meter_key))
         if problems:
             metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput("invalid usage record", violations=problems)
@@ -371,11 +410,73 @@ class IngestService:
         return result
 
     async def get_event(self, idempotency_key: str) -> StoredEvent:
+        """The event with this key; NOT_FOUND (pointing to GetUsageRecord) when only a usage record has it.
+
+        Events and usage records are separate key spaces (one key may name one of each), and a
+        usage record is no event (no event type, no properties), so GetEvent does not return
+        usage records; GetUsageRecord does.
+        """
         async with self.store.connection() as repo:
             stored = await repo.get_event(idempotency_key)
+            record_id = None if stored is not None else await repo.usage_record_id_of(idempotency_key)
+        if stored is not None:
+            return stored
+        if record_id is not None:
+            raise NotFound(
+                f"no event with idempotency key {idempotency_key!r}; it names usage record {record_id}: "
+                "read it with GetUsageRecord",
+                reason="USAGE_RECORD_KEY",
+                metadata={"idempotency_key": idempotency_key, "usage_record_id": record_id},
+            )
+        raise NotFound(f"no event with idempotency key {idempotency_key!r}", metadata={"idempotency_key": idempotency_key})
+
+    # ------------------------------------------------------------------ usage records, read back
+
+    async def get_usage_record(self, ref: UsageRecordRef) -> StoredUsage:
+        """One usage record by idempotency key or id, with memo, quantity as given, range and dimensions."""
+        problems = validate_record_ref(ref)
+        if problems:
+            raise InvalidInput("invalid usage record reference", violations=problems)
+        async with self.store.connection() as repo:
+            stored = await repo.get_usage_record(idempotency_key=ref.idempotency_key, usage_record_id=ref.usage_record_id)
         if stored is None:
-            raise NotFound(f"no event with idempotency key {idempotency_key!r}", metadata={"idempotency_key": idempotency_key})
+            named = f"id {ref.usage_record_id}" if ref.usage_record_id else f"idempotency key {ref.idempotency_key!r}"
+            raise NotFound(
+                f"no usage record with {named}",
+                reason="USAGE_RECORD_NOT_FOUND",
+                metadata={"usage_record_id": ref.usage_record_id} if ref.usage_record_id else {"idempotency_key": ref.idempotency_key},
+            )
         return stored
+
+    async def list_usage_records(
+        self, query: UsageRecordQuery, requested_page_size: int, page_token: str
+    ) -> tuple[list[StoredUsage], str]:
+        """A page of a customer's usage records, by instant; NOT_FOUND for an unknown customer or meter."""
+        problems = validate_usage_query(query)
+        if problems:
+            raise InvalidInput("invalid usage record query", violations=problems)
+        limit = page_size(requested_page_size)
+        fingerprint = query.fingerprint()
+        after = _usage_page_after(decode_page_token(page_token, kind=USAGE_RECORDS_TOKEN), fingerprint)
+        customer_id = (await self.catalog.resolve_customers({query.customer})).get(query.customer)
+        if customer_id is None:
+            raise NotFound(
+                f"unknown customer {query.customer.describe()}",
+                reason="CUSTOMER_NOT_FOUND",
+                metadata={"customer": query.customer.id or query.customer.external_id},
+            )
+        if query.meter_key and await self.catalog.meter(query.meter_key) is None:
+            raise NotFound(f"unknown meter {query.meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": query.meter_key})
+        async with self.store.connection() as repo:
+            found = await repo.list_usage_records(customer_id, query, after, limit + 1)
+        token = ""
+        if len(found) > limit:
+            found = found[:limit]
+            last = found[-1].usage
+            token = encode_page_token(
+                {"f": fingerprint, "t": to_micros(last.timestamp), "i": last.usage_record_id}, kind=USAGE_RECORDS_TOKEN
+            )
+        return found, token
 
     async def ingest_stats(self) -> tuple[IngestCounts, int]:
         """Totals, unmetered events by type, and the log head position."""

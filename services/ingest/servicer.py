@@ -59,3 +59,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         cursor = mapping.cursor_from_proto(request.cursor)
         page = await self.service.read_log(cursor, request.max_entries, request.wait_millis)
         return mapping.log_page_to_proto(page)
+
+    async def GetUsageRecord(self, request, context):
+        stored = await self.service.get_usage_record(mapping.record_ref_from_proto(request))
+        return ingest_pb2.GetUsageRecordResponse(usage_record=mapping.usage_record_to_proto(stored))
+
+    async def ListUsageRecords(self, request, context):
+        found, token = await self.service.list_usage_records(
+            mapping.usage_query_from_proto(request), request.page_size, request.page_token
+        )
+        return mapping.usage_records_to_proto(found, token)

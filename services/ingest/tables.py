@@ -1,6 +1,7 @@
 """SQLAlchemy tables of the ingest schema. Only services.ingest touches them.
 
-They describe what migrations/versions/ingest_0002_log.py creates; the hot path writes and
+They describe what migrations/versions/ingest_0002_log.py (and the indexes of
+ingest_0003_usage_record_reads.py) create; the hot path writes and
 reads them with raw SQL in repository.py.
 """
 
@@ -8,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Index,
     LargeBinary,
     MetaData,
     Numeric,
@@ -70,6 +72,9 @@ usage_records = Table(
     Column("range_end", TIMESTAMP(timezone=True)),
     Column("dimensions", JSONB, nullable=False),
     UniqueConstraint("idempotency_key", name="usage_records_idempotency_key_key"),
+    Index("usage_records_id_key", "usage_record_id", unique=True),
+    Index("usage_records_customer_meter_time_idx", "customer_id", "meter_key", "usage_time", "usage_record_id"),
+    Index("usage_records_customer_time_idx", "customer_id", "usage_time", "usage_record_id"),
 )
 
 voids = Table(

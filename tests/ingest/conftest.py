@@ -28,7 +28,7 @@ class IngestStack:
         )
         return reply.customer
 
-    async def meter(self, event_type: str, key: str | None = None) -> catalog_pb2.Meter:
+    async def meter(self, event_type: str, key: str | None = None, group_by: tuple[str, ...] = ()) -> catalog_pb2.Meter:
         reply = await self.catalog.CreateMeter(
             catalog_pb2.CreateMeterRequest(
                 meter=catalog_pb2.Meter(
@@ -37,6 +37,7 @@ class IngestStack:
                     unit="calls",
                     event_type=event_type,
                     aggregation=catalog_pb2.AGGREGATION_COUNT,
+                    group_by=list(group_by),
                 )
             )
         )

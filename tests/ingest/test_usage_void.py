@@ -31,7 +31,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 @pytest.fixture
 async def usage_setup(ingest_stack):
     customer = await ingest_stack.customer()
-    meter = await ingest_stack.meter(unique("minutes"))
+    meter = await ingest_stack.meter(unique("minutes"), group_by=("region",))
     return customer, meter
 
 

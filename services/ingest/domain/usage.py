@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -17,11 +19,25 @@ from services.ingest.domain.events import (
 from tally.errors import Violation
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+# Dimension names a usage record may carry although its meter does not declare them: names
+# Tally itself gives a meaning to (such as a price point). Admitted by dimension_violations.
+RESERVED_DIMENSIONS: frozenset[str] = frozenset()
+# ListUsageRecords: at most this many dimension filters, each name and value this long.
+MAX_FILTER_DIMENSIONS = 16
+MAX_TEXT_CHARS = 255
 
 
 def to_micros(instant: dt.datetime) -> int:
     delta = instant - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """What ingest needs to know about a meter: its declared dimensions, and whether it is archived."""
+
+    group_by: tuple[str, ...]
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +159,109 @@ def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> Ac
         range_end=usage.range_end,
         dimensions=tuple(sorted(usage.dimensions)),
     )
+
+
+def dimension_violations(
+    dimensions: Collection[str],
+    declared: Collection[str],
+    *,
+    meter_key: str,
+    reserved: Collection[str] = RESERVED_DIMENSIONS,
+) -> list[Violation]:
+    """One violation per dimension name that the meter does not declare and Tally does not reserve.
+
+    A meter splits usage only by its group_by dimensions; any other name would be stored, then
+    ignored by the meter and priced at the default, without a word. So it is refused here, the
+    one place that decides which names a usage record may carry.
+    """
+    allowed = set(declared) | set(reserved)
+    shown = ", ".join(sorted(declared)) if declared else "none"
+    return [
+        Violation(
+            f"dimensions.{name}",
+            f"meter {meter_key!r} does not declare dimension {name!r} (its dimensions: {shown})",
+            "DIMENSION_UNDECLARED",
+        )
+        for name in sorted(dimensions)
+        if name not in allowed
+    ]
+
+
+# ---------------------------------------------------------------------- reading records
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecordRef:
+    """GetUsageRecord: a record named by its idempotency key or by its id."""
+
+    idempotency_key: str = ""
+    usage_record_id: str = ""
+
+
+def validate_record_ref(ref: UsageRecordRef) -> list[Violation]:
+    """Problems with a GetUsageRecord reference: exactly one, bounded, NUL-free, ids are UUIDs."""
+    if ref.usage_record_id:
+        try:
+            uuid.UUID(ref.usage_record_id)
+        except ValueError:
+            return [Violation("usage_record_id", "must be a usage record id (a UUID)", "INVALID_ID")]
+        return []
+    return _text_violations("idempotency_key", ref.idempotency_key, required=True, limit=MAX_IDEMPOTENCY_KEY_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecordQuery:
+    """ListUsageRecords filters: a customer, and optionally a meter, a range and dimension values."""
+
+    customer: CustomerRef
+    meter_key: str = ""
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+    def fingerprint(self) -> str:
+        """Identifies the filters, so a page token is only honoured with the filters it was issued for."""
+        parts = [
+            self.customer.id,
+            self.customer.external_id,
+            self.meter_key,
+            "" if self.start is None else str(to_micros(self.start)),
+            "" if self.end is None else str(to_micros(self.end)),
+            *(f"{k}={v}" for k, v in self.dimensions),
+        ]
+        canonical = "".join(f"{len(p)}:{p}" for p in parts)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def validate_usage_query(query: UsageRecordQuery) -> list[Violation]:
+    """Every problem of a ListUsageRecords request except whether its customer and meter exist."""
+    problems: list[Violation] = []
+    if query.customer.is_empty:
+        problems.append(Violation("customer", "is required: set id or external_id", "CUSTOMER_MISSING"))
+    else:
+        problems.extend(
+            _text_violations("customer", query.customer.id or query.customer.external_id, required=True, limit=MAX_TEXT_CHARS)
+        )
+    problems.extend(_text_violations("meter_key", query.meter_key, required=False, limit=MAX_TEXT_CHARS))
+    if query.start is not None and query.end is not None and query.end <= query.start:
+        problems.append(Violation("range.end", "must be after range.start", "RANGE_EMPTY"))
+    if len(query.dimensions) > MAX_FILTER_DIMENSIONS:
+        problems.append(
+            Violation("dimensions", f"at most {MAX_FILTER_DIMENSIONS} dimension filters, got {len(query.dimensions)}", "TOO_MANY")
+        )
+    else:
+        for name, value in query.dimensions:
+            problems.extend(_text_violations("dimensions", name, required=True, limit=MAX_TEXT_CHARS, what="a name"))
+            problems.extend(_text_violations(f"dimensions.{name[:MAX_TEXT_CHARS]}", value, required=False, limit=MAX_TEXT_CHARS))
+    return problems
+
+
+def _text_violations(field: str, value: str, *, required: bool, limit: int, what: str = "") -> list[Violation]:
+    subject = f"{what} " if what else ""
+    if "\x00" in value:
+        return [Violation(field, f"{subject}must not contain NUL characters".strip(), "INVALID_CHARACTER")]
+    if required and not value.strip():
+        return [Violation(field, f"{subject}is required".strip(), "REQUIRED")]
+    if len(value) > limit:
+        return [Violation(field, f"{subject}must be at most {limit} characters, got {len(value)}".strip(), "TOO_LONG")]
+    return []

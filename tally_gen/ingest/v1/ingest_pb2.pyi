@@ -155,6 +155,82 @@ class RecordUsageResponse(_message.Message):
     duplicate: bool
     def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class UsageRecord(_message.Message):
+    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "ingest_time")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USAGE_RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    METER_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_TIME_FIELD_NUMBER: _ClassVar[int]
+    usage_record_id: str
+    idempotency_key: str
+    customer_id: str
+    meter_key: str
+    quantity: _common_pb2.Decimal
+    memo: str
+    timestamp: _timestamp_pb2.Timestamp
+    range: _common_pb2.TimeRange
+    dimensions: _containers.ScalarMap[str, str]
+    ingest_time: _timestamp_pb2.Timestamp
+    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetUsageRecordRequest(_message.Message):
+    __slots__ = ("idempotency_key", "usage_record_id")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    USAGE_RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    usage_record_id: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., usage_record_id: _Optional[str] = ...) -> None: ...
+
+class GetUsageRecordResponse(_message.Message):
+    __slots__ = ("usage_record",)
+    USAGE_RECORD_FIELD_NUMBER: _ClassVar[int]
+    usage_record: UsageRecord
+    def __init__(self, usage_record: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+
+class ListUsageRecordsRequest(_message.Message):
+    __slots__ = ("customer", "meter_key", "range", "dimensions", "page_size", "page_token")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    METER_KEY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customer: _common_pb2.CustomerRef
+    meter_key: str
+    range: _common_pb2.TimeRange
+    dimensions: _containers.ScalarMap[str, str]
+    page_size: int
+    page_token: str
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListUsageRecordsResponse(_message.Message):
+    __slots__ = ("usage_records", "next_page_token")
+    USAGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    usage_records: _containers.RepeatedCompositeFieldContainer[UsageRecord]
+    next_page_token: str
+    def __init__(self, usage_records: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class VoidEventRequest(_message.Message):
     __slots__ = ("idempotency_key", "reason")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]

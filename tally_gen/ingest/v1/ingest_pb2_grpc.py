@@ -76,6 +76,16 @@ class IngestServiceStub:
                 request_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogRequest.SerializeToString,
                 response_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogResponse.FromString,
                 _registered_method=True)
+        self.GetUsageRecord = channel.unary_unary(
+                '/tally.ingest.v1.IngestService/GetUsageRecord',
+                request_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordRequest.SerializeToString,
+                response_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordResponse.FromString,
+                _registered_method=True)
+        self.ListUsageRecords = channel.unary_unary(
+                '/tally.ingest.v1.IngestService/ListUsageRecords',
+                request_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsRequest.SerializeToString,
+                response_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -147,6 +157,24 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsageRecord(self, request, context):
+        """Readable usage records: one usage record by idempotency key or id, with
+        its memo, quantity as given, time range, customer, meter and dimensions.
+        (GetEvent does not find usage records: events and usage records are
+        separate key spaces, so one key may name one of each.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsageRecords(self, request, context):
+        """Readable usage records: a customer's usage records, oldest instant first,
+        optionally of one meter, within a range and with given dimension values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +217,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.ReadLog,
                     request_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogRequest.FromString,
                     response_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogResponse.SerializeToString,
+            ),
+            'GetUsageRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageRecord,
+                    request_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordRequest.FromString,
+                    response_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordResponse.SerializeToString,
+            ),
+            'ListUsageRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsageRecords,
+                    request_deserializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsRequest.FromString,
+                    response_serializer=tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +447,60 @@ class IngestService:
             '/tally.ingest.v1.IngestService/ReadLog',
             tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogRequest.SerializeToString,
             tally_dot_ingest_dot_v1_dot_ingest__pb2.ReadLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.ingest.v1.IngestService/GetUsageRecord',
+            tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordRequest.SerializeToString,
+            tally_dot_ingest_dot_v1_dot_ingest__pb2.GetUsageRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsageRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.ingest.v1.IngestService/ListUsageRecords',
+            tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsRequest.SerializeToString,
+            tally_dot_ingest_dot_v1_dot_ingest__pb2.ListUsageRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from tally_gen.common.v1 import common_pb2 as _common_pb2
+from tally_gen.ingest.v1 import ingest_pb2 as _ingest_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -297,3 +298,27 @@ class RenderInvoicePdfResponse(_message.Message):
     pdf: bytes
     filename: str
     def __init__(self, pdf: _Optional[bytes] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class ListInvoiceLineRecordsRequest(_message.Message):
+    __slots__ = ("invoice_id", "invoice_number", "line_id", "page_size", "page_token")
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    invoice_id: str
+    invoice_number: str
+    line_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, invoice_id: _Optional[str] = ..., invoice_number: _Optional[str] = ..., line_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListInvoiceLineRecordsResponse(_message.Message):
+    __slots__ = ("usage_records", "next_page_token", "period")
+    USAGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    usage_records: _containers.RepeatedCompositeFieldContainer[_ingest_pb2.UsageRecord]
+    next_page_token: str
+    period: _common_pb2.TimeRange
+    def __init__(self, usage_records: _Optional[_Iterable[_Union[_ingest_pb2.UsageRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ...) -> None: ...

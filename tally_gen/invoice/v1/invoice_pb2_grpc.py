@@ -80,6 +80,11 @@ class InvoiceServiceStub:
                 request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.SerializeToString,
                 response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.FromString,
                 _registered_method=True)
+        self.ListInvoiceLineRecords = channel.unary_unary(
+                '/tally.invoice.v1.InvoiceService/ListInvoiceLineRecords',
+                request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.SerializeToString,
+                response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -149,6 +154,16 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInvoiceLineRecords(self, request, context):
+        """Readable usage records: the usage records behind one usage line (or
+        metered adjustment line) of a stored invoice, read from ingest for the
+        invoice's customer, the line's meter, period and dimensions. Events
+        behind the line are not listed (they are in the meter's usage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +211,11 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.RenderInvoicePdf,
                     request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.FromString,
                     response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.SerializeToString,
+            ),
+            'ListInvoiceLineRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvoiceLineRecords,
+                    request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.FromString,
+                    response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +462,33 @@ class InvoiceService:
             '/tally.invoice.v1.InvoiceService/RenderInvoicePdf',
             tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.SerializeToString,
             tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvoiceLineRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.invoice.v1.InvoiceService/ListInvoiceLineRecords',
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.SerializeToString,
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,
