@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.invoice.clients import CatalogClient, MeterClient
+from services.invoice.clients import CatalogClient, IngestClient, MeterClient
 from services.invoice.service import InvoiceService, InvoiceSettings, run_scheduler
 from services.invoice.servicer import InvoiceServicer
 from tally.channels import connect_service
@@ -18,13 +18,21 @@ SERVICE_NAME = invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_na
 
 
 def create_app(database_url: str, settings: Settings, invoice_settings: InvoiceSettings | None = None) -> ServiceApp:
-    """The invoice service. The catalog and meter are reached at TALLY_CATALOG_ADDR and TALLY_METER_ADDR."""
+    """The invoice service. The catalog, meter and ingest are reached at TALLY_CATALOG_ADDR,
+    TALLY_METER_ADDR and TALLY_INGEST_ADDR (ingest only for the usage records behind a line)."""
     invoice_settings = invoice_settings or InvoiceSettings.from_env()
     engine = create_engine(database_url, application_name="tally-invoice", pool_size=settings.db_pool_size)
     register_pool("invoice", "orm", engine)
     catalog_channel = connect_service("catalog")
     meter_channel = connect_service("meter")
-    service = InvoiceService(engine, CatalogClient(catalog_channel), MeterClient(meter_channel), invoice_settings)
+    ingest_channel = connect_service("ingest")
+    service = InvoiceService(
+        engine,
+        CatalogClient(catalog_channel),
+        MeterClient(meter_channel),
+        invoice_settings,
+        ingest=IngestClient(ingest_channel),
+    )
     servicer = InvoiceServicer(service)
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
@@ -42,6 +50,7 @@ def create_app(database_url: str, settings: Settings, invoice_settings: InvoiceS
     async def close_channels() -> None:
         await catalog_channel.close()
         await meter_channel.close()
+        await ingest_channel.close()
 
     app = ServiceApp(
         name="invoice",

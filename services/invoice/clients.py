@@ -14,11 +14,13 @@ import grpc
 
 from services.invoice import mapping
 from services.invoice.domain.billing import UsageQuery
+from services.invoice.domain.invoices import LineRecordsWindow
 from services.invoice.domain.plans import Customer, PlanVersion, Subscription
 from services.invoice.domain.pricing import UsagePart
 from tally.errors import NotFound, Unavailable
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
+from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
 
 CALL_TIMEOUT = 30.0
@@ -162,3 +164,32 @@ class MeterClient:
         except grpc.aio.AioRpcError as error:
             raise _translate(error, "meter status") from None
         return mapping.optional_time_from(reply, "applied_watermark")
+
+
+class IngestClient:
+    """Usage records as ingest stored them, for the records behind an invoice line.
+
+    The records are passed through unchanged (ingest's UsageRecord messages): the invoice
+    service only chooses the window, it neither reads nor prices them.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = ingest_pb2_grpc.IngestServiceStub(channel)
+
+    async def usage_records(
+        self, customer_id: str, window: LineRecordsWindow, page_size: int, page_token: str
+    ) -> tuple[list[ingest_pb2.UsageRecord], str]:
+        """One page of the customer's usage records in ``window``, and ingest's next page token."""
+        request = ingest_pb2.ListUsageRecordsRequest(
+            customer=common_pb2.CustomerRef(id=customer_id),
+            meter_key=window.meter_key,
+            range=mapping.range_to(window.start, window.end),
+            dimensions=dict(window.dimensions),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        try:
+            reply = await self._stub.ListUsageRecords(request, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, f"usage records of {window.meter_key}") from None
+        return list(reply.usage_records), reply.next_page_token

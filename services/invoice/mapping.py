@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from google.protobuf import timestamp_pb2
 
 from services.invoice.domain.billing import UsageQuery
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount
+from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount, line_id
 from services.invoice.domain.plans import (
     Customer,
     DimensionPrice,
@@ -304,7 +304,7 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         currency=invoice.currency,
         period=range_to(invoice.period_start, invoice.period_end),
         # Lines are identified by their position in the (immutable once finalized) invoice.
-        lines=[line_to(line, f"{invoice.id or 'upcoming'}-{n}") for n, line in enumerate(invoice.lines, start=1)],
+        lines=[line_to(line, line_id(invoice.id, n)) for n, line in enumerate(invoice.lines, start=1)],
         subtotal=decimal_to(invoice.subtotal),
         total=decimal_to(invoice.total),
         content_hash=invoice.content_hash,

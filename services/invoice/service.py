@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.invoice.clients import CatalogClient, MeterClient
+from services.invoice.clients import CatalogClient, IngestClient, MeterClient
 from services.invoice.domain.billing import (
     PeriodContext,
     UsageQuery,
@@ -26,7 +26,9 @@ from services.invoice.domain.invoices import (
     InvoiceLine,
     InvoiceStatus,
     LineKind,
+    LineRecordsWindow,
     invoice_number,
+    line_records_window,
     number_sequence,
 )
 from services.invoice.domain.plans import Customer, PlanVersion, Subscription
@@ -35,7 +37,7 @@ from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
 from tally.domain.periods import Period, Schedule, ended_periods, period_containing, periods
-from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Violation
+from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Unavailable, Violation
 from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
 from tally.pagination import decode_page_token, encode_page_token, page_size
 
@@ -126,12 +128,16 @@ class InvoiceService:
         meter: MeterClient,
         settings: InvoiceSettings,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        ingest: IngestClient | None = None,
     ) -> None:
         self.engine = engine
         self.catalog = catalog
         self.meter = meter
         self.settings = settings
         self.clock = clock
+        # Only the records behind an invoice line come from ingest (ListInvoiceLineRecords).
+        self.ingest = ingest
         self._limit = asyncio.Semaphore(settings.close_concurrency)
 
     # ------------------------------------------------------------------ period close
@@ -620,6 +626,34 @@ class InvoiceService:
             invoiced = (await InvoiceRepository(conn).period_starts([subscription_id]))[subscription_id]
         token = encode_page_token({"o": offset + limit, "s": subscription_id}, kind="billing_periods") if more else ""
         return [(p, invoiced.get(p.start, "")) for p in page], token
+
+    async def list_line_records(
+        self, *, invoice_id: str = "", number: str = "", line_id: str, requested_page_size: int, page_token: str
+    ) -> tuple[list, str, LineRecordsWindow]:
+        """A page of the usage records behind one metered line, read from ingest; and the window read.
+
+        The page token wraps ingest's, bound to this invoice and line, so it cannot be replayed
+        against another line's filters.
+        """
+        limit = page_size(requested_page_size)
+        invoice = await self.get_invoice(invoice_id, number)
+        window = line_records_window(invoice, line_id)
+        state = decode_page_token(page_token, kind="invoice_line_records")
+        inner = ""
+        if state is not None:
+            if state.get("i") != invoice.id or state.get("l") != line_id or not isinstance(state.get("t"), str):
+                raise InvalidInput(
+                    "page token was issued for another invoice line",
+                    violations=[Violation("page_token", "issued for another invoice line", "INVALID_PAGE_TOKEN")],
+                )
+            inner = state["t"]
+        if self.ingest is None:
+            raise Unavailable("this invoice service has no connection to ingest", reason="INGEST_NOT_CONFIGURED")
+        records, next_inner = await self.ingest.usage_records(invoice.customer_id, window, limit, inner)
+        token = ""
+        if next_inner:
+            token = encode_page_token({"i": invoice.id, "l": line_id, "t": next_inner}, kind="invoice_line_records")
+        return records, token, window
 
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
         invoice = await self.get_invoice(_required_id(invoice_id))

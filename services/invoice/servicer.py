@@ -69,3 +69,16 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
     async def RenderInvoicePdf(self, request, context):
         pdf, filename = await self.service.render_pdf(request.id)
         return invoice_pb2.RenderInvoicePdfResponse(pdf=pdf, filename=filename)
+
+    async def ListInvoiceLineRecords(self, request, context):
+        ref = request.WhichOneof("invoice")
+        records, token, window = await self.service.list_line_records(
+            invoice_id=request.invoice_id if ref == "invoice_id" else "",
+            number=request.invoice_number if ref == "invoice_number" else "",
+            line_id=request.line_id,
+            requested_page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return invoice_pb2.ListInvoiceLineRecordsResponse(
+            usage_records=records, next_page_token=token, period=mapping.range_to(window.start, window.end)
+        )

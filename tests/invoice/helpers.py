@@ -135,11 +135,12 @@ def usage_amounts(invoice: invoice_pb2.Invoice) -> list[tuple[int, Decimal]]:
 
 
 def invoice_app(services, database_url, settings, invoice_settings: InvoiceSettings):
-    """An in-process invoice app that reaches the cluster's catalog and meter."""
-    names = ("TALLY_CATALOG_ADDR", "TALLY_METER_ADDR")
+    """An in-process invoice app that reaches the cluster's catalog, meter and ingest."""
+    names = ("TALLY_CATALOG_ADDR", "TALLY_METER_ADDR", "TALLY_INGEST_ADDR")
     saved = {name: os.environ.get(name) for name in names}
     os.environ["TALLY_CATALOG_ADDR"] = services.address("catalog")
     os.environ["TALLY_METER_ADDR"] = services.address("meter")
+    os.environ["TALLY_INGEST_ADDR"] = services.address("ingest")
     try:
         return create_app(database_url, settings, invoice_settings)
     finally:

@@ -13,7 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from tally.currency import MINOR_UNITS
-from tally.errors import FailedPrecondition
+from tally.errors import FailedPrecondition, InvalidInput, NotFound, Violation
+
+MAX_LINE_ID_CHARS = 255
 
 
 class InvoiceStatus(enum.Enum):
@@ -136,6 +138,48 @@ class Invoice:
                 reason="INVOICE_STATUS",
                 metadata={"invoice_id": self.id, "status": self.status.value},
             )
+
+
+def line_id(invoice_id: str, position: int) -> str:
+    """A line's id: its invoice's id and its 1-based position (lines of a finalized invoice never move)."""
+    return f"{invoice_id or 'upcoming'}-{position}"
+
+
+@dataclass(frozen=True)
+class LineRecordsWindow:
+    """Where the usage records behind one usage line lie: the line's meter, part of the period and dimensions."""
+
+    meter_key: str
+    start: datetime
+    end: datetime
+    dimensions: tuple[tuple[str, str], ...]
+
+
+def line_records_window(invoice: Invoice, wanted_line_id: str) -> LineRecordsWindow:
+    """The window of a metered line of ``invoice``; NOT_FOUND for no such line, INVALID_ARGUMENT for a fee line.
+
+    An adjustment line keeps the period part and dimensions of the line it corrects, so its
+    window is where the late (or voided) usage lies.
+    """
+    if not wanted_line_id.strip() or "\x00" in wanted_line_id or len(wanted_line_id) > MAX_LINE_ID_CHARS:
+        raise InvalidInput(
+            "line_id is required",
+            violations=[Violation("line_id", f"must be a line id of the invoice (at most {MAX_LINE_ID_CHARS} characters, no NUL)", "INVALID_LINE_ID")],
+        )
+    for position, line in enumerate(invoice.lines, start=1):
+        if line_id(invoice.id, position) != wanted_line_id:
+            continue
+        if not line.meter_key:
+            raise InvalidInput(
+                f"line {wanted_line_id} is not metered: no usage records lie behind it",
+                violations=[Violation("line_id", f"line {wanted_line_id} ({line.description}) has no meter", "LINE_NOT_METERED")],
+            )
+        return LineRecordsWindow(line.meter_key, line.period_start, line.period_end, line.dimensions)
+    raise NotFound(
+        f"invoice {invoice.number or invoice.id} has no line {wanted_line_id}",
+        reason="INVOICE_LINE_NOT_FOUND",
+        metadata={"invoice_id": invoice.id, "line_id": wanted_line_id},
+    )
 
 
 def invoice_number(sequence: str, value: int) -> str:
