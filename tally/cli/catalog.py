@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from tally.catalog_file import CatalogFileError, load_catalog_file
-from tally.cli.output import MODE, console, enum_label, print_json, to_dict
+from tally.cli.output import MODE, console, enum_label, print_json, print_table, to_dict
 from tally.cli.rpc import call, collect_pages, fail
 from tally_gen.catalog.v1 import catalog_pb2
 
@@ -39,7 +39,7 @@ def apply(
     for result in reply.results:
         action = catalog_pb2.ApplyAction.Name(result.action).removeprefix("APPLY_ACTION_")
         table.add_row(result.kind, result.key, action, str(result.version) if result.kind == "plan" else "")
-    console().print(table)
+    print_table(table)
 
 
 @catalog_app.command("list")
@@ -69,14 +69,14 @@ def list_catalog() -> None:
         table.add_column(column)
     for p in products:
         table.add_row(p.key, p.name, p.description)
-    out.print(table)
+    print_table(table, out)
     table = Table(title="meters")
     for column in ("key", "event_type", "aggregation", "value_property", "unit", "locked"):
         table.add_column(column)
     for m in meters:
         aggregation = enum_label(catalog_pb2.Aggregation, m.aggregation, "AGGREGATION_")
         table.add_row(m.key, m.event_type, aggregation, m.value_property, m.unit, "yes" if m.locked else "")
-    out.print(table)
+    print_table(table, out)
     table = Table(title="plans")
     for column in ("key", "name", "version", "currency", "interval", "charges"):
         table.add_column(column)
@@ -91,4 +91,4 @@ def list_catalog() -> None:
             f"every {v.interval_count} {interval}",
             ", ".join(c.key for c in v.charges),
         )
-    out.print(table)
+    print_table(table, out)

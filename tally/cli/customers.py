@@ -8,7 +8,7 @@ import typer
 from google.protobuf import timestamp_pb2
 from rich.table import Table
 
-from tally.cli.output import MODE, console, enum_label, fmt_time, parse_time, print_json, to_dict
+from tally.cli.output import MODE, console, enum_label, fmt_time, parse_time, print_json, print_table, to_dict
 from tally.cli.rpc import TIMEOUT, call, collect_pages, fail
 from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
@@ -52,7 +52,7 @@ def timestamp(text: str, option: str) -> timestamp_pb2.Timestamp:
 def _customer_table(customers) -> Table:
     table = Table(title="customers")
     for column in ("id", "external id", "name", "email", "time zone", "currency", "created"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "external id", "email", "created"))
     for c in customers:
         name = c.name + (" (archived)" if c.archived else "")
         table.add_row(c.id, c.external_id, name, c.email, c.timezone, c.currency, fmt_time(c.create_time))
@@ -118,7 +118,7 @@ def list_customers(
     if MODE.json:
         print_json([to_dict(c) for c in customers])
     else:
-        console().print(_customer_table(customers))
+        print_table(_customer_table(customers))
 
 
 @customers_app.command("show")
@@ -169,10 +169,10 @@ def _show_subscription(subscription) -> None:
     if subscription.phases:
         table = Table(title="phases")
         for column in ("plan", "from", "until"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=True)
         for phase in subscription.phases:
             table.add_row(f"{phase.plan_key} v{phase.plan_version}", fmt_time(phase.start_time), fmt_time(phase.end_time))
-        out.print(table)
+        print_table(table, out)
 
 
 @subscriptions_app.command("create")
@@ -227,10 +227,10 @@ def list_subscriptions(
         return
     table = Table(title="subscriptions")
     for column in ("id", "customer", "plan", "status", "anchor", "start"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "customer", "plan", "start"))
     for s in subscriptions:
         table.add_row(*_subscription_row(s))
-    console().print(table)
+    print_table(table)
 
 
 @subscriptions_app.command("show")
@@ -240,4 +240,41 @@ def show_subscription(subscription_id: str = typer.Argument(..., help="Subscript
         "catalog",
         lambda stub: stub.GetSubscription(catalog_pb2.GetSubscriptionRequest(id=subscription_id), timeout=TIMEOUT),
     )
+    _show_subscription(reply.subscription)
+
+
+@subscriptions_app.command("cancel")
+def cancel_subscription(
+    subscription_id: str = typer.Argument(..., help="Subscription id"),
+    at_period_end: bool = typer.Option(False, "--at-period-end", help="At the end of the period in force now"),
+    at: str = typer.Option(None, "--at", help="At this ISO 8601 instant"),
+    now: bool = typer.Option(False, "--now", help="Now (this machine's clock): the current period ends here"),
+) -> None:
+    """Cancel a subscription: --now, --at-period-end or --at <instant> (exactly one, on purpose)."""
+    chosen = [name for name, given in (("--now", now), ("--at-period-end", at_period_end), ("--at", at is not None)) if given]
+    if len(chosen) != 1:
+        fail("say when to cancel", [("--now/--at-period-end/--at", "give exactly one")])
+    request = catalog_pb2.CancelSubscriptionRequest(id=subscription_id)
+    if at_period_end:
+        request.at_period_end = True
+    elif at is not None:
+        request.at.CopyFrom(timestamp(at, "--at"))
+    else:
+        request.at.GetCurrentTime()
+    reply = call("catalog", lambda stub: stub.CancelSubscription(request, timeout=TIMEOUT))
+    _show_subscription(reply.subscription)
+
+
+@subscriptions_app.command("change-plan")
+def change_plan(
+    subscription_id: str = typer.Argument(..., help="Subscription id"),
+    plan: str = typer.Option(..., "--plan", help="The new plan's key"),
+    version: int = typer.Option(0, "--version", min=0, help="Plan version (default: the latest)"),
+    effective: str = typer.Option(None, "--effective", help="ISO 8601 instant it takes effect (default: now)"),
+) -> None:
+    """Move a subscription to another plan (or version); usage before and after is priced by each."""
+    request = catalog_pb2.ChangeSubscriptionPlanRequest(id=subscription_id, plan_key=plan, plan_version=version)
+    if effective:
+        request.effective_time.CopyFrom(timestamp(effective, "--effective"))
+    reply = call("catalog", lambda stub: stub.ChangeSubscriptionPlan(request, timeout=TIMEOUT))
     _show_subscription(reply.subscription)

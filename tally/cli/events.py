@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from tally.cli.customers import customer_ref, parse_pairs, timestamp
-from tally.cli.importing import ImportLine, detect_format, read_import_file
-from tally.cli.output import MODE, console, err_console, print_error, print_json
+from tally.cli.importing import FORMATS, ImportLine, detect_format, read_import_file
+from tally.cli.output import MODE, console, err_console, print_error, print_json, print_table
 from tally.cli.rpc import TIMEOUT, call, fail
 from tally.client import AsyncEventSender, EventOutcome, SenderError, to_struct
 from tally.config import service_address
@@ -71,19 +71,19 @@ class EventsPerSecond(ProgressColumn):
 
 @events_app.command("import")
 def import_file(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or NDJSON file"),
-    file_format: str = typer.Option(None, "--format", help="csv or ndjson (default: from the file name)"),
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV, TSV or NDJSON file"),
+    file_format: str = typer.Option(None, "--format", help="csv, tsv or ndjson (default: from the file name)"),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=1000),
 ) -> None:
     """Import usage events from a file; re-importing the same file counts nothing twice.
 
-    Columns (CSV) or keys (NDJSON): event_type, customer (external id) or customer_id,
-    timestamp (ISO 8601), optional idempotency_key, optional properties (JSON object); any other
-    CSV column is a property. Exit code 1 when any line was rejected.
+    Columns (CSV, or TSV: tab-separated) or keys (NDJSON): event_type, customer (external id) or
+    customer_id, timestamp (ISO 8601), optional idempotency_key, optional properties (JSON
+    object); any other column is a property. Exit code 1 when any line was rejected.
     """
     chosen = detect_format(file, file_format)
-    if chosen not in ("csv", "ndjson"):
-        fail("invalid --format", [("--format", "must be csv or ndjson")])
+    if chosen not in FORMATS:
+        fail("invalid --format", [("--format", "must be csv, tsv or ndjson")])
     lines = list(read_import_file(file, chosen))
     rejected: list[tuple[int, str]] = [(line.line, "; ".join(line.problems)) for line in lines if line.event is None]
     to_send = [line for line in lines if line.event is not None]
@@ -127,7 +127,7 @@ def import_file(
             table.add_column("reason")
             for line, reason in rejected:
                 table.add_row(str(line), reason)
-            out.print(table)
+            print_table(table, out)
     if rejected:
         raise typer.Exit(1)
 
@@ -165,4 +165,7 @@ async def _stream(lines: list[ImportLine], address: str, batch_size: int, show_p
         async with sender:
             for line in lines:
                 await sender.send_event(line.event)
+    # The bar (stderr) is complete before the summary (stdout) is written: flushed here, so the
+    # two streams interleave in that order wherever they end up together (a terminal, a log).
+    progress.console.file.flush()
     return sender.stats, rejections

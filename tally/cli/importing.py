@@ -1,4 +1,4 @@
-"""Reading usage files (CSV or NDJSON) into ingest events, line by line, for `events import`.
+"""Reading usage files (CSV, TSV or NDJSON) into ingest events, line by line, for `events import`.
 
 Re-importing a file must count nothing twice. A line without its own idempotency_key gets one
 derived from its content and from how many identical lines came before it, so the same file
@@ -22,6 +22,9 @@ from tally.client import build_event
 from tally_gen.ingest.v1 import ingest_pb2
 
 KNOWN_COLUMNS = ("idempotency_key", "event_type", "customer", "customer_id", "timestamp", "properties")
+# File formats and the cell delimiter of the delimited ones.
+DELIMITERS = {"csv": ",", "tsv": "\t"}
+FORMATS = (*DELIMITERS, "ndjson")
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,20 @@ class ImportLine:
 
 
 def detect_format(path: Path, explicit: str | None) -> str:
+    """The explicit --format, else from the file name: .csv, .tsv (tab-separated), anything else NDJSON."""
     if explicit:
         return explicit
-    return "csv" if path.suffix.lower() in (".csv", ".tsv") else "ndjson"
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix if suffix in DELIMITERS else "ndjson"
 
 
 def read_import_file(path: Path, file_format: str) -> Iterator[ImportLine]:
     """Every data line of ``path`` (1-based file line numbers), in order."""
     occurrences: Counter[str] = Counter()
-    records = _csv_records(path) if file_format == "csv" else _ndjson_records(path)
+    if file_format in DELIMITERS:
+        records = _delimited_records(path, DELIMITERS[file_format])
+    else:
+        records = _ndjson_records(path)
     for line, record, problem in records:
         if problem is not None:
             yield ImportLine(line, problems=(problem,))
@@ -50,9 +58,9 @@ def read_import_file(path: Path, file_format: str) -> Iterator[ImportLine]:
         yield _to_event(line, record, occurrences)
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+def _delimited_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         for row in reader:
             if None in row:
                 yield reader.line_num, {}, f"{len(row[None])} more cells than header columns"

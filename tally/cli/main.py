@@ -12,6 +12,7 @@ from tally.cli.keys import keys_app
 from tally.cli.output import MODE
 from tally.cli.status import health, status
 from tally.cli.usage import alerts_app, usage_app
+from tally.cli.usage_records import usage_records_app
 from tally.config import SERVICES
 
 app = typer.Typer(help="Tally: usage metering and billing.", no_args_is_help=True)
@@ -20,6 +21,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(events_app, name="events")
 app.add_typer(usage_app, name="usage")
+app.add_typer(usage_records_app, name="usage-records")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(alerts_app, name="alerts")
 app.command()(status)
@@ -27,9 +29,28 @@ app.command()(health)
 app.add_typer(keys_app, name="keys")
 
 
+def tally_version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tally")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tally {tally_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def options(
     json_output: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of tables."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
 ) -> None:
     """Service addresses come from TALLY_<SERVICE>_ADDR (default 127.0.0.1:5005N)."""
     MODE.json = json_output

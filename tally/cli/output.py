@@ -6,12 +6,16 @@ import json
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from tally.grpc_errors import error_info, field_violations
 
@@ -31,6 +35,49 @@ def console() -> Console:
 
 def err_console() -> Console:
     return Console(file=sys.stderr, soft_wrap=True)
+
+
+# Widest a table may grow to, beyond the terminal, rather than cut a value.
+MAX_TABLE_WIDTH = 10_000
+
+
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Print ``table`` with no value ever cut short, whatever the terminal width.
+
+    Columns made with ``no_wrap=True`` (ids, invoice numbers, external ids, instants, amounts)
+    keep each value whole on one line; every other column wraps (folds) instead of ending in
+    an ellipsis. When even that does not fit the terminal, the table is printed wider than
+    the terminal (it overflows; the terminal or a pager wraps or scrolls it).
+    """
+    out = out or console()
+    for column in table.columns:
+        if column.no_wrap:
+            widest = max((cell_len(str(cell)) for cell in column.cells), default=0)
+            column.min_width = max(column.min_width or 0, widest, cell_len(str(column.header)))
+        else:
+            column.overflow = "fold"
+    needed = Measurement.get(out, out.options.update(max_width=MAX_TABLE_WIDTH), table).minimum
+    if needed > out.width:
+        out = Console(file=out.file, width=needed, soft_wrap=True)
+    out.print(table)
+
+
+def fmt_quantity(decimal) -> str:
+    """A quantity exactly as the service gave it, in plain notation: "11262.0" -> "11262", "0.25" -> "0.25".
+
+    An integral value loses only a fraction of zeros (a JSON number 11262 arrives as the float
+    11262.0); any other value keeps every digit it came with ("14.750" stays "14.750").
+    """
+    text = fmt_decimal(decimal)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not value.is_finite():
+        return text
+    if value == value.to_integral_value():
+        return format(value.to_integral_value(), "f")
+    return format(value, "f")
 
 
 def to_dict(message: Message) -> dict[str, Any]:

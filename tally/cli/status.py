@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
 from tally.channels import connect
-from tally.cli.output import MODE, console, fmt_time, print_json
+from tally.cli.output import MODE, console, fmt_time, print_json, print_table
 from tally.config import SERVICES, service_address
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
@@ -100,7 +100,7 @@ def status() -> None:
         for name, item in report["services"].items():
             color = "green" if item["health"] == "SERVING" else "red"
             table.add_row(name, item["address"], f"[{color}]{item['health']}[/]")
-        out.print(table)
+        print_table(table, out)
         meter, ingest = report["meter"], report["ingest"]
         if meter is None:
             out.print("meter lag: unknown (meter is not serving)")

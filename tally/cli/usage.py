@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tally.cli.customers import customer_ref, timestamp
-from tally.cli.output import MODE, console, fmt_decimal, fmt_time, print_json, to_dict
+from tally.cli.output import MODE, console, fmt_decimal, fmt_quantity, fmt_time, print_json, print_table, to_dict
 from tally.cli.rpc import TIMEOUT, call, fail
 from tally_gen.meter.v1 import meter_pb2
 
@@ -95,7 +95,7 @@ def show(
     values = [Decimal(fmt_decimal(p.value)) for p in series.points]
     largest = max(values, default=Decimal(0))
     table = Table(
-        title=f"{meter} for {total.customer_id}: {fmt_decimal(total.value)} from {fmt_time(total.start)} "
+        title=f"{meter} for {total.customer_id}: {fmt_quantity(total.value)} from {fmt_time(total.start)} "
         f"to {fmt_time(total.end)}",
         title_justify="left",
     )
@@ -104,8 +104,8 @@ def show(
     table.add_column("", min_width=CHART_WIDTH, no_wrap=True)
     for point, value in zip(series.points, values, strict=True):
         label = point.start.ToDatetime(tzinfo=timezone.utc).astimezone(zone).strftime(label_format)
-        table.add_row(label, fmt_decimal(point.value), f"[cyan]{bar(value, largest)}[/]")
-    console().print(table)
+        table.add_row(label, fmt_quantity(point.value), f"[cyan]{bar(value, largest)}[/]")
+    print_table(table)
 
 
 @alerts_app.command("watch")

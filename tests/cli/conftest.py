@@ -109,3 +109,16 @@ def make_customer(cli) -> Callable[..., dict]:
         return json.loads(result.stdout)
 
     return create
+
+
+@pytest.fixture(scope="session")
+def invoice_scheduler_off(services) -> None:
+    """The cluster's invoice process without its periodic close, so a test's draft stays a draft
+    until the test finalizes it (as tests/invoice/conftest.py does for its stack)."""
+    import asyncio
+
+    if services.extra_env.get("TALLY_INVOICE_CLOSE_INTERVAL_SECONDS") != "0":
+        services.extra_env["TALLY_INVOICE_CLOSE_INTERVAL_SECONDS"] = "0"
+        services.terminate("invoice")
+        services.start("invoice")
+        asyncio.run(services.wait("invoice"))

@@ -125,3 +125,105 @@ class TestImportFile:
         result = type(cli)(env)("events", "import", str(path))
         assert result.exit_code == 1
         assert "import stopped: cannot send to ingest" in result.stderr
+
+
+def run_in_a_terminal(args: list[str], env: dict[str, str], columns: int = 100) -> str:
+    """Run `tally <args>` as a real process on a pseudo-terminal; everything it showed, in order."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.harness import REPO
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_") and k != "COLUMNS"}
+    child_env.update(env, TERM="xterm-256color")
+    child_env.pop("COLUMNS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tally.cli.main", *args],
+        stdin=slave, stdout=slave, stderr=slave, env=child_env, cwd=REPO, close_fds=True,
+    )
+    os.close(slave)
+    shown = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                raise AssertionError(f"no output for 60 s: {bytes(shown)!r}")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        proc.wait(timeout=60)
+    return shown.decode(errors="replace")
+
+
+class TestImportFormatsAndProgress:
+    def test_a_tsv_file_is_split_on_tabs_not_commas(self, cli, services, make_customer, voip_plan, tmp_path):
+        customer = make_customer()
+        key = unique("tsv")
+        path = tmp_path / "usage.tsv"
+        path.write_text(
+            "idempotency_key\tevent_type\tcustomer\ttimestamp\tminutes\tnote\n"
+            f"{key}\t{voip_plan.event_type}\t{customer['external_id']}\t{recent(30)}\t12.5\tcalled Acme, then Globex\n"
+            f"{key}-2\t{voip_plan.event_type}\t{customer['external_id']}\t{recent(20)}\t7\tone, two, three\n"
+        )
+        result = cli("--json", "events", "import", str(path))
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert (report["lines"], report["accepted"], report["rejected"]) == (2, 2, [])
+        stored = stored_event(services, key)
+        assert stored.properties["minutes"] == "12.5"
+        assert stored.properties["note"] == "called Acme, then Globex"
+
+    def test_a_tsv_named_explicitly_and_an_unknown_format_refused(self, cli, make_customer, voip_plan, tmp_path):
+        customer = make_customer()
+        path = tmp_path / "usage.txt"
+        path.write_text(f"event_type\tcustomer\ttimestamp\tminutes\n{voip_plan.event_type}\t{customer['external_id']}\t{recent(9)}\t1\n")
+        result = cli("--json", "events", "import", "--format", "tsv", str(path))
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["accepted"] == 1
+        refused = cli("events", "import", "--format", "xlsx", str(path))
+        assert refused.exit_code == 1 and "--format: must be csv, tsv or ndjson" in refused.stderr
+
+    def test_the_progress_bar_is_shown_before_the_summary(self, cli, make_customer, voip_plan, tmp_path):
+        customer = make_customer()
+        path = tmp_path / "usage.csv"
+        rows = [f"{voip_plan.event_type},{customer['external_id']},{recent(40 - i)},{i}" for i in range(30)]
+        path.write_text("event_type,customer,timestamp,minutes\n" + "\n".join(rows) + "\n")
+        shown = run_in_a_terminal(["events", "import", "--batch-size", "10", str(path)], cli.env)
+        summary = shown.index("30 lines, 30 accepted")
+        assert "30/30" in shown[:summary], shown
+        assert "importing" not in shown[summary:], shown
+
+    def test_the_progress_bar_is_before_the_summary_in_one_piped_log_too(self, cli, make_customer, voip_plan, tmp_path):
+        """stdout and stderr into one pipe (`2>&1 | tee import.log`, CI logs): still bar, then summary."""
+        import os
+        import subprocess
+        import sys
+
+        from tests.harness import REPO
+
+        customer = make_customer()
+        path = tmp_path / "usage.csv"
+        rows = [f"{voip_plan.event_type},{customer['external_id']},{recent(40 - i)},{i}" for i in range(12)]
+        path.write_text("event_type,customer,timestamp,minutes\n" + "\n".join(rows) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")} | cli.env
+        done = subprocess.run(
+            [sys.executable, "-m", "tally.cli.main", "events", "import", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, timeout=120,
+        )
+        log = done.stdout.decode()
+        assert done.returncode == 0, log
+        assert log.index("12/12") < log.index("12 lines, 12 accepted"), log
