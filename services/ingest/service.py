@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -112,12 +113,17 @@ def _usage_page_after(state: dict | None, fingerprint: str) -> tuple[dt.datetime
     """Where a ListUsageRecords page token resumes; INVALID_ARGUMENT when issued for other filters."""
     if state is None:
         return None
+    invalid = InvalidInput(
+        "page token was issued for other filters",
+        violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
+    )
     if state.get("f") != fingerprint or not isinstance(state.get("t"), int) or not isinstance(state.get("i"), str):
-        raise InvalidInput(
-            "page token was issued for other filters",
-            violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
-        )
-    return EPOCH + dt.timedelta(microseconds=state["t"]), state["i"]
+        raise invalid
+    try:
+        # Signed by us, so well-formed unless the signing secret leaked; checked all the same.
+        return EPOCH + dt.timedelta(microseconds=state["t"]), str(uuid.UUID(state["i"]))
+    except (OverflowError, ValueError):
+        raise invalid from None
 
 
 def now_micros() -> int:

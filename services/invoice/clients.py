@@ -17,7 +17,8 @@ from services.invoice.domain.billing import UsageQuery
 from services.invoice.domain.invoices import LineRecordsWindow
 from services.invoice.domain.plans import Customer, PlanVersion, Subscription
 from services.invoice.domain.pricing import UsagePart
-from tally.errors import NotFound, Unavailable
+from tally.errors import InvalidInput, NotFound, Unavailable, Violation
+from tally.grpc_errors import field_violations
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -191,5 +192,13 @@ class IngestClient:
         try:
             reply = await self._stub.ListUsageRecords(request, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT and any(
+                field == "page_token" for field, _ in field_violations(error)
+            ):
+                # Ingest's own token, carried inside ours: it no longer fits (or was forged).
+                raise InvalidInput(
+                    "invalid page token",
+                    violations=[Violation("page_token", "not a page token issued for this line", "INVALID_PAGE_TOKEN")],
+                ) from None
             raise _translate(error, f"usage records of {window.meter_key}") from None
         return list(reply.usage_records), reply.next_page_token

@@ -46,6 +46,8 @@ UTC = timezone.utc
 MAX_GRACE_SECONDS = 72 * 3600
 # Meters whose usage over a span is the sum of their usage over its parts.
 ADDITIVE_AGGREGATIONS = frozenset({"SUM", "COUNT"})
+# Invoice ids and numbers named in a request: bounded, NUL-free text.
+MAX_REF_CHARS = 255
 
 
 def utcnow() -> datetime:
@@ -636,6 +638,16 @@ class InvoiceService:
         against another line's filters.
         """
         limit = page_size(requested_page_size)
+        for field, value in (("invoice_id", invoice_id), ("invoice_number", number)):
+            if "\x00" in value or len(value) > MAX_REF_CHARS:
+                raise InvalidInput(
+                    f"invalid {field}",
+                    violations=[Violation(field, f"at most {MAX_REF_CHARS} characters, no NUL", "INVALID_REFERENCE")],
+                )
+        if not invoice_id and not number:
+            raise InvalidInput(
+                "the invoice is required", violations=[Violation("invoice", "set invoice_id or invoice_number", "REQUIRED")]
+            )
         invoice = await self.get_invoice(invoice_id, number)
         window = line_records_window(invoice, line_id)
         state = decode_page_token(page_token, kind="invoice_line_records")

@@ -299,7 +299,9 @@ class TestListUsageRecords:
             ({"meter_key": "m" * 256}, ["meter_key"]),
             ({"page_size": -1}, ["page_size"]),
             ({"dimensions": {f"d{i}": "v" for i in range(17)}}, ["dimensions"]),
-            ({"dimensions": {"region": "v" * 256}}, ["dimensions.region"]),
+            ({"dimensions": {"region": "v" * 8193}}, ["dimensions.region"]),
+            ({"dimensions": {"region": "e\x00u"}}, ["dimensions.region"]),
+            ({"dimensions": {"n" * 256: "v"}}, ["dimensions"]),
             ({"dimensions": {"": "v"}}, ["dimensions"]),
             ({"page_token": "not a token"}, ["page_token"]),
         ],
@@ -332,3 +334,20 @@ class TestListUsageRecords:
                 INVALID,
             )
             assert [f for f, _ in violations(error)] == ["range.end"]
+
+    @pytest.mark.parametrize("state", [{"t": 10**30, "i": "00000000-0000-4000-8000-000000000000"}, {"t": 0, "i": "x'; --"}])
+    async def test_a_forged_token_with_the_right_filters_is_still_invalid(self, ingest_stack, regional, state):
+        from services.ingest.domain.events import CustomerRef
+        from services.ingest.domain.usage import UsageRecordQuery
+        from tally.pagination import encode_page_token
+
+        customer, _ = regional
+        fingerprint = UsageRecordQuery(CustomerRef(id=customer.id)).fingerprint()
+        token = encode_page_token({"f": fingerprint, **state}, kind="usage_records")
+        error = await expect_error(
+            ingest_stack.ingest.ListUsageRecords(
+                ingest_pb2.ListUsageRecordsRequest(customer=common_pb2.CustomerRef(id=customer.id), page_token=token)
+            ),
+            INVALID,
+        )
+        assert [f for f, _ in violations(error)] == ["page_token"]

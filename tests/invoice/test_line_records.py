@@ -136,6 +136,21 @@ class TestListInvoiceLineRecords:
             grpc.StatusCode.NOT_FOUND,
         )
 
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"invoice_id": "inv\x00"}, "invoice_id"),
+            ({"invoice_number": "INV-" + "9" * 300}, "invoice_number"),
+            ({}, "invoice"),
+        ],
+    )
+    async def test_a_missing_or_malformed_invoice_is_invalid(self, stubs, fields, field):
+        error = await expect_error(
+            stubs.invoice.ListInvoiceLineRecords(ipb.ListInvoiceLineRecordsRequest(line_id="x-1", **fields), timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert [f for f, _ in field_violations(error)] == [field]
+
     @pytest.mark.parametrize("line_id", ["", "  ", "a\x00b", "x" * 256])
     async def test_a_missing_or_malformed_line_id_is_invalid(self, stubs, billed_day, line_id):
         invoice, *_ = billed_day
@@ -162,3 +177,17 @@ class TestListInvoiceLineRecords:
         ):
             error = await expect_error(stubs.invoice.ListInvoiceLineRecords(request, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
             assert len(field_violations(error)) == 1
+
+    async def test_a_token_whose_inner_ingest_token_is_forged_is_invalid_not_unavailable(self, stubs, billed_day):
+        from tally.pagination import encode_page_token
+
+        invoice, *_ = billed_day
+        usage_line = line_of(invoice, ipb.LINE_KIND_USAGE)
+        forged = encode_page_token({"i": invoice.id, "l": usage_line.id, "t": "not-an-ingest-token"}, kind="invoice_line_records")
+        error = await expect_error(
+            stubs.invoice.ListInvoiceLineRecords(
+                ipb.ListInvoiceLineRecordsRequest(invoice_id=invoice.id, line_id=usage_line.id, page_token=forged), timeout=10
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert [f for f, _ in field_violations(error)] == ["page_token"]

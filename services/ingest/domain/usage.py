@@ -22,9 +22,11 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 # Dimension names a usage record may carry although its meter does not declare them: names
 # Tally itself gives a meaning to (such as a price point). Admitted by dimension_violations.
 RESERVED_DIMENSIONS: frozenset[str] = frozenset()
-# ListUsageRecords: at most this many dimension filters, each name and value this long.
+# ListUsageRecords: at most this many dimension filters; names (like meter keys) this long, and
+# values as long as a value can be (the whole properties document of an event).
 MAX_FILTER_DIMENSIONS = 16
 MAX_TEXT_CHARS = 255
+MAX_DIMENSION_VALUE_CHARS = 8 * 1024
 
 
 def to_micros(instant: dt.datetime) -> int:
@@ -252,7 +254,9 @@ def validate_usage_query(query: UsageRecordQuery) -> list[Violation]:
     else:
         for name, value in query.dimensions:
             problems.extend(_text_violations("dimensions", name, required=True, limit=MAX_TEXT_CHARS, what="a name"))
-            problems.extend(_text_violations(f"dimensions.{name[:MAX_TEXT_CHARS]}", value, required=False, limit=MAX_TEXT_CHARS))
+            problems.extend(
+                _text_violations(f"dimensions.{name[:MAX_TEXT_CHARS]}", value, required=False, limit=MAX_DIMENSION_VALUE_CHARS)
+            )
     return problems
 
 
