@@ -25,7 +25,8 @@ UTC = timezone.utc
 async def secured(server_url, tmp_path_factory):
     store = KeyFile(tmp_path_factory.mktemp("keys") / "api-keys.json")
     # Every service only reads from the others (the meter follows ingest's log and the
-    # catalog; ingest and invoice read the catalog; invoice reads the meter).
+    # catalog; ingest and invoice read the catalog; invoice reads the meter, and ingest for the
+    # usage records behind a line).
     service_keys = {s: store.create(f"{s}-service", [READ]).plaintext for s in ("catalog", "ingest", "meter", "invoice")}
     operator = store.create("operator", [CATALOG_WRITE, READ]).plaintext
     sender = store.create("event-sender", [EVENTS_WRITE]).plaintext
