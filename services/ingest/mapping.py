@@ -191,6 +191,7 @@ def usage_query_from_proto(request: ingest_pb2.ListUsageRecordsRequest) -> Usage
         start=_instant(request.range.start) if has_range and request.range.HasField("start") else None,
         end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
         dimensions=tuple(sorted(request.dimensions.items())),
+        exclude=tuple(tuple(sorted(match.dimensions.items())) for match in request.exclude_dimensions),
     )
 
 

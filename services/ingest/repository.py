@@ -392,8 +392,14 @@ class IngestRepository:
             conditions.append(f"u.usage_time >= {arg(query.start)}")
         if query.end is not None:
             conditions.append(f"u.usage_time < {arg(query.end)}")
+        def matches(pairs: tuple[tuple[str, str], ...]) -> str:
+            # As the meter counts it: a dimension the record does not carry has the value "".
+            return " AND ".join(f"coalesce(u.dimensions ->> {arg(name)}::text, '') = {arg(value)}::text" for name, value in pairs)
+
         if query.dimensions:
-            conditions.append(f"u.dimensions @> {arg(json.dumps(dict(query.dimensions)), '::text::jsonb')}")
+            conditions.append(f"({matches(query.dimensions)})")
+        for match in query.exclude:
+            conditions.append(f"NOT ({matches(match)})")
         if after is not None:
             conditions.append(f"(u.usage_time, u.usage_record_id) > ({arg(after[0])}, {arg(after[1], '::uuid')})")
         sql = (

@@ -186,6 +186,7 @@ class IngestClient:
             meter_key=window.meter_key,
             range=mapping.range_to(window.start, window.end),
             dimensions=dict(window.dimensions),
+            exclude_dimensions=[ingest_pb2.DimensionMatch(dimensions=dict(match)) for match in window.exclude],
             page_size=page_size,
             page_token=page_token,
         )

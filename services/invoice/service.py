@@ -29,6 +29,7 @@ from services.invoice.domain.invoices import (
     LineRecordsWindow,
     invoice_number,
     line_records_window,
+    metered_line,
     number_sequence,
 )
 from services.invoice.domain.plans import Customer, PlanVersion, Subscription
@@ -649,7 +650,8 @@ class InvoiceService:
                 "the invoice is required", violations=[Violation("invoice", "set invoice_id or invoice_number", "REQUIRED")]
             )
         invoice = await self.get_invoice(invoice_id, number)
-        window = line_records_window(invoice, line_id)
+        line = metered_line(invoice, line_id)
+        window = line_records_window(line, await self._dimension_prices_of(invoice.subscription_id, line))
         state = decode_page_token(page_token, kind="invoice_line_records")
         inner = ""
         if state is not None:
@@ -666,6 +668,22 @@ class InvoiceService:
         if next_inner:
             token = encode_page_token({"i": invoice.id, "l": line_id, "t": next_inner}, kind="invoice_line_records")
         return records, token, window
+
+    async def _dimension_prices_of(self, subscription_id: str, line: InvoiceLine) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """The match values of the dimension prices of the line's charge, in the plan version that priced it.
+
+        None to find (a minimum/maximum line, a subscription whose phase is gone): no dimension
+        prices, so the line's records are all of its meter's records in its window.
+        """
+        subscription = await self.catalog.subscription(subscription_id)
+        for phase in subscription.phases:
+            if (phase.plan_key, phase.plan_version) != (line.plan_key, line.plan_version):
+                continue
+            version = await self.catalog.plan_version(phase.plan_version_id)
+            for charge in version.usage_charges:
+                if charge.key == line.charge_key:
+                    return tuple(dimension_price.match for dimension_price in charge.dimension_prices)
+        return ()
 
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
         invoice = await self.get_invoice(_required_id(invoice_id))

@@ -238,6 +238,33 @@ class TestListUsageRecords:
         )
         assert len(everything) == 5
 
+    async def test_a_missing_dimension_counts_as_empty_and_matches_can_be_excluded(self, ingest_stack, regional):
+        customer, meter = regional
+        keys = {}
+        for name, dims in [
+            ("eu_large", {"region": "eu", "model": "large"}),
+            ("eu_small", {"region": "eu", "model": "small"}),
+            ("us_large", {"region": "us", "model": "large"}),
+            ("no_region", {"model": "large"}),
+            ("empty_region", {"region": "", "model": "small"}),
+        ]:
+            request = record(customer, meter.key, timestamp=ts(hour(1)), dimensions=dims)
+            await ingest_stack.ingest.RecordUsage(request)
+            keys[request.idempotency_key] = name
+        ref = common_pb2.CustomerRef(id=customer.id)
+
+        async def names(**fields) -> set[str]:
+            found = await list_all(ingest_stack, ingest_pb2.ListUsageRecordsRequest(customer=ref, meter_key=meter.key, **fields))
+            return {keys[r.idempotency_key] for r in found}
+
+        assert await names(dimensions={"region": ""}) == {"no_region", "empty_region"}
+        assert await names(dimensions={"region": "eu"}) == {"eu_large", "eu_small"}
+        # As an invoice line at the default price asks: neither region=eu nor model=large.
+        rest = [ingest_pb2.DimensionMatch(dimensions={"region": "eu"}), ingest_pb2.DimensionMatch(dimensions={"model": "large"})]
+        assert await names(exclude_dimensions=rest) == {"empty_region"}
+        # As the line of a second dimension price asks: model=large, but not what region=eu took.
+        assert await names(dimensions={"model": "large"}, exclude_dimensions=rest[:1]) == {"us_large", "no_region"}
+
     async def test_a_customer_without_records_gets_an_empty_page(self, ingest_stack, regional):
         _, meter = regional
         customer = await ingest_stack.customer()
@@ -304,6 +331,10 @@ class TestListUsageRecords:
             ({"dimensions": {"n" * 256: "v"}}, ["dimensions"]),
             ({"dimensions": {"": "v"}}, ["dimensions"]),
             ({"page_token": "not a token"}, ["page_token"]),
+            ({"exclude_dimensions": [{}]}, ["exclude_dimensions[0].dimensions"]),
+            ({"exclude_dimensions": [{"region": "eu"}] * 17}, ["exclude_dimensions"]),
+            ({"exclude_dimensions": [{f"d{i}": "v" for i in range(17)}]}, ["exclude_dimensions[0].dimensions"]),
+            ({"exclude_dimensions": [{"region": "eu"}, {"": "x"}]}, ["exclude_dimensions[1].dimensions"]),
         ],
     )
     async def test_a_bad_request_is_invalid_naming_the_field(self, ingest_stack, regional, request_fields, fields):
@@ -316,6 +347,8 @@ class TestListUsageRecords:
                 request.customer.CopyFrom(value)
             elif name == "dimensions":
                 request.dimensions.update(value)
+            elif name == "exclude_dimensions":
+                request.exclude_dimensions.extend(ingest_pb2.DimensionMatch(dimensions=match) for match in value)
             else:
                 setattr(request, name, value)
         error = await expect_error(ingest_stack.ingest.ListUsageRecords(request), INVALID)

@@ -191,3 +191,41 @@ class TestListInvoiceLineRecords:
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert [f for f, _ in field_violations(error)] == ["page_token"]
+
+
+class TestLinesOfDimensionPrices:
+    async def test_each_line_lists_only_the_records_its_price_took(self, stubs):
+        from tally_gen.catalog.v1 import catalog_pb2 as cpb
+
+        fields = {"dimension_prices": [
+            cpb.DimensionPrice(match={"region": "eu"}, price=per_unit("0.10")),
+            cpb.DimensionPrice(match={"tier": "gold"}, price=per_unit("0.05")),
+        ]}
+        _, meter_key, plan_key = await stubs.meter_with_plan(per_unit("0.01"), usage_fields=fields, group_by=["region", "tier"])
+        customer = await stubs.customer()
+        day = midnight_days_ago(2)
+        subscription = await stubs.subscribe(customer, plan_key, day)
+        eu_gold = await record(stubs, customer, meter_key, "10", day + timedelta(hours=1),
+                               dimensions={"region": "eu", "tier": "gold"})  # first match wins: eu
+        us_gold = await record(stubs, customer, meter_key, "20", day + timedelta(hours=2),
+                               dimensions={"region": "us", "tier": "gold"})
+        us = await record(stubs, customer, meter_key, "100", day + timedelta(hours=3), dimensions={"region": "us"})
+        bare = await record(stubs, customer, meter_key, "5", day + timedelta(hours=4))
+        await stubs.wait_applied()
+        await stubs.close(day + timedelta(days=1) + GRACE, subscription)
+        invoice = (await stubs.invoices_of(subscription))[0]
+        # eu: 10 x 0.10 = 1.00; gold (not eu): 20 x 0.05 = 1.00; the rest: 105 x 0.01 = 1.05.
+        by_dims = {tuple(sorted(line.dimensions.items())): line for line in invoice.lines}
+        assert {dims: money(line.amount) for dims, line in by_dims.items()} == {
+            (("region", "eu"),): D("1.00"), (("tier", "gold"),): D("1.00"), (): D("1.05"),
+        }
+
+        async def keys_behind(line: ipb.InvoiceLine) -> list[str]:
+            reply = await stubs.invoice.ListInvoiceLineRecords(
+                ipb.ListInvoiceLineRecordsRequest(invoice_id=invoice.id, line_id=line.id), timeout=10
+            )
+            return [r.idempotency_key for r in reply.usage_records]
+
+        assert await keys_behind(by_dims[(("region", "eu"),)]) == [eu_gold]
+        assert await keys_behind(by_dims[(("tier", "gold"),)]) == [us_gold]
+        assert await keys_behind(by_dims[()]) == [us, bare]

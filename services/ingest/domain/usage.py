@@ -220,6 +220,8 @@ class UsageRecordQuery:
     start: dt.datetime | None = None
     end: dt.datetime | None = None
     dimensions: tuple[tuple[str, str], ...] = ()
+    # Records matching every pair of any of these sets are left out.
+    exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
 
     def fingerprint(self) -> str:
         """Identifies the filters, so a page token is only honoured with the filters it was issued for."""
@@ -230,6 +232,8 @@ class UsageRecordQuery:
             "" if self.start is None else str(to_micros(self.start)),
             "" if self.end is None else str(to_micros(self.end)),
             *(f"{k}={v}" for k, v in self.dimensions),
+            *(f"not:{len(match)}" for match in self.exclude),
+            *(f"{k}={v}" for match in self.exclude for k, v in match),
         ]
         canonical = "".join(f"{len(p)}:{p}" for p in parts)
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -252,11 +256,34 @@ def validate_usage_query(query: UsageRecordQuery) -> list[Violation]:
             Violation("dimensions", f"at most {MAX_FILTER_DIMENSIONS} dimension filters, got {len(query.dimensions)}", "TOO_MANY")
         )
     else:
-        for name, value in query.dimensions:
-            problems.extend(_text_violations("dimensions", name, required=True, limit=MAX_TEXT_CHARS, what="a name"))
-            problems.extend(
-                _text_violations(f"dimensions.{name[:MAX_TEXT_CHARS]}", value, required=False, limit=MAX_DIMENSION_VALUE_CHARS)
+        problems.extend(_dimension_values_violations("dimensions", query.dimensions))
+    if len(query.exclude) > MAX_FILTER_DIMENSIONS:
+        problems.append(
+            Violation(
+                "exclude_dimensions",
+                f"at most {MAX_FILTER_DIMENSIONS} sets, got {len(query.exclude)}",
+                "TOO_MANY",
             )
+        )
+    else:
+        for index, match in enumerate(query.exclude):
+            field = f"exclude_dimensions[{index}].dimensions"
+            if not match:
+                problems.append(Violation(field, "must name at least one dimension", "REQUIRED"))
+            elif len(match) > MAX_FILTER_DIMENSIONS:
+                problems.append(Violation(field, f"at most {MAX_FILTER_DIMENSIONS} values, got {len(match)}", "TOO_MANY"))
+            else:
+                problems.extend(_dimension_values_violations(field, match))
+    return problems
+
+
+def _dimension_values_violations(field: str, pairs: tuple[tuple[str, str], ...]) -> list[Violation]:
+    problems: list[Violation] = []
+    for name, value in pairs:
+        problems.extend(_text_violations(field, name, required=True, limit=MAX_TEXT_CHARS, what="a name"))
+        problems.extend(
+            _text_violations(f"{field}.{name[:MAX_TEXT_CHARS]}", value, required=False, limit=MAX_DIMENSION_VALUE_CHARS)
+        )
     return problems
 
 

@@ -147,24 +147,29 @@ def line_id(invoice_id: str, position: int) -> str:
 
 @dataclass(frozen=True)
 class LineRecordsWindow:
-    """Where the usage records behind one usage line lie: the line's meter, part of the period and dimensions."""
+    """Where the usage records behind one usage line lie: the line's meter and part of the period,
+    the dimension values the line priced, and the values of the charge's earlier dimension prices,
+    whose usage the line did not price."""
 
     meter_key: str
     start: datetime
     end: datetime
     dimensions: tuple[tuple[str, str], ...]
+    exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
 
 
-def line_records_window(invoice: Invoice, wanted_line_id: str) -> LineRecordsWindow:
-    """The window of a metered line of ``invoice``; NOT_FOUND for no such line, INVALID_ARGUMENT for a fee line.
-
-    An adjustment line keeps the period part and dimensions of the line it corrects, so its
-    window is where the late (or voided) usage lies.
-    """
+def metered_line(invoice: Invoice, wanted_line_id: str) -> InvoiceLine:
+    """The metered line ``wanted_line_id`` of ``invoice``; NOT_FOUND for no such line, INVALID_ARGUMENT for a fee line."""
     if not wanted_line_id.strip() or "\x00" in wanted_line_id or len(wanted_line_id) > MAX_LINE_ID_CHARS:
         raise InvalidInput(
             "line_id is required",
-            violations=[Violation("line_id", f"must be a line id of the invoice (at most {MAX_LINE_ID_CHARS} characters, no NUL)", "INVALID_LINE_ID")],
+            violations=[
+                Violation(
+                    "line_id",
+                    f"must be a line id of the invoice (at most {MAX_LINE_ID_CHARS} characters, no NUL)",
+                    "INVALID_LINE_ID",
+                )
+            ],
         )
     for position, line in enumerate(invoice.lines, start=1):
         if line_id(invoice.id, position) != wanted_line_id:
@@ -174,12 +179,30 @@ def line_records_window(invoice: Invoice, wanted_line_id: str) -> LineRecordsWin
                 f"line {wanted_line_id} is not metered: no usage records lie behind it",
                 violations=[Violation("line_id", f"line {wanted_line_id} ({line.description}) has no meter", "LINE_NOT_METERED")],
             )
-        return LineRecordsWindow(line.meter_key, line.period_start, line.period_end, line.dimensions)
+        return line
     raise NotFound(
         f"invoice {invoice.number or invoice.id} has no line {wanted_line_id}",
         reason="INVOICE_LINE_NOT_FOUND",
         metadata={"invoice_id": invoice.id, "line_id": wanted_line_id},
     )
+
+
+def line_records_window(line: InvoiceLine, dimension_prices: tuple[tuple[tuple[str, str], ...], ...] = ()) -> LineRecordsWindow:
+    """The records behind a metered line, as pricing split the charge's usage.
+
+    ``dimension_prices`` are the match values of the charge's dimension prices, in their
+    declared order. Usage goes to the first dimension price it matches, the rest to the
+    default price (services/invoice/domain/pricing.py: group_usage), so a line at a dimension
+    price leaves out what earlier ones took, and the default-price line (no dimensions) leaves
+    out everything any of them took. An adjustment line keeps the period part and dimensions of
+    the line it corrects, so the same holds for it.
+    """
+    exclude: list[tuple[tuple[str, str], ...]] = []
+    for match in dimension_prices:
+        if line.dimensions and tuple(sorted(match)) == line.dimensions:
+            break
+        exclude.append(tuple(sorted(match)))
+    return LineRecordsWindow(line.meter_key, line.period_start, line.period_end, line.dimensions, tuple(exclude))
 
 
 def invoice_number(sequence: str, value: int) -> str:

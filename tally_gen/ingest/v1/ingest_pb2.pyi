@@ -201,7 +201,7 @@ class GetUsageRecordResponse(_message.Message):
     def __init__(self, usage_record: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
 
 class ListUsageRecordsRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "range", "dimensions", "page_size", "page_token")
+    __slots__ = ("customer", "meter_key", "range", "dimensions", "page_size", "page_token", "exclude_dimensions")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,13 +215,28 @@ class ListUsageRecordsRequest(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     range: _common_pb2.TimeRange
     dimensions: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    exclude_dimensions: _containers.RepeatedCompositeFieldContainer[DimensionMatch]
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., exclude_dimensions: _Optional[_Iterable[_Union[DimensionMatch, _Mapping]]] = ...) -> None: ...
+
+class DimensionMatch(_message.Message):
+    __slots__ = ("dimensions",)
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListUsageRecordsResponse(_message.Message):
     __slots__ = ("usage_records", "next_page_token")
