@@ -28,8 +28,8 @@ from services.catalog.domain.plans import (
     Tier,
     UsageCharge,
 )
-from services.catalog.domain.subscriptions import Phase, Subscription, SubscriptionRef
 from services.catalog.service import ApplyResult, CatalogChange
+from services.catalog.subscriptions.domain import Phase, Subscription, SubscriptionRef
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
