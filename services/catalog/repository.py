@@ -22,6 +22,7 @@ from services.catalog.domain.plans import (
     PlanContent,
     PlanVersion,
     Price,
+    PricePoint,
     Product,
     ProductSpec,
     Tier,
@@ -324,6 +325,13 @@ def _price(data: dict | None) -> Price | None:
     )
 
 
+# Price overrides (services/catalog/subscriptions/repository.py) store prices the same way.
+price_json = _price_json
+price_from_json = _price
+decimal_json = _str
+decimal_from_json = _dec
+
+
 def charges_json(charges: Sequence[Charge]) -> list[dict]:
     out = []
     for c in charges:
@@ -347,6 +355,10 @@ def charges_json(charges: Sequence[Charge]) -> list[dict]:
                     for d in u.dimension_prices
                 ],
             }
+            if u.price_points:
+                item["usage"]["price_points"] = [
+                    {"key": p.key, "name": p.name, "price": _price_json(p.price)} for p in u.price_points
+                ]
         out.append(item)
     return out
 
@@ -369,6 +381,10 @@ def charges_from_json(data: list[dict]) -> tuple[Charge, ...]:
                 dimension_prices=tuple(
                     DimensionPrice(match=tuple(tuple(p) for p in d["match"]), price=_price(d["price"]))
                     for d in u["dimension_prices"]
+                ),
+                price_points=tuple(
+                    PricePoint(key=p["key"], name=p["name"], price=_price(p["price"]))
+                    for p in u.get("price_points", ())
                 ),
             )
         out.append(Charge(key=item["key"], name=item["name"], fixed=fixed, usage=usage))

@@ -183,6 +183,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             anchor=anchor,
             metadata=tuple(sorted(request.metadata.items())),
             external_id=request.external_id.strip(),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.CreateSubscriptionResponse(subscription=m.subscription_out(sub))
 
@@ -240,6 +241,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             plan_key=request.plan_key,
             plan_version=request.plan_version,
             effective_time=m.time_in(request, "effective_time"),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.ChangeSubscriptionPlanResponse(subscription=m.subscription_out(sub))
 

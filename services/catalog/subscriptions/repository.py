@@ -10,7 +10,26 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.catalog import tables as t
-from services.catalog.subscriptions.domain import Phase, Subscription
+from services.catalog.repository import decimal_from_json, decimal_json, price_from_json, price_json
+from services.catalog.subscriptions.domain import Phase, PriceOverride, Subscription
+
+_OVERRIDE_DECIMALS = ("included_units", "minimum_amount", "maximum_amount", "amount")
+
+
+def _override_json(o: PriceOverride) -> dict:
+    return {
+        "charge_key": o.charge_key,
+        "price": price_json(o.price),
+        **{name: decimal_json(getattr(o, name)) for name in _OVERRIDE_DECIMALS},
+    }
+
+
+def _override(data: dict) -> PriceOverride:
+    return PriceOverride(
+        charge_key=data["charge_key"],
+        price=price_from_json(data["price"]),
+        **{name: decimal_from_json(data[name]) for name in _OVERRIDE_DECIMALS},
+    )
 
 
 async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> bool:
@@ -50,6 +69,7 @@ async def _insert_phases(conn: AsyncConnection, sub_id: str, phases: Sequence[Ph
                     "plan_version_id": p.plan_version_id,
                     "start_time": p.start_time,
                     "end_time": p.end_time,
+                    "price_overrides": [_override_json(o) for o in p.price_overrides],
                 }
                 for i, p in enumerate(phases)
             ],
@@ -105,6 +125,7 @@ async def subscriptions_by_ids(
                 plan_version=p.version,
                 start_time=p.start_time,
                 end_time=p.end_time,
+                price_overrides=tuple(_override(o) for o in p.price_overrides),
             )
         )
     by_id = {

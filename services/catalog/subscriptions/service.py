@@ -16,9 +16,11 @@ from services.catalog.subscriptions import repository as sub_repo
 from services.catalog.subscriptions.domain import (
     ANCHORS,
     Phase,
+    PriceOverride,
     Subscription,
     SubscriptionRef,
     check_reference_text,
+    validate_price_overrides,
 )
 from tally.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from tally.pagination import page_size
@@ -64,6 +66,7 @@ class SubscriptionService:
         anchor: str,
         metadata: tuple[tuple[str, str], ...],
         external_id: str = "",
+        price_overrides: tuple[PriceOverride, ...] = (),
     ) -> Subscription:
         anchor = anchor or "CALENDAR"
         v = Violations()
@@ -78,6 +81,7 @@ class SubscriptionService:
                 raise FailedPrecondition(f"customer {customer.id} is archived", reason="CUSTOMER_ARCHIVED")
             version = await self._version_for(conn, plan_key, plan_version)
             self._check_currency(customer, version)
+            validate_price_overrides(price_overrides, version).raise_if_any("invalid price overrides")
             start = start_time or now
             sub = Subscription(
                 id=repo.new_id("sub"),
@@ -87,7 +91,7 @@ class SubscriptionService:
                 cancel_at_period_end=False,
                 cancel_at=None,
                 canceled_time=None,
-                phases=(Phase(version.id, version.plan_key, version.version, start),),
+                phases=(Phase(version.id, version.plan_key, version.version, start, None, price_overrides),),
                 metadata=metadata,
                 created_at=now,
                 external_id=external_id,
@@ -197,7 +201,13 @@ class SubscriptionService:
         return after
 
     async def change_plan(
-        self, ref: SubscriptionRef | str, *, plan_key: str, plan_version: int, effective_time: datetime | None
+        self,
+        ref: SubscriptionRef | str,
+        *,
+        plan_key: str,
+        plan_version: int,
+        effective_time: datetime | None,
+        price_overrides: tuple[PriceOverride, ...] = (),
     ) -> Subscription:
         if isinstance(ref, str):
             ref = SubscriptionRef(id=ref)
@@ -207,7 +217,10 @@ class SubscriptionService:
             version = await self._version_for(conn, plan_key, plan_version)
             customer = await find_customer(conn, id=before.customer_id, external_id=None)
             self._check_currency(customer, version)
-            phase = Phase(version.id, version.plan_key, version.version, effective_time or now)
+            validate_price_overrides(price_overrides, version).raise_if_any("invalid price overrides")
+            phase = Phase(
+                version.id, version.plan_key, version.version, effective_time or now, None, price_overrides
+            )
             after = before.change_plan(phase, now=now)
             await sub_repo.save_subscription(conn, before, after)
             await self._lock_meters(conn, version.id)
