@@ -83,6 +83,8 @@ class TestPricePointsOnAPlan:
             pb.PricePoint(key="premium", price=per_unit("0.10")),
             pb.PricePoint(key="no price"),
             pb.PricePoint(key="neg", price=per_unit("-1")),
+            pb.PricePoint(key="nul", name="a\x00b", price=per_unit("1")),
+            pb.PricePoint(key="long", name="x" * 257, price=per_unit("1")),
         ]
         found = await violations_of(
             stub.CreatePlan(
@@ -94,6 +96,8 @@ class TestPricePointsOnAPlan:
             "plan.charges[0].usage.price_points[2].key",
             "plan.charges[0].usage.price_points[2].price",
             "plan.charges[0].usage.price_points[3].price.unit_price",
+            "plan.charges[0].usage.price_points[4].name",
+            "plan.charges[0].usage.price_points[5].name",
         }
 
     async def test_more_than_a_hundred_price_points_is_refused(self, stub):

@@ -263,6 +263,8 @@ def _validate_price_points(v: Violations, points: tuple[PricePoint, ...]) -> Non
         keys.add(point.key)
         if len(point.name) > 256:
             pv.add("name", "must be at most 256 characters", "TOO_LONG")
+        elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in point.name):
+            pv.add("name", "must not contain control characters (NUL, newline...)", "CONTROL_CHARACTER")
         if point.price is None:
             pv.add("price", "is required", "REQUIRED")
         else:
