@@ -142,6 +142,29 @@ def list_filters_from(request: invoice_pb2.ListInvoicesRequest) -> ListFilters:
     return ListFilters(**found)
 
 
+def subscription_ref_from(request) -> tuple[str, str]:
+    """(subscription id, external id), one of them set, from ``subscription_id`` or the
+    ``subscription`` ref (UpcomingInvoice, ListBillingPeriods); INVALID_ARGUMENT otherwise."""
+    problems: list[Violation] = []
+    if request.HasField("subscription"):
+        which = request.subscription.WhichOneof("ref")
+        if request.subscription_id:
+            problems.append(Violation("subscription", "set either subscription_id or subscription, not both", "CONFLICTING_FIELDS"))
+        elif which is None or not getattr(request.subscription, which):
+            problems.append(Violation("subscription", "set subscription.id or subscription.external_id", "REQUIRED"))
+        else:
+            value = _ref_value(problems, f"subscription.{which}", getattr(request.subscription, which))
+            if not problems:
+                return (value, "") if which == "id" else ("", value)
+    elif not request.subscription_id:
+        problems.append(Violation("subscription_id", "required: set subscription_id or subscription", "REQUIRED"))
+    else:
+        _ref_value(problems, "subscription_id", request.subscription_id)
+    if problems:
+        raise InvalidInput("name the subscription", violations=problems)
+    return request.subscription_id, ""
+
+
 # ------------------------------------------------------------------ catalog -> domain
 
 _INTERVALS = {

@@ -583,9 +583,13 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ preview and periods
 
-    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+    async def upcoming_invoice(
+        self, subscription_id: str, as_of: datetime | None = None, *, subscription_external_id: str = ""
+    ) -> Invoice:
         """The current period's invoice to date, with pending adjustments; nothing is stored."""
         as_of = as_of or self.clock()
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         subscription = await self.catalog.subscription(subscription_id)
@@ -605,8 +609,16 @@ class InvoiceService:
         return replace(preview, id="")
 
     async def list_billing_periods(
-        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+        self,
+        subscription_id: str,
+        until: datetime | None,
+        requested_page_size: int,
+        page_token: str,
+        *,
+        subscription_external_id: str = "",
     ) -> tuple[list[tuple[Period, str]], str]:
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         until = until or self.clock()

@@ -293,3 +293,34 @@ class TestListInvoicesFilters:
                 timeout=10,
             )
         assert set(dict(field_violations(caught.value))) == {"subscription.external_id"}
+
+
+class TestNamingTheSubscriptionByItsReference:
+    async def test_upcoming_invoice_and_billing_periods_take_the_subscriptions_external_id(self, stubs):
+        _, _, plan_key = await daily_plan(stubs)
+        reference = unique("sub-ref")
+        _, sub, start = await subscribe(stubs, plan_key, days_ago=2, external_id=reference)
+        ref = common_pb2.SubscriptionRef(external_id=reference)
+        upcoming = await stubs.invoice.UpcomingInvoice(
+            ipb.UpcomingInvoiceRequest(subscription=ref), timeout=10
+        )
+        assert upcoming.invoice.subscription_id == sub.id
+        by_ref = await stubs.invoice.ListBillingPeriods(
+            ipb.ListBillingPeriodsRequest(subscription=ref, until=ts(start + timedelta(days=2))), timeout=10
+        )
+        by_id = await stubs.invoice.ListBillingPeriods(
+            ipb.ListBillingPeriodsRequest(subscription_id=sub.id, until=ts(start + timedelta(days=2))),
+            timeout=10,
+        )
+        assert list(by_ref.periods) == list(by_id.periods) and len(by_ref.periods) == 2
+
+    async def test_an_unknown_reference_is_not_found_and_a_missing_one_a_field_violation(self, stubs):
+        ghost = common_pb2.SubscriptionRef(external_id=unique("ghost"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.UpcomingInvoice(ipb.UpcomingInvoiceRequest(subscription=ghost), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error_info(caught.value).reason == "SUBSCRIPTION_NOT_FOUND"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.ListBillingPeriods(ipb.ListBillingPeriodsRequest(), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "subscription_id" in dict(field_violations(caught.value))

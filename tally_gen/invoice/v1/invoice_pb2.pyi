@@ -251,12 +251,14 @@ class VoidInvoiceResponse(_message.Message):
     def __init__(self, invoice: _Optional[_Union[Invoice, _Mapping]] = ...) -> None: ...
 
 class UpcomingInvoiceRequest(_message.Message):
-    __slots__ = ("subscription_id", "as_of")
+    __slots__ = ("subscription_id", "as_of", "subscription")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     as_of: _timestamp_pb2.Timestamp
-    def __init__(self, subscription_id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, subscription_id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class UpcomingInvoiceResponse(_message.Message):
     __slots__ = ("invoice",)
@@ -273,16 +275,18 @@ class BillingPeriod(_message.Message):
     def __init__(self, period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., invoice_id: _Optional[str] = ...) -> None: ...
 
 class ListBillingPeriodsRequest(_message.Message):
-    __slots__ = ("subscription_id", "until", "page_size", "page_token")
+    __slots__ = ("subscription_id", "until", "page_size", "page_token", "subscription")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     until: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, subscription_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, subscription_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class ListBillingPeriodsResponse(_message.Message):
     __slots__ = ("periods", "next_page_token")
