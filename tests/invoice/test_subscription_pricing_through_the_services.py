@@ -152,6 +152,37 @@ class TestPriceOverridesThroughTheServices:
         assert money(day2.total) == D("25.00")
         assert {line.kind: line.price_override for line in day2.lines} == {FEE: True, USAGE: False}
 
+    async def test_an_overridden_in_advance_fee_is_billed_at_the_override_for_every_period(self, stubs):
+        plan_key = unique("plan")
+        await stubs.catalog.CreatePlan(
+            cpb.CreatePlanRequest(
+                plan=cpb.PlanSpec(
+                    key=plan_key,
+                    name="Advance",
+                    currency="USD",
+                    interval=cpb.BILLING_INTERVAL_DAY,
+                    interval_count=1,
+                    charges=[
+                        cpb.Charge(
+                            key="fee",
+                            fixed=cpb.FixedFee(amount=dec("50.00"), timing=cpb.FEE_TIMING_IN_ADVANCE),
+                        )
+                    ],
+                )
+            ),
+            timeout=10,
+        )
+        _, sub, start = await subscribe(
+            stubs, plan_key, days_ago=3, overrides=[cpb.PriceOverride(charge_key="fee", amount=dec("7.00"))]
+        )
+        await stubs.close(start + timedelta(days=2) + GRACE, sub.id)
+        fee_lines = [
+            line for invoice in await stubs.invoices_of(sub.id) for line in invoice.lines if line.kind == FEE
+        ]
+        # Whole days from midnight: each in-advance fee is the override's 7.00, never the plan's 50.00.
+        assert fee_lines
+        assert {(money(line.amount), line.price_override) for line in fee_lines} == {(D("7.00"), True)}
+
 
 class TestPricePointsThroughTheServices:
     async def test_usage_recorded_with_a_price_point_is_priced_by_it_on_its_own_line(self, stubs):
