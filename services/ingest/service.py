@@ -65,6 +65,7 @@ log = structlog.get_logger()
 
 CONFLICT_REASON = "IDEMPOTENCY_KEY_CONFLICT"
 UNKNOWN_METER = "UNKNOWN_METER"
+UNKNOWN_PRICE_POINT = "UNKNOWN_PRICE_POINT"
 USAGE_RECORDS_TOKEN = "usage_records"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
@@ -373,13 +374,31 @@ class IngestService:
             customers = await self.catalog.resolve_customers({usage.customer})
             if customers.get(usage.customer) is None:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
-        if usage.meter_key.strip():
-            meter = await self.catalog.meter(usage.meter_key)
-            if meter is None or meter.archived:
-                problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
-            else:
-                names = [name for name, _ in usage.dimensions]
-                problems.extend(dimension_violations(names, meter.group_by, meter_key=usage.meter_key))
+        meter = await self.catalog.meter(usage.meter_key) if usage.meter_key.strip() else None
+        known_meter = meter is not None and not meter.archived
+        if usage.meter_key.strip() and not known_meter:
+            problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
+        problems.extend(
+            dimension_violations(
+                [name for name, _ in usage.dimensions],
+                meter.group_by if known_meter else None,
+                meter_key=usage.meter_key,
+            )
+        )
+        if known_meter and usage.price_point and not problems:
+            declared = await self.catalog.price_points(
+                customers[usage.customer], usage.meter_key, usage.usage_time or now, usage.price_point
+            )
+            if usage.price_point not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(
+                    Violation(
+                        "price_point",
+                        f"no usage charge on meter {usage.meter_key!r} in force for this customer declares price point "
+                        f"{usage.price_point!r} (declared: {known})",
+                        UNKNOWN_PRICE_POINT,
+                    )
+                )
         if problems:
             metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput("invalid usage record", violations=problems)

@@ -32,7 +32,7 @@ from services.invoice.domain.invoices import (
     metered_line,
     number_sequence,
 )
-from services.invoice.domain.plans import Customer, PlanVersion, Subscription
+from services.invoice.domain.plans import Customer, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart
 from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
@@ -524,9 +524,18 @@ class InvoiceService:
         customer_id: str = "",
         subscription_id: str = "",
         status: InvoiceStatus | None = None,
+        customer_external_id: str = "",
+        subscription_external_id: str = "",
     ) -> tuple[list[Invoice], str]:
+        """A page of invoices; a customer or subscription filter naming nothing is NOT_FOUND
+        (resolved through the catalog's GetCustomer/GetSubscription), never an empty page."""
         limit = page_size(requested_page_size)
         filters = {"c": customer_id, "s": subscription_id, "st": status.value if status else ""}
+        # External ids are kept apart in the token so an id and an external id never compare equal.
+        if customer_external_id:
+            filters["ce"] = customer_external_id
+        if subscription_external_id:
+            filters["se"] = subscription_external_id
         state = decode_page_token(page_token, kind="invoices")
         after = None
         if state is not None:
@@ -536,6 +545,10 @@ class InvoiceService:
                     violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
                 )
             after = (datetime.fromisoformat(state["t"]), state["i"])
+        if customer_id or customer_external_id:
+            customer_id = await self.catalog.resolve_customer_id(customer_id, customer_external_id)
+        if subscription_id or subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id(subscription_id, subscription_external_id)
         async with self.engine.connect() as conn:
             found = await InvoiceRepository(conn).list(
                 limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status
@@ -579,9 +592,13 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ preview and periods
 
-    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+    async def upcoming_invoice(
+        self, subscription_id: str, as_of: datetime | None = None, *, subscription_external_id: str = ""
+    ) -> Invoice:
         """The current period's invoice to date, with pending adjustments; nothing is stored."""
         as_of = as_of or self.clock()
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         subscription = await self.catalog.subscription(subscription_id)
@@ -601,8 +618,16 @@ class InvoiceService:
         return replace(preview, id="")
 
     async def list_billing_periods(
-        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+        self,
+        subscription_id: str,
+        until: datetime | None,
+        requested_page_size: int,
+        page_token: str,
+        *,
+        subscription_external_id: str = "",
     ) -> tuple[list[tuple[Period, str]], str]:
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         until = until or self.clock()
@@ -651,7 +676,12 @@ class InvoiceService:
             )
         invoice = await self.get_invoice(invoice_id, number)
         line = metered_line(invoice, line_id)
-        window = line_records_window(line, await self._dimension_prices_of(invoice.subscription_id, line))
+        charge = await self._charge_of(invoice.subscription_id, line)
+        window = line_records_window(
+            line,
+            tuple(dimension_price.match for dimension_price in charge.dimension_prices) if charge else (),
+            tuple(point.key for point in charge.price_points) if charge else (),
+        )
         state = decode_page_token(page_token, kind="invoice_line_records")
         inner = ""
         if state is not None:
@@ -669,11 +699,11 @@ class InvoiceService:
             token = encode_page_token({"i": invoice.id, "l": line_id, "t": next_inner}, kind="invoice_line_records")
         return records, token, window
 
-    async def _dimension_prices_of(self, subscription_id: str, line: InvoiceLine) -> tuple[tuple[tuple[str, str], ...], ...]:
-        """The match values of the dimension prices of the line's charge, in the plan version that priced it.
+    async def _charge_of(self, subscription_id: str, line: InvoiceLine) -> UsageCharge | None:
+        """The usage charge that priced the line, from the plan version that priced it.
 
-        None to find (a minimum/maximum line, a subscription whose phase is gone): no dimension
-        prices, so the line's records are all of its meter's records in its window.
+        None when there is none to find (a minimum/maximum line, a phase no longer there): the
+        line's records are then all of its meter's records in its window.
         """
         subscription = await self.catalog.subscription(subscription_id)
         for phase in subscription.phases:
@@ -682,8 +712,8 @@ class InvoiceService:
             version = await self.catalog.plan_version(phase.plan_version_id)
             for charge in version.usage_charges:
                 if charge.key == line.charge_key:
-                    return tuple(dimension_price.match for dimension_price in charge.dimension_prices)
-        return ()
+                    return charge
+        return None
 
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
         invoice = await self.get_invoice(_required_id(invoice_id))

@@ -90,10 +90,13 @@ class TestUndeclaredDimensions:
         await ingest_stack.ingest.RecordUsage(request)
         assert dict((await get_by_key(ingest_stack, request.idempotency_key)).dimensions) == {"region": "eu"}
 
-    def test_a_reserved_dimension_is_admitted_without_the_meter_declaring_it(self):
-        assert dimension_violations(["price_point"], ["region"], meter_key="m", reserved={"price_point"}) == []
-        [problem] = dimension_violations(["price_point"], ["region"], meter_key="m", reserved=())
-        assert problem.field == "dimensions.price_point" and problem.reason == "DIMENSION_UNDECLARED"
+    def test_a_reserved_dimension_is_refused_as_reserved_even_when_the_meter_is_unknown(self):
+        [reserved] = dimension_violations(["tally:price_point"], ["region"], meter_key="m")
+        assert (reserved.field, reserved.reason) == ("dimensions.tally:price_point", "RESERVED_DIMENSION")
+        [unknown_meter] = dimension_violations(["tally:price_point", "bogus"], None, meter_key="nometer")
+        assert unknown_meter.reason == "RESERVED_DIMENSION"
+        [undeclared] = dimension_violations(["price_point"], ["region"], meter_key="m", reserved=())
+        assert (undeclared.field, undeclared.reason) == ("dimensions.price_point", "DIMENSION_UNDECLARED")
 
 
 class TestGetUsageRecord:

@@ -229,3 +229,27 @@ class TestLinesOfDimensionPrices:
         assert await keys_behind(by_dims[(("region", "eu"),)]) == [eu_gold]
         assert await keys_behind(by_dims[(("tier", "gold"),)]) == [us_gold]
         assert await keys_behind(by_dims[()]) == [us, bare]
+
+    async def test_a_price_point_line_lists_its_records_and_the_default_line_the_rest(self, stubs):
+        from tally_gen.catalog.v1 import catalog_pb2 as cpb
+
+        points = {"price_points": [cpb.PricePoint(key="premium", name="Premium route", price=per_unit("0.09"))]}
+        _, meter_key, plan_key = await stubs.meter_with_plan(per_unit("0.05"), usage_fields=points)
+        customer = await stubs.customer()
+        day = midnight_days_ago(2)
+        subscription = await stubs.subscribe(customer, plan_key, day)
+        premium = await record(stubs, customer, meter_key, "100", day + timedelta(hours=1), price_point="premium")
+        plain = await record(stubs, customer, meter_key, "40", day + timedelta(hours=2))
+        await stubs.wait_applied()
+        await stubs.close(day + timedelta(days=1) + GRACE, subscription)
+        invoice = (await stubs.invoices_of(subscription))[0]
+        # premium: 100 x 0.09 = 9.00; the rest: 40 x 0.05 = 2.00.
+        by_point = {line.price_point: line for line in invoice.lines}
+        assert {key: money(line.amount) for key, line in by_point.items()} == {"premium": D("9.00"), "": D("2.00")}
+        records = {}
+        for key, line in by_point.items():
+            reply = await stubs.invoice.ListInvoiceLineRecords(
+                ipb.ListInvoiceLineRecordsRequest(invoice_id=invoice.id, line_id=line.id), timeout=10
+            )
+            records[key] = [r.idempotency_key for r in reply.usage_records]
+        assert records == {"premium": [premium], "": [plain]}

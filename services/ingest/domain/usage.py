@@ -16,12 +16,15 @@ from services.ingest.domain.events import (
     Limits,
     validate_instant,
 )
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import Violation
 
+MAX_PRICE_POINT_CHARS = 128
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-# Dimension names a usage record may carry although its meter does not declare them: names
-# Tally itself gives a meaning to (such as a price point). Admitted by dimension_violations.
-RESERVED_DIMENSIONS: frozenset[str] = frozenset()
+# Dimension names Tally itself gives a meaning to: a caller's dimensions may not use them (a
+# price point is named with RecordUsage.price_point and stored under its reserved name).
+RESERVED_DIMENSIONS: frozenset[str] = frozenset({PRICE_POINT_DIMENSION})
 # ListUsageRecords: at most this many dimension filters; names (like meter keys) this long, and
 # values as long as a value can be (the whole properties document of an event).
 MAX_FILTER_DIMENSIONS = 16
@@ -55,6 +58,13 @@ class UsageInput:
     range_start: dt.datetime | None
     range_end: dt.datetime | None
     dimensions: tuple[tuple[str, str], ...] = ()
+    # A price point of the charge on this meter (tally/domain/price_points.py); "" for none.
+    price_point: str = ""
+
+    @property
+    def usage_time(self) -> dt.datetime | None:
+        """The instant the record is attributed to (range start, else timestamp; None: now)."""
+        return self.range_start or self.timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,15 @@ def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> li
             )
     elif usage.timestamp is not None:
         problems.extend(validate_instant(to_micros(usage.timestamp), now_micros=now_micros, limits=limits, field="timestamp"))
+    point = usage.price_point
+    if point and (len(point) > MAX_PRICE_POINT_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in point)):
+        problems.append(
+            Violation(
+                "price_point",
+                f"must be at most {MAX_PRICE_POINT_CHARS} characters without control characters",
+                "PRICE_POINT_INVALID",
+            )
+        )
     return problems
 
 
@@ -138,6 +157,8 @@ def usage_digest(usage: UsageInput, customer_id: str, quantity: Decimal) -> byte
         instant(usage.range_start),
         instant(usage.range_end),
         *(f"{k}={v}" for k, v in sorted(usage.dimensions)),
+        # Only when given, so records without one hash as they always did.
+        *((f"{PRICE_POINT_DIMENSION}={usage.price_point}",) if usage.price_point else ()),
     ]
     canonical = "".join(f"{len(p)}:{p}" for p in parts)
     return hashlib.sha256(canonical.encode()).digest()
@@ -159,34 +180,42 @@ def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> Ac
         usage_time=usage_time,
         range_start=usage.range_start,
         range_end=usage.range_end,
-        dimensions=tuple(sorted(usage.dimensions)),
+        dimensions=tuple(
+            sorted((*usage.dimensions, *(((PRICE_POINT_DIMENSION, usage.price_point),) if usage.price_point else ())))
+        ),
     )
 
 
 def dimension_violations(
     dimensions: Collection[str],
-    declared: Collection[str],
+    declared: Collection[str] | None,
     *,
     meter_key: str,
     reserved: Collection[str] = RESERVED_DIMENSIONS,
 ) -> list[Violation]:
-    """One violation per dimension name that the meter does not declare and Tally does not reserve.
+    """One violation per dimension name of a caller's usage record that it may not carry.
 
-    A meter splits usage only by its group_by dimensions; any other name would be stored, then
-    ignored by the meter and priced at the default, without a word. So it is refused here, the
-    one place that decides which names a usage record may carry.
+    The one place that decides which names a usage record's dimensions may hold: the meter's
+    group_by (``declared``; None when the meter is unknown, so only reserved names are judged),
+    never a name Tally reserves. A meter splits usage only by its group_by dimensions; any other
+    name would be stored, then ignored by the meter and priced at the default, without a word.
     """
-    allowed = set(declared) | set(reserved)
     shown = ", ".join(sorted(declared)) if declared else "none"
-    return [
-        Violation(
-            f"dimensions.{name}",
-            f"meter {meter_key!r} does not declare dimension {name!r} (its dimensions: {shown})",
-            "DIMENSION_UNDECLARED",
-        )
-        for name in sorted(dimensions)
-        if name not in allowed
-    ]
+    problems = []
+    for name in sorted(dimensions):
+        if name in reserved:
+            problems.append(
+                Violation(f"dimensions.{name}", "is reserved: name a price point with the price_point field", "RESERVED_DIMENSION")
+            )
+        elif declared is not None and name not in declared:
+            problems.append(
+                Violation(
+                    f"dimensions.{name}",
+                    f"meter {meter_key!r} does not declare dimension {name!r} (its dimensions: {shown})",
+                    "DIMENSION_UNDECLARED",
+                )
+            )
+    return problems
 
 
 # ---------------------------------------------------------------------- reading records

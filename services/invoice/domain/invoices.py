@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from tally.currency import MINOR_UNITS
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import FailedPrecondition, InvalidInput, NotFound, Violation
 
 MAX_LINE_ID_CHARS = 255
@@ -67,6 +68,10 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
+    # The subscription's price override of this charge priced the line.
+    price_override: bool = False
+    # The price point (key) that priced this line's usage; "" otherwise.
+    price_point: str = ""
 
     @property
     def match_key(self) -> str:
@@ -187,17 +192,25 @@ def metered_line(invoice: Invoice, wanted_line_id: str) -> InvoiceLine:
     )
 
 
-def line_records_window(line: InvoiceLine, dimension_prices: tuple[tuple[tuple[str, str], ...], ...] = ()) -> LineRecordsWindow:
+def line_records_window(
+    line: InvoiceLine,
+    dimension_prices: tuple[tuple[tuple[str, str], ...], ...] = (),
+    price_points: tuple[str, ...] = (),
+) -> LineRecordsWindow:
     """The records behind a metered line, as pricing split the charge's usage.
 
-    ``dimension_prices`` are the match values of the charge's dimension prices, in their
-    declared order. Usage goes to the first dimension price it matches, the rest to the
-    default price (services/invoice/domain/pricing.py: group_usage), so a line at a dimension
-    price leaves out what earlier ones took, and the default-price line (no dimensions) leaves
-    out everything any of them took. An adjustment line keeps the period part and dimensions of
-    the line it corrects, so the same holds for it.
+    ``dimension_prices`` are the match values of the charge's dimension prices in their declared
+    order, ``price_points`` the keys of its price points. Pricing (services/invoice/domain/
+    pricing.py: group_usage) gives usage recorded with one of the price points to that price
+    point's line, the rest to the first dimension price it matches, and what is left to the
+    default price. So a price point's line lists its records; a dimension price's line leaves out
+    the price points' records and what earlier dimension prices took; the default-price line
+    (no dimensions) leaves out everything the others took. An adjustment line keeps the period
+    part, dimensions and price point of the line it corrects, so the same holds for it.
     """
-    exclude: list[tuple[tuple[str, str], ...]] = []
+    if line.price_point:
+        return LineRecordsWindow(line.meter_key, line.period_start, line.period_end, line.dimensions)
+    exclude: list[tuple[tuple[str, str], ...]] = [((PRICE_POINT_DIMENSION, key),) for key in price_points]
     for match in dimension_prices:
         if line.dimensions and tuple(sorted(match)) == line.dimensions:
             break
@@ -244,6 +257,9 @@ def canonical_line(line: InvoiceLine) -> dict:
         "amount_before_limits": _decimal(line.amount_before_limits),
         "amount": str(line.amount),
         "adjusts": [line.adjusts_invoice_id, _instant(line.adjusts_period_start), _instant(line.adjusts_period_end)],
+        # Only when set, so the content (and hash) of lines without them is what it always was.
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
     }
 
 
