@@ -39,6 +39,19 @@ def customer_ref(external_id: str | None, customer_id: str | None) -> common_pb2
     return common_pb2.CustomerRef(external_id=external_id)
 
 
+def subscription_ref(subscription_id: str | None, external_id: str | None) -> common_pb2.SubscriptionRef:
+    """A subscription named by Tally's id (the argument) or by the caller's reference (--external-id)."""
+    if (subscription_id is None) == (external_id is None):
+        fail("name the subscription with exactly one of SUBSCRIPTION (its id) or --external-id (your reference)")
+    if external_id is not None:
+        return common_pb2.SubscriptionRef(external_id=external_id)
+    return common_pb2.SubscriptionRef(id=subscription_id)
+
+
+SUBSCRIPTION_ARG_HELP = "Subscription id (or name it by your reference with --external-id)"
+EXTERNAL_ID_HELP = "The subscription's external id (your own reference) instead of its id"
+
+
 def timestamp(text: str, option: str) -> timestamp_pb2.Timestamp:
     try:
         when = parse_time(text)
@@ -145,6 +158,7 @@ STATUSES = {
 def _subscription_row(s) -> tuple[str, ...]:
     return (
         s.id,
+        s.external_id,
         s.customer_id,
         f"{s.plan_key} v{s.plan_version}",
         enum_label(catalog_pb2.SubscriptionStatus, s.status, "SUBSCRIPTION_STATUS_"),
@@ -158,10 +172,10 @@ def _show_subscription(subscription) -> None:
         print_json(to_dict(subscription))
         return
     out = console()
-    sid, customer, plan, status, anchor, start = _subscription_row(subscription)
+    sid, external_id, customer, plan, status, anchor, start = _subscription_row(subscription)
     out.print(f"[bold]subscription[/] {sid}", highlight=False)
-    for label, value in (("customer", customer), ("plan", plan), ("status", status), ("anchor", anchor),
-                         ("start", start), ("created", fmt_time(subscription.create_time))):
+    for label, value in (("reference", external_id), ("customer", customer), ("plan", plan), ("status", status),
+                         ("anchor", anchor), ("start", start), ("created", fmt_time(subscription.create_time))):
         out.print(f"  {label:<9} {value}", highlight=False)
     if subscription.cancel_at_period_end or subscription.cancel_at.seconds:
         when = "at period end" if subscription.cancel_at_period_end else fmt_time(subscription.cancel_at)
@@ -184,6 +198,7 @@ def create_subscription(
     start: str = typer.Option(None, "--start", help="ISO 8601 start, may be in the past (default: now)"),
     anchor: str = typer.Option("calendar", "--anchor", help="calendar or anniversary"),
     metadata: list[str] = typer.Option([], "--metadata", "-m", help="key=value, repeatable"),
+    external_id: str = typer.Option("", "--external-id", help="Your own reference for it (unique)"),
 ) -> None:
     """Subscribe a customer to a plan."""
     if anchor not in ANCHORS:
@@ -194,6 +209,7 @@ def create_subscription(
         plan_version=version,
         anchor=ANCHORS[anchor],
         metadata=parse_pairs(metadata, "--metadata"),
+        external_id=external_id,
     )
     if start:
         request.start_time.CopyFrom(timestamp(start, "--start"))
@@ -203,7 +219,8 @@ def create_subscription(
 
 @subscriptions_app.command("list")
 def list_subscriptions(
-    customer_id: str = typer.Option("", "--customer-id"),
+    customer: str = typer.Option(None, "--customer", "-c", help="The customer's external id"),
+    customer_id: str = typer.Option(None, "--customer-id", help="Tally's customer id instead"),
     plan: str = typer.Option("", "--plan", help="Plan key"),
     status: str = typer.Option("", "--status", help="active, canceled or ended"),
     limit: int = typer.Option(50, "--limit"),
@@ -215,7 +232,7 @@ def list_subscriptions(
     async def fetch(stub):
         request = partial(
             catalog_pb2.ListSubscriptionsRequest,
-            customer_id=customer_id,
+            customer=customer_ref(customer, customer_id) if customer is not None or customer_id is not None else None,
             plan_key=plan,
             status=STATUSES.get(status, 0),
         )
@@ -226,26 +243,28 @@ def list_subscriptions(
         print_json([to_dict(s) for s in subscriptions])
         return
     table = Table(title="subscriptions")
-    for column in ("id", "customer", "plan", "status", "anchor", "start"):
-        table.add_column(column, no_wrap=column in ("id", "customer", "plan", "start"))
+    for column in ("id", "reference", "customer", "plan", "status", "anchor", "start"):
+        table.add_column(column, no_wrap=column in ("id", "reference", "customer", "plan", "start"))
     for s in subscriptions:
         table.add_row(*_subscription_row(s))
     print_table(table)
 
 
 @subscriptions_app.command("show")
-def show_subscription(subscription_id: str = typer.Argument(..., help="Subscription id")) -> None:
+def show_subscription(
+    subscription_id: str = typer.Argument(None, help=SUBSCRIPTION_ARG_HELP),
+    external_id: str = typer.Option(None, "--external-id", help=EXTERNAL_ID_HELP),
+) -> None:
     """Show one subscription with its plan phases."""
-    reply = call(
-        "catalog",
-        lambda stub: stub.GetSubscription(catalog_pb2.GetSubscriptionRequest(id=subscription_id), timeout=TIMEOUT),
-    )
+    request = catalog_pb2.GetSubscriptionRequest(subscription=subscription_ref(subscription_id, external_id))
+    reply = call("catalog", lambda stub: stub.GetSubscription(request, timeout=TIMEOUT))
     _show_subscription(reply.subscription)
 
 
 @subscriptions_app.command("cancel")
 def cancel_subscription(
-    subscription_id: str = typer.Argument(..., help="Subscription id"),
+    subscription_id: str = typer.Argument(None, help=SUBSCRIPTION_ARG_HELP),
+    external_id: str = typer.Option(None, "--external-id", help=EXTERNAL_ID_HELP),
     at_period_end: bool = typer.Option(False, "--at-period-end", help="At the end of the period in force now"),
     at: str = typer.Option(None, "--at", help="At this ISO 8601 instant"),
     now: bool = typer.Option(False, "--now", help="Now (this machine's clock): the current period ends here"),
@@ -254,7 +273,7 @@ def cancel_subscription(
     chosen = [name for name, given in (("--now", now), ("--at-period-end", at_period_end), ("--at", at is not None)) if given]
     if len(chosen) != 1:
         fail("say when to cancel", [("--now/--at-period-end/--at", "give exactly one")])
-    request = catalog_pb2.CancelSubscriptionRequest(id=subscription_id)
+    request = catalog_pb2.CancelSubscriptionRequest(subscription=subscription_ref(subscription_id, external_id))
     if at_period_end:
         request.at_period_end = True
     elif at is not None:
@@ -267,13 +286,16 @@ def cancel_subscription(
 
 @subscriptions_app.command("change-plan")
 def change_plan(
-    subscription_id: str = typer.Argument(..., help="Subscription id"),
+    subscription_id: str = typer.Argument(None, help=SUBSCRIPTION_ARG_HELP),
+    external_id: str = typer.Option(None, "--external-id", help=EXTERNAL_ID_HELP),
     plan: str = typer.Option(..., "--plan", help="The new plan's key"),
     version: int = typer.Option(0, "--version", min=0, help="Plan version (default: the latest)"),
     effective: str = typer.Option(None, "--effective", help="ISO 8601 instant it takes effect (default: now)"),
 ) -> None:
     """Move a subscription to another plan (or version); usage before and after is priced by each."""
-    request = catalog_pb2.ChangeSubscriptionPlanRequest(id=subscription_id, plan_key=plan, plan_version=version)
+    request = catalog_pb2.ChangeSubscriptionPlanRequest(
+        subscription=subscription_ref(subscription_id, external_id), plan_key=plan, plan_version=version
+    )
     if effective:
         request.effective_time.CopyFrom(timestamp(effective, "--effective"))
     reply = call("catalog", lambda stub: stub.ChangeSubscriptionPlan(request, timeout=TIMEOUT))

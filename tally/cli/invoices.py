@@ -20,9 +20,9 @@ from tally.cli.output import (
     print_table,
     to_dict,
 )
+from tally.cli.customers import EXTERNAL_ID_HELP, SUBSCRIPTION_ARG_HELP, customer_ref, subscription_ref, timestamp
 from tally.cli.rpc import TIMEOUT, call, collect_pages, fail
 from tally.cli.usage_records import records_table
-from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
 from tally_gen.invoice.v1 import invoice_pb2
 
@@ -65,8 +65,6 @@ def _total(invoice) -> str:
 
 
 def _time_option(text: str | None, option: str):
-    from tally.cli.customers import timestamp
-
     return timestamp(text, option) if text else None
 
 
@@ -77,25 +75,32 @@ def _time_option(text: str | None, option: str):
 def list_invoices(
     customer: str = typer.Option(None, "--customer", "-c", help="The customer's external id"),
     customer_id: str = typer.Option(None, "--customer-id", help="Tally's customer id instead"),
-    subscription_id: str = typer.Option("", "--subscription-id", "--subscription", help="Subscription id"),
+    subscription: str = typer.Option(None, "--subscription", help="The subscription's external id (your reference)"),
+    subscription_id: str = typer.Option(None, "--subscription-id", help="Tally's subscription id instead"),
     status: str = typer.Option("", "--status", help="draft, finalized, paid or void"),
     limit: int = typer.Option(50, "--limit", min=1),
 ) -> None:
-    """List invoices, newest first as the service orders them."""
+    """List invoices, newest first as the service orders them; an unknown customer or subscription is an error."""
     if status and status not in STATUSES:
         fail("invalid --status", [("--status", "must be draft, finalized, paid or void")])
-    if customer is not None and customer_id is not None:
-        fail("name the customer with one of --customer (external id) or --customer-id, not both")
-    if customer is not None:
-        ref = common_pb2.CustomerRef(external_id=customer)
-        found = call("catalog", lambda stub: stub.GetCustomer(catalog_pb2.GetCustomerRequest(customer=ref), timeout=TIMEOUT))
-        customer_id = found.customer.id
+    customer_filter = None
+    if customer is not None or customer_id is not None:
+        customer_filter = customer_ref(customer, customer_id)
+    subscription_filter = None
+    if subscription is not None or subscription_id is not None:
+        if subscription is not None and subscription_id is not None:
+            fail("name the subscription with one of --subscription (external id) or --subscription-id, not both")
+        subscription_filter = (
+            common_pb2.SubscriptionRef(external_id=subscription)
+            if subscription is not None
+            else common_pb2.SubscriptionRef(id=subscription_id)
+        )
 
     async def fetch(stub):
         request = partial(
             invoice_pb2.ListInvoicesRequest,
-            customer_id=customer_id or "",
-            subscription_id=subscription_id,
+            customer=customer_filter,
+            subscription=subscription_filter,
             status=STATUSES.get(status, 0),
         )
         return await collect_pages(stub.ListInvoices, request, "invoices", limit)
@@ -252,10 +257,10 @@ def pdf(
 @invoices_app.command("close")
 def close(
     as_of: str = typer.Option(None, "--as-of", help="ISO 8601 instant (default: now)"),
-    subscription: list[str] = typer.Option([], "--subscription", "-s", help="Only this subscription id, repeatable"),
+    subscription_id: list[str] = typer.Option([], "--subscription-id", "-s", help="Only this subscription id, repeatable"),
 ) -> None:
     """Close due periods: one invoice per ended period, and finalize drafts whose grace is over."""
-    request = invoice_pb2.CloseDuePeriodsRequest(subscription_ids=subscription)
+    request = invoice_pb2.CloseDuePeriodsRequest(subscription_ids=subscription_id)
     when = _time_option(as_of, "--as-of")
     if when is not None:
         request.as_of.CopyFrom(when)
@@ -285,11 +290,12 @@ def close(
 
 @invoices_app.command("upcoming")
 def upcoming(
-    subscription: str = typer.Argument(..., help="Subscription id"),
+    subscription_id: str = typer.Argument(None, help=SUBSCRIPTION_ARG_HELP),
+    external_id: str = typer.Option(None, "--external-id", help=EXTERNAL_ID_HELP),
     as_of: str = typer.Option(None, "--as-of", help="ISO 8601 instant (default: now)"),
 ) -> None:
     """Preview the current period's invoice to date (nothing is stored)."""
-    request = invoice_pb2.UpcomingInvoiceRequest(subscription_id=subscription)
+    request = invoice_pb2.UpcomingInvoiceRequest(subscription=subscription_ref(subscription_id, external_id))
     when = _time_option(as_of, "--as-of")
     if when is not None:
         request.as_of.CopyFrom(when)

@@ -94,17 +94,18 @@ def send_minutes(services, customer_id: str, event_type: str, when: datetime, mi
 
 @pytest.fixture
 def subscribed(cli, make_customer, daily_plan, invoice_scheduler_off):
-    """A customer on the tiered daily plan since the day before yesterday; returns (customer, subscription id, start)."""
+    """A customer on the tiered daily plan since the day before yesterday, the subscription with
+    the caller's reference ``<customer external id>-main``; returns (customer, subscription id, start)."""
     customer = make_customer(name="Tiered Co")
     start = midnight_days_ago(2)
     created = cli("--json", "subscriptions", "create", "--customer", customer["external_id"],
-                  "--plan", daily_plan.plan_key, "--start", iso(start))
+                  "--plan", daily_plan.plan_key, "--start", iso(start), "--external-id", f"{customer['external_id']}-main")
     assert created.exit_code == 0, created.output
     return customer, json.loads(created.stdout)["id"], start
 
 
 def close(cli, subscription_id: str, as_of: datetime) -> dict:
-    result = cli("--json", "invoices", "close", "--subscription", subscription_id, "--as-of", iso(as_of))
+    result = cli("--json", "invoices", "close", "--subscription-id", subscription_id, "--as-of", iso(as_of))
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -113,7 +114,7 @@ class TestCloseAndTheInvoiceLifecycle:
     def test_close_within_grace_makes_a_draft_that_finalize_numbers_and_mark_paid_settles(self, cli, subscribed):
         customer, subscription_id, start = subscribed
         # Half an hour after the first day ended: inside the 1 h grace, so the invoice is a draft.
-        closed = cli("invoices", "close", "--subscription", subscription_id,
+        closed = cli("invoices", "close", "--subscription-id", subscription_id,
                      "--as-of", iso(start + timedelta(days=1, minutes=30)))
         assert closed.exit_code == 0, closed.output
         assert closed.stdout.startswith("1 invoices created, 0 finalized")
@@ -203,7 +204,7 @@ class TestShowAndList:
     def test_list_by_an_unknown_customer_external_id_is_not_found(self, cli):
         result = cli("invoices", "list", "--customer", unique("nobody"))
         assert result.exit_code == 1
-        assert result.stderr.startswith("error: catalog: not found")
+        assert result.stderr.startswith("error: invoice: not found")
 
     def test_upcoming_previews_todays_usage_without_storing_it(self, cli, services, subscribed, daily_plan):
         customer, subscription_id, _ = subscribed
@@ -248,6 +249,42 @@ class TestSubscriptionChanges:
         result = cli("subscriptions", "change-plan", unique("sub"), "--plan", daily_plan.other_plan_key)
         assert result.exit_code == 1
         assert "error: catalog: not found" in result.stderr
+
+
+class TestSubscriptionsByTheirReference:
+    def test_show_cancel_change_upcoming_and_list_take_the_callers_reference(self, cli, subscribed, daily_plan):
+        customer, subscription_id, start = subscribed
+        reference = f"{customer['external_id']}-main"
+        shown = cli("--json", "subscriptions", "show", "--external-id", reference)
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["id"] == subscription_id
+        listed = cli("subscriptions", "list", "--customer", customer["external_id"])
+        assert listed.exit_code == 0, listed.output
+        assert reference in listed.stdout and subscription_id in listed.stdout
+        close(cli, subscription_id, start + timedelta(days=1, hours=2))
+        invoices = json.loads(cli("--json", "invoices", "list", "--subscription", reference).stdout)
+        assert [i["subscription_id"] for i in invoices] == [subscription_id]
+        preview = cli("--json", "invoices", "upcoming", "--external-id", reference)
+        assert preview.exit_code == 0, preview.output
+        assert json.loads(preview.stdout)["subscription_id"] == subscription_id
+        changed = cli("subscriptions", "change-plan", "--external-id", reference, "--plan", daily_plan.other_plan_key)
+        assert changed.exit_code == 0, changed.output
+        assert f"{daily_plan.other_plan_key} v1" in changed.stdout
+        canceled = cli("subscriptions", "cancel", "--external-id", reference, "--at-period-end")
+        assert canceled.exit_code == 0, canceled.output
+        assert "cancels   at period end" in canceled.stdout
+
+    def test_both_or_neither_of_id_and_reference_is_refused_before_any_call(self, cli):
+        for args in (["subscriptions", "show"], ["subscriptions", "show", "sub_x", "--external-id", "ref"],
+                     ["invoices", "upcoming"]):
+            result = cli(*args)
+            assert result.exit_code == 1, (args, result.output)
+            assert "exactly one of SUBSCRIPTION" in result.stderr
+
+    def test_an_unknown_reference_is_a_readable_not_found(self, cli):
+        result = cli("invoices", "list", "--subscription", unique("nosuchref"))
+        assert result.exit_code == 1
+        assert result.stderr.startswith("error: invoice: not found")
 
 
 class TestUsageRecords:
