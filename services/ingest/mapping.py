@@ -12,6 +12,7 @@ from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedU
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import UsageInput, UsageRecordQuery, UsageRecordRef
 from services.ingest.repository import IngestCounts, StoredEvent, StoredUsage
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.pagination import decode_page_token, encode_page_token
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
@@ -295,6 +296,8 @@ def stored_event_to_proto(stored: StoredEvent) -> ingest_pb2.StoredEvent:
 
 def usage_record_to_proto(stored: StoredUsage) -> ingest_pb2.UsageRecord:
     usage = stored.usage
+    dimensions = dict(usage.dimensions)
+    price_point = dimensions.pop(PRICE_POINT_DIMENSION, "")
     message = ingest_pb2.UsageRecord(
         usage_record_id=usage.usage_record_id,
         idempotency_key=usage.idempotency_key,
@@ -305,8 +308,9 @@ def usage_record_to_proto(stored: StoredUsage) -> ingest_pb2.UsageRecord:
         quantity=common_pb2.Decimal(value=format(usage.quantity, "f")),
         memo=usage.memo,
         timestamp=_timestamp(usage.timestamp),
-        dimensions=usage.dimensions,
+        dimensions=dimensions,
         ingest_time=_timestamp(stored.ingest_time),
+        price_point=price_point,
     )
     if usage.range_start is not None and usage.range_end is not None:
         message.range.start.FromDatetime(usage.range_start)

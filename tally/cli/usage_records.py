@@ -33,10 +33,17 @@ def records_table(records, title: str) -> Table:
     table.add_column("meter", no_wrap=True)
     table.add_column("quantity", justify="right", no_wrap=True)
     table.add_column("dimensions")
+    table.add_column("price point")
     table.add_column("memo")
     for record in records:
         table.add_row(
-            record.idempotency_key, _when(record), record.meter_key, record.quantity.value, _dimensions(record), record.memo
+            record.idempotency_key,
+            _when(record),
+            record.meter_key,
+            record.quantity.value,
+            _dimensions(record),
+            record.price_point,
+            record.memo,
         )
     return table
 
@@ -68,6 +75,7 @@ def show(
         ("counts at", fmt_time(record.timestamp)),
         ("range", f"{fmt_time(record.range.start)} .. {fmt_time(record.range.end)}" if record.HasField("range") else ""),
         ("dimensions", _dimensions(record)),
+        ("price point", record.price_point),
         ("memo", record.memo),
         ("stored", fmt_time(record.ingest_time)),
     ]

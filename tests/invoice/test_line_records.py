@@ -253,3 +253,5 @@ class TestLinesOfDimensionPrices:
             )
             records[key] = [r.idempotency_key for r in reply.usage_records]
         assert records == {"premium": [premium], "": [plain]}
+        got = (await stubs.ingest.GetUsageRecord(ingest_pb2.GetUsageRecordRequest(idempotency_key=premium), timeout=10))
+        assert (got.usage_record.price_point, dict(got.usage_record.dimensions)) == ("premium", {})

@@ -158,7 +158,7 @@ class RecordUsageResponse(_message.Message):
     def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "ingest_time")
+    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "ingest_time", "price_point")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class UsageRecord(_message.Message):
     RANGE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     INGEST_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
     usage_record_id: str
     idempotency_key: str
     customer_id: str
@@ -186,7 +187,8 @@ class UsageRecord(_message.Message):
     range: _common_pb2.TimeRange
     dimensions: _containers.ScalarMap[str, str]
     ingest_time: _timestamp_pb2.Timestamp
-    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    price_point: str
+    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class GetUsageRecordRequest(_message.Message):
     __slots__ = ("idempotency_key", "usage_record_id")
