@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
+import uuid
 
 import pytest
 from google.protobuf import struct_pb2
@@ -19,6 +21,7 @@ from services.ingest.domain.events import (
     Limits,
     PropertiesShape,
     content_digest,
+    generated_key,
     prepare_events,
     validate_event,
 )
@@ -100,12 +103,20 @@ class TestPrepareEvents:
         assert (problem.field, problem.reason) == ("events[0].customer", "UNKNOWN_CUSTOMER")
         assert "acct_alice" in problem.description
 
-    def test_a_missing_key_is_derived_from_the_content(self):
-        first = prepare(event(idempotency_key=""))
+    def test_a_missing_key_is_generated_anew_for_every_event_even_with_the_same_content(self):
+        first = prepare(event(idempotency_key=""), event(idempotency_key=""))
         again = prepare(event(idempotency_key=""))
-        other = prepare(event(idempotency_key="", properties=b"\x0a\x00"))
-        assert first.keys[0].startswith("sha256:") and first.keys == again.keys
-        assert other.keys != first.keys
+        keys = [*first.keys, *again.keys]
+        assert len(set(keys)) == 3
+        for key in keys:
+            parsed = uuid.UUID(key)
+            assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+
+    def test_generated_keys_are_time_ordered_uuid7s(self):
+        before = time.time_ns() // 1_000_000
+        key = uuid.UUID(generated_key())
+        after = time.time_ns() // 1_000_000
+        assert before <= key.int >> 80 <= after
 
     def test_the_payload_hash_is_the_content_digest(self):
         sent = event(properties=b"\x0a\x03abc")

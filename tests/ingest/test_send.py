@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import datetime as dt
 
 import grpc
@@ -74,14 +75,29 @@ class TestSendEvent:
         stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=key))).event
         assert dict(stored.properties) == {"n": 1}
 
-    async def test_a_missing_key_is_derived_from_the_content_and_returned(self, ingest_stack, customer):
+    async def test_an_event_without_a_key_gets_a_generated_key_and_each_call_counts_once(self, ingest_stack, customer):
+        # The same content twice, even with the same timestamp: two calls, two events.
         when = now()
         first = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "y"}))
         again = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "y"}))
-        other = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "z"}))
-        assert first.idempotency_key.startswith("sha256:") and len(first.idempotency_key) == 71
-        assert again.idempotency_key == first.idempotency_key and again.duplicate
-        assert other.idempotency_key != first.idempotency_key and not other.duplicate
+        assert not first.duplicate and not again.duplicate
+        assert first.event_id != again.event_id and first.idempotency_key != again.idempotency_key
+        assert uuid.UUID(first.idempotency_key).version == 7
+        for reply in (first, again):
+            stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=reply.idempotency_key))).event
+            assert stored.event_id == reply.event_id
+
+    async def test_identical_key_less_events_without_timestamps_sent_seconds_apart_are_two_events(self, ingest_stack, customer):
+        first = await send(ingest_stack, event(customer, properties={"x": "y"}))
+        again = await send(ingest_stack, event(customer, properties={"x": "y"}))
+        assert (first.duplicate, again.duplicate) == (False, False)
+        assert first.event_id != again.event_id
+
+    async def test_key_less_events_in_one_batch_are_each_stored(self, ingest_stack, customer):
+        same = event(customer, timestamp=now(), properties={"x": "y"})
+        reply = await ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=[same, same, same]))
+        assert reply.accepted_count == 3 and reply.duplicate_count == 0
+        assert len({r.idempotency_key for r in reply.results}) == 3
 
     async def test_the_timestamp_defaults_to_the_time_received(self, ingest_stack, customer):
         before = now()
