@@ -289,6 +289,8 @@ class UsageQuery:
     subscription_id: str = ""
     subscription_external_id: str = ""
     include_unattributed: bool = False
+    # Only the customer's unattributed usage (no subscription named).
+    only_unattributed: bool = False
 
     @property
     def names_subscription(self) -> bool:
@@ -512,6 +514,10 @@ class UsageQueries:
             problems.add(
                 "include_unattributed", "applies to a subscription's usage: name the subscription", "SUBSCRIPTION_REQUIRED"
             )
+        if query.only_unattributed and (query.names_subscription or query.include_unattributed):
+            problems.add(
+                "only_unattributed", "reads usage attributed to no subscription: name none", "SUBSCRIPTION_CONFLICT"
+            )
         reference = query.subscription_id or query.subscription_external_id
         if len(reference) > 255 or "\x00" in reference:
             problems.add("subscription", "must be at most 255 characters, without NUL", "INVALID_SUBSCRIPTION_REF")
@@ -531,7 +537,9 @@ class UsageQueries:
         if customer_id is None:
             raise NotFound("no such customer", reason="CUSTOMER_NOT_FOUND", metadata={"external_id": query.customer_external_id, **metadata})
         scope = repo.ALL_SUBSCRIPTIONS
-        if query.names_subscription:
+        if query.only_unattributed:
+            scope = (False, "", "")
+        elif query.names_subscription:
             scope = await self._subscription_scope(query, customer_id, metadata)
         return ResolvedQuery(meter, customer_id, query.start, query.end, query.group_by, query.dimension_filter, scope)
 

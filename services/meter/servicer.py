@@ -34,6 +34,7 @@ def _usage_query(request, problems: Violations, group_by=()) -> UsageQuery:
         subscription_id=request.subscription.id if subscription == "id" else "",
         subscription_external_id=request.subscription.external_id if subscription == "external_id" else "",
         include_unattributed=request.include_unattributed,
+        only_unattributed=request.only_unattributed,
     )
 
 

@@ -50,7 +50,7 @@ class DimensionValue(_message.Message):
     def __init__(self, dimensions: _Optional[_Mapping[str, str]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "start", "end", "group_by", "dimension_filter", "subscription", "include_unattributed")
+    __slots__ = ("customer", "meter_key", "start", "end", "group_by", "dimension_filter", "subscription", "include_unattributed", "only_unattributed")
     class DimensionFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class GetUsageRequest(_message.Message):
     DIMENSION_FILTER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ONLY_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     start: _timestamp_pb2.Timestamp
@@ -74,7 +75,8 @@ class GetUsageRequest(_message.Message):
     dimension_filter: _containers.ScalarMap[str, str]
     subscription: _common_pb2.SubscriptionRef
     include_unattributed: bool
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ...) -> None: ...
+    only_unattributed: bool
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ..., only_unattributed: _Optional[bool] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("meter_key", "customer_id", "start", "end", "value", "breakdown", "applied_position", "subscription_id")
