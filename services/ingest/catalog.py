@@ -82,6 +82,10 @@ class CachedCatalog:
     def is_metered(self, event_type: str) -> bool:
         return bool(self.cache.meters_for_event_type(event_type))
 
+    @property
+    def revision(self) -> int:
+        return self.cache.revision if self.cache is not None else 0
+
     def meter_keys_for_event_type(self, event_type: str) -> frozenset[str]:
         return frozenset(meter.key for meter in self.cache.meters_for_event_type(event_type))
 

@@ -299,7 +299,7 @@ def stored_event_to_proto(stored: StoredEvent) -> ingest_pb2.StoredEvent:
     return message
 
 
-def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIngestStatsResponse:
+def stats_to_proto(counts: IngestCounts, head_position: int, catalog_revision: int = 0) -> ingest_pb2.GetIngestStatsResponse:
     return ingest_pb2.GetIngestStatsResponse(
         events_total=counts.events,
         usage_records_total=counts.usage_records,
@@ -307,6 +307,7 @@ def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIn
         unmetered_total=sum(n for _, n in counts.unmetered_by_type),
         unmetered_by_type=[ingest_pb2.EventTypeCount(event_type=t, count=n) for t, n in counts.unmetered_by_type],
         head_position=head_position,
+        catalog_revision=catalog_revision,
     )
 
 

@@ -83,6 +83,10 @@ class CatalogDirectory(Protocol):
     def meter_keys_for_event_type(self, event_type: str) -> frozenset[str]:
         """The keys of the meters reading this event type."""
 
+    @property
+    def revision(self) -> int:
+        """The catalog revision the directory reflects."""
+
 
 def _single(_index: int) -> str:
     return "event"
@@ -437,12 +441,12 @@ class IngestService:
             raise NotFound(f"no event with idempotency key {idempotency_key!r}", metadata={"idempotency_key": idempotency_key})
         return stored
 
-    async def ingest_stats(self) -> tuple[IngestCounts, int]:
-        """Totals, unmetered events by type, and the log head position."""
+    async def ingest_stats(self) -> tuple[IngestCounts, int, int]:
+        """Totals, unmetered events by type, the log head position and the catalog revision seen."""
         async with self.store.connection() as repo:
             counts = await repo.counts()
             head = await repo.head()
-        return counts, head.position
+        return counts, head.position, self.catalog.revision
 
     # ------------------------------------------------------------------ log
 

@@ -52,8 +52,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.GetEventResponse(event=mapping.stored_event_to_proto(stored))
 
     async def GetIngestStats(self, request, context):
-        counts, head = await self.service.ingest_stats()
-        return mapping.stats_to_proto(counts, head)
+        counts, head, revision = await self.service.ingest_stats()
+        return mapping.stats_to_proto(counts, head, revision)
 
     async def ReadLog(self, request, context):
         cursor = mapping.cursor_from_proto(request.cursor)

@@ -234,20 +234,22 @@ class GetIngestStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIngestStatsResponse(_message.Message):
-    __slots__ = ("events_total", "usage_records_total", "voids_total", "unmetered_total", "unmetered_by_type", "head_position")
+    __slots__ = ("events_total", "usage_records_total", "voids_total", "unmetered_total", "unmetered_by_type", "head_position", "catalog_revision")
     EVENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     USAGE_RECORDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     VOIDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNMETERED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNMETERED_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
     HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_REVISION_FIELD_NUMBER: _ClassVar[int]
     events_total: int
     usage_records_total: int
     voids_total: int
     unmetered_total: int
     unmetered_by_type: _containers.RepeatedCompositeFieldContainer[EventTypeCount]
     head_position: int
-    def __init__(self, events_total: _Optional[int] = ..., usage_records_total: _Optional[int] = ..., voids_total: _Optional[int] = ..., unmetered_total: _Optional[int] = ..., unmetered_by_type: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., head_position: _Optional[int] = ...) -> None: ...
+    catalog_revision: int
+    def __init__(self, events_total: _Optional[int] = ..., usage_records_total: _Optional[int] = ..., voids_total: _Optional[int] = ..., unmetered_total: _Optional[int] = ..., unmetered_by_type: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., head_position: _Optional[int] = ..., catalog_revision: _Optional[int] = ...) -> None: ...
 
 class LoggedEvent(_message.Message):
     __slots__ = ("event_id", "idempotency_key", "event_type", "customer_id", "timestamp", "properties", "subscription_id")
