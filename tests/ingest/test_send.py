@@ -17,10 +17,13 @@ from tests.ingest.helpers import (
     logged_keys,
     now,
     read_log_through_sentinel,
+    ts,
     reason,
     violations,
 )
 from tally.grpc_errors import error_info
+from tally_gen.catalog.v1 import catalog_pb2
+from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -356,3 +359,61 @@ class TestUnmeteredEvents:
         assert after.unmetered_total - before.unmetered_total == 3
         assert after.events_total - before.events_total == 4
         assert after.head_position > before.head_position
+
+
+
+async def subscribed_customer(stack, event_type: str):
+    """A customer subscribed (since an hour ago) to a plan charging a COUNT meter on ``event_type``:
+    (customer, subscription id, meter key), once ingest's catalog cache holds them."""
+    meter = await stack.meter(event_type)
+    plan_key = unique("plan")
+    price = catalog_pb2.Price(model=catalog_pb2.PRICING_MODEL_PER_UNIT, unit_price=common_pb2.Decimal(value="1"))
+    await stack.catalog.CreatePlan(catalog_pb2.CreatePlanRequest(plan=catalog_pb2.PlanSpec(
+        key=plan_key, name="Plan", currency="USD", interval=catalog_pb2.BILLING_INTERVAL_MONTH, interval_count=1,
+        charges=[catalog_pb2.Charge(key="calls", name="Calls", usage=catalog_pb2.UsageCharge(meter_key=meter.key, price=price))],
+    )))
+    customer = await stack.customer()
+    reply = await stack.catalog.CreateSubscription(catalog_pb2.CreateSubscriptionRequest(
+        customer=common_pb2.CustomerRef(id=customer.id), plan_key=plan_key,
+        start_time=ts(now() - dt.timedelta(hours=1))))
+    target = (await stack.catalog.GetCatalogRevision(catalog_pb2.GetCatalogRevisionRequest())).revision
+    for _ in range(500):
+        if (await stack.ingest.GetIngestStats(ingest_pb2.GetIngestStatsRequest())).catalog_revision >= target:
+            break
+        await asyncio.sleep(0.02)
+    return customer, reply.subscription.id, meter.key
+
+
+class TestAttributionAtIngest:
+    async def test_the_attributed_subscription_is_stored_returned_and_carried_on_the_log(self, ingest_stack):
+        event_type = unique("t")
+        customer, subscription_id, meter_key = await subscribed_customer(ingest_stack, event_type)
+        cursor = await log_cursor_at_head(ingest_stack.ingest)
+        key, when = unique("evt"), now()
+        reply = await send(ingest_stack, event(customer, key=key, event_type=event_type, timestamp=when))
+        again = await send(ingest_stack, event(customer, key=key, event_type=event_type, timestamp=when))
+        assert (reply.subscription_id, again.subscription_id, again.duplicate) == (subscription_id, subscription_id, True)
+        stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=key))).event
+        assert stored.subscription_id == subscription_id
+        usage = await ingest_stack.ingest.RecordUsage(ingest_pb2.RecordUsageRequest(
+            customer=common_pb2.CustomerRef(id=customer.id), meter_key=meter_key, quantity=common_pb2.Decimal(value="2"),
+            subscription=common_pb2.SubscriptionRef(id=subscription_id)))
+        assert usage.subscription_id == subscription_id and uuid.UUID(usage.idempotency_key).version == 7
+        entries = await read_log_through_sentinel(ingest_stack, cursor, customer)
+        logged = {getattr(e, e.WhichOneof("entry")).idempotency_key: e for e in entries}
+        assert logged[key].event.subscription_id == subscription_id
+        assert logged[usage.idempotency_key].usage.subscription_id == subscription_id
+
+    async def test_a_blank_or_oversized_subscription_reference_is_a_field_violation(self, ingest_stack, customer):
+        blank = event(customer, key=unique("evt"), timestamp=now())
+        blank.subscription.id = ""
+        huge = event(customer, key=unique("evt"), timestamp=now())
+        huge.subscription.external_id = "x" * 300
+        error = await expect_error(
+            ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=[blank, huge])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert violations(error) == [
+            ("events[0].subscription", "must name a subscription by id or external_id"),
+            ("events[1].subscription", "must be at most 255 characters"),
+        ]
