@@ -28,8 +28,9 @@ from services.catalog.domain.plans import (
     Tier,
     UsageCharge,
 )
-from services.catalog.domain.subscriptions import Phase, Subscription
+from services.catalog.domain.subscriptions import Phase, Subscription, SubscriptionRef
 from services.catalog.service import ApplyResult, CatalogChange
+from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
 
@@ -327,6 +328,25 @@ def customer_ref_in(ref: common_pb2.CustomerRef) -> tuple[str, str]:
     return (ref.id, "") if which == "id" else ("", ref.external_id if which == "external_id" else "")
 
 
+def subscription_ref_in(request) -> SubscriptionRef:
+    """The subscription a Get/Cancel/Change request names: ``subscription`` (a SubscriptionRef)
+    or the older ``id`` field; setting both is INVALID_ARGUMENT."""
+    has_ref = request.HasField("subscription")
+    if has_ref and request.id:
+        raise InvalidInput(
+            "name the subscription once",
+            violations=[
+                Violation("subscription", "set either id or subscription, not both", "CONFLICTING_FIELDS")
+            ],
+        )
+    if not has_ref:
+        return SubscriptionRef(id=request.id, field="id")
+    which = request.subscription.WhichOneof("ref")
+    if which == "external_id":
+        return SubscriptionRef(external_id=request.subscription.external_id, field="subscription.external_id")
+    return SubscriptionRef(id=request.subscription.id, field="subscription.id" if which else "subscription")
+
+
 def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subscription:
     now = now or datetime.now(UTC)
     current = sub.current_phase
@@ -340,6 +360,7 @@ def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subsc
         status=enum_number(pb.SubscriptionStatus, sub.status(now), "SUBSCRIPTION_STATUS_"),
         cancel_at_period_end=sub.cancel_at_period_end,
         metadata=dict(sub.metadata),
+        external_id=sub.external_id,
     )
     _set_time(out, "start_time", sub.start_time)
     _set_time(out, "cancel_at", sub.cancel_at)

@@ -668,9 +668,11 @@ async def list_customers(
 # ---------------------------------------------------------------- subscriptions
 
 
-async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> None:
-    await conn.execute(
-        t.subscriptions.insert().values(
+async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> bool:
+    """Insert ``sub`` and its phases; False (nothing written) when its external_id is taken."""
+    inserted = await conn.scalar(
+        insert(t.subscriptions)
+        .values(
             id=sub.id,
             customer_id=sub.customer_id,
             start_time=sub.start_time,
@@ -681,9 +683,15 @@ async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> None:
             metadata=dict(sub.metadata),
             created_at=sub.created_at,
             updated_at=func.now(),
+            external_id=sub.external_id or None,
         )
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(t.subscriptions.c.id)
     )
+    if inserted is None:
+        return False
     await _insert_phases(conn, sub.id, sub.phases, start_seq=0)
+    return True
 
 
 async def _insert_phases(conn: AsyncConnection, sub_id: str, phases: Sequence[Phase], start_seq: int) -> None:
@@ -766,10 +774,15 @@ async def subscriptions_by_ids(
             phases=tuple(phases.get(r.id, ())),
             metadata=tuple(sorted(r.metadata.items())),
             created_at=r.created_at,
+            external_id=r.external_id or "",
         )
         for r in rows
     }
     return [by_id[i] for i in ids if i in by_id]
+
+
+async def subscription_id_by_external_id(conn: AsyncConnection, external_id: str) -> str | None:
+    return await conn.scalar(select(t.subscriptions.c.id).where(t.subscriptions.c.external_id == external_id))
 
 
 async def list_subscription_ids(

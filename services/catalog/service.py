@@ -29,7 +29,13 @@ from services.catalog.domain.plans import (
     validate_plan,
     validate_product,
 )
-from services.catalog.domain.subscriptions import ANCHORS, Phase, Subscription
+from services.catalog.domain.subscriptions import (
+    ANCHORS,
+    Phase,
+    Subscription,
+    SubscriptionRef,
+    check_reference_text,
+)
 from services.catalog.notifier import ChangeNotifier
 from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
 from tally.pagination import decode_page_token, encode_page_token, page_size
@@ -461,17 +467,14 @@ class CatalogService:
         start_time: datetime | None,
         anchor: str,
         metadata: tuple[tuple[str, str], ...],
+        external_id: str = "",
     ) -> Subscription:
         anchor = anchor or "CALENDAR"
+        v = Violations()
         if anchor not in ANCHORS:
-            raise InvalidInput(
-                "invalid anchor",
-                violations=[
-                    Violation(
-                        "anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM"
-                    )
-                ],
-            )
+            v.add("anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM")
+        check_reference_text(v, "external_id", external_id)
+        v.raise_if_any("invalid subscription")
         now = _now()
         async with self._write() as conn:
             customer = await self._find_customer(
@@ -493,8 +496,14 @@ class CatalogService:
                 phases=(Phase(version.id, version.plan_key, version.version, start),),
                 metadata=metadata,
                 created_at=now,
+                external_id=external_id,
             )
-            await repo.insert_subscription(conn, sub)
+            if not await repo.insert_subscription(conn, sub):
+                raise AlreadyExists(
+                    f"a subscription with external_id {external_id!r} exists",
+                    reason="SUBSCRIPTION_EXTERNAL_ID_TAKEN",
+                    metadata={"external_id": external_id},
+                )
             await self._lock_meters(conn, version.id)
             await repo.record_change(conn, "subscription", sub.id)
         log.info(
@@ -502,6 +511,7 @@ class CatalogService:
             subscription_id=sub.id,
             customer_id=customer.id,
             plan_version_id=version.id,
+            external_id=external_id or None,
         )
         return sub
 
@@ -514,18 +524,53 @@ class CatalogService:
                 reason="CURRENCY_MISMATCH",
             )
 
-    async def get_subscription(self, id: str) -> Subscription:
-        async with self._read() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id])
+    async def _find_subscription(
+        self, conn: AsyncConnection, ref: SubscriptionRef, *, for_update: bool = False
+    ) -> Subscription:
+        ref.validate()
+        id = ref.id or await repo.subscription_id_by_external_id(conn, ref.external_id)
+        found = await repo.subscriptions_by_ids(conn, [id], for_update=for_update) if id else []
         if not found:
-            raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
+            raise NotFound(
+                f"no subscription {ref}",
+                reason="SUBSCRIPTION_NOT_FOUND",
+                metadata={"external_id": ref.external_id} if ref.external_id else {"id": ref.id},
+            )
         return found[0]
 
+    async def get_subscription(self, ref: SubscriptionRef | str) -> Subscription:
+        if isinstance(ref, str):
+            ref = SubscriptionRef(id=ref)
+        async with self._read() as conn:
+            return await self._find_subscription(conn, ref)
+
     async def list_subscriptions(
-        self, *, size: int, token: str, customer_id: str, plan_key: str, status: str
+        self,
+        *,
+        size: int,
+        token: str,
+        customer_id: str,
+        plan_key: str,
+        status: str,
+        customer_external_id: str = "",
     ) -> Page:
+        """A page of subscriptions; a filter naming no customer or plan is NOT_FOUND, not an empty page."""
         limit = page_size(size)
         async with self._read() as conn:
+            if customer_id or customer_external_id:
+                v = Violations()
+                check_reference_text(
+                    v,
+                    "customer_id" if customer_id else "customer.external_id",
+                    customer_id or customer_external_id,
+                )
+                v.raise_if_any("invalid customer filter")
+                customer = await self._find_customer(
+                    conn, id=customer_id or None, external_id=customer_external_id or None
+                )
+                customer_id = customer.id
+            if plan_key and await repo.get_plan_row(conn, key=plan_key) is None:
+                raise NotFound(f"no plan with key {plan_key!r}", reason="PLAN_NOT_FOUND")
             ids = await repo.list_subscription_ids(
                 conn,
                 after_id=_after(token, "subscriptions"),
@@ -538,42 +583,44 @@ class CatalogService:
             items = await repo.subscriptions_by_ids(conn, ids)
         return _page(items, limit, "subscriptions", lambda s: s.id)
 
-    async def cancel_subscription(self, id: str, *, at_period_end: bool, at: datetime | None) -> Subscription:
+    async def cancel_subscription(
+        self, ref: SubscriptionRef | str, *, at_period_end: bool, at: datetime | None
+    ) -> Subscription:
+        if isinstance(ref, str):
+            ref = SubscriptionRef(id=ref)
         now = _now()
         async with self._write() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
-            if not found:
-                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
-            after = found[0].cancel(now=now, at_period_end=at_period_end, at=at)
-            await repo.save_subscription(conn, found[0], after)
-            await repo.record_change(conn, "subscription", id)
+            before = await self._find_subscription(conn, ref, for_update=True)
+            after = before.cancel(now=now, at_period_end=at_period_end, at=at)
+            await repo.save_subscription(conn, before, after)
+            await repo.record_change(conn, "subscription", before.id)
         log.info(
             "subscription_canceled",
-            subscription_id=id,
+            subscription_id=before.id,
             at_period_end=at_period_end,
             cancel_at=at.isoformat() if at else None,
         )
         return after
 
     async def change_subscription_plan(
-        self, id: str, *, plan_key: str, plan_version: int, effective_time: datetime | None
+        self, ref: SubscriptionRef | str, *, plan_key: str, plan_version: int, effective_time: datetime | None
     ) -> Subscription:
+        if isinstance(ref, str):
+            ref = SubscriptionRef(id=ref)
         now = _now()
         async with self._write() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
-            if not found:
-                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
+            before = await self._find_subscription(conn, ref, for_update=True)
             version = await self._version_for(conn, plan_key, plan_version)
-            customer = await self._find_customer(conn, id=found[0].customer_id, external_id=None)
+            customer = await self._find_customer(conn, id=before.customer_id, external_id=None)
             self._check_currency(customer, version)
             phase = Phase(version.id, version.plan_key, version.version, effective_time or now)
-            after = found[0].change_plan(phase, now=now)
-            await repo.save_subscription(conn, found[0], after)
+            after = before.change_plan(phase, now=now)
+            await repo.save_subscription(conn, before, after)
             await self._lock_meters(conn, version.id)
-            await repo.record_change(conn, "subscription", id)
+            await repo.record_change(conn, "subscription", before.id)
         log.info(
             "subscription_plan_changed",
-            subscription_id=id,
+            subscription_id=before.id,
             plan_version_id=version.id,
             effective_time=phase.start_time.isoformat(),
         )

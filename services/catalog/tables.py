@@ -132,6 +132,8 @@ subscriptions = Table(
     Column("metadata", JSONB, nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # The caller's own reference; NULL when none was given, unique otherwise.
+    Column("external_id", Text, nullable=True, unique=True),
 )
 
 # The plan version in force over [start_time, end_time); end_time NULL on the open phase.

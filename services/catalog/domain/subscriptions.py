@@ -5,9 +5,50 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from tally.errors import FailedPrecondition, InvalidInput, Violation
+from tally.errors import FailedPrecondition, InvalidInput, Violation, Violations
 
 ANCHORS = frozenset({"CALENDAR", "ANNIVERSARY"})
+MAX_EXTERNAL_ID_LENGTH = 256
+# Longest id or external id a lookup accepts; longer ones cannot name anything.
+MAX_REF_LENGTH = 256
+
+
+def check_reference_text(violations: Violations, field: str, value: str) -> bool:
+    """A caller's reference: at most 256 characters, no control characters (NUL included)."""
+    if len(value) > MAX_REF_LENGTH:
+        violations.add(field, f"must be at most {MAX_REF_LENGTH} characters", "TOO_LONG")
+        return False
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        violations.add(
+            field, "must not contain control characters (NUL, tab, newline...)", "CONTROL_CHARACTER"
+        )
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SubscriptionRef:
+    """Names a subscription by Tally id or by the caller's external_id (exactly one is set)."""
+
+    id: str = ""
+    external_id: str = ""
+    # The request field this came from, for violations ("subscription.external_id", "id").
+    field: str = "id"
+
+    def validate(self) -> None:
+        v = Violations()
+        if not self.id and not self.external_id:
+            v.add(
+                self.field,
+                "name the subscription: set id or subscription.id / subscription.external_id",
+                "REQUIRED",
+            )
+        else:
+            check_reference_text(v, self.field, self.id or self.external_id)
+        v.raise_if_any("invalid subscription reference")
+
+    def __str__(self) -> str:
+        return f"external_id {self.external_id!r}" if self.external_id else repr(self.id)
 
 
 @dataclass(frozen=True)
@@ -32,6 +73,8 @@ class Subscription:
     phases: tuple[Phase, ...]
     metadata: tuple[tuple[str, str], ...]
     created_at: datetime
+    # The caller's own unique reference; "" when none was given.
+    external_id: str = ""
 
     @property
     def current_phase(self) -> Phase:
