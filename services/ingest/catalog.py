@@ -95,13 +95,12 @@ class CachedCatalog:
         for ref in refs:
             if ref.id:
                 sub = self.cache.subscription(ref.id)
-                request = catalog_pb2.GetSubscriptionRequest(id=ref.id)
+                proto_ref = common_pb2.SubscriptionRef(id=ref.id)
             else:
-                by_external = getattr(self.cache, "subscription_by_external_id", None)
-                sub = by_external(ref.external_id) if by_external is not None else None
-                request = None
-            if sub is None and request is not None:
-                sub = await self._fetch_subscription(request)
+                sub = self.cache.subscription_by_external_id(ref.external_id)
+                proto_ref = common_pb2.SubscriptionRef(external_id=ref.external_id)
+            if sub is None:
+                sub = await self._fetch_subscription(catalog_pb2.GetSubscriptionRequest(subscription=proto_ref))
             resolved[ref] = NamedSubscription(sub.id, sub.customer_id) if sub is not None else None
         return resolved
 

@@ -519,8 +519,8 @@ class UsageQueries:
                 "only_unattributed", "reads usage attributed to no subscription: name none", "SUBSCRIPTION_CONFLICT"
             )
         reference = query.subscription_id or query.subscription_external_id
-        if len(reference) > 255 or "\x00" in reference:
-            problems.add("subscription", "must be at most 255 characters, without NUL", "INVALID_SUBSCRIPTION_REF")
+        if len(reference) > 256 or "\x00" in reference:
+            problems.add("subscription", "must be at most 256 characters, without NUL", "INVALID_SUBSCRIPTION_REF")
         if meter is not None:
             for i, key in enumerate(query.group_by):
                 if key not in meter.group_by:

@@ -415,5 +415,5 @@ class TestAttributionAtIngest:
         )
         assert violations(error) == [
             ("events[0].subscription", "must name a subscription by id or external_id"),
-            ("events[1].subscription", "must be at most 255 characters"),
+            ("events[1].subscription", "must be at most 256 characters"),
         ]

@@ -245,3 +245,39 @@ class TestUnattributedUsage:
             [warning] = invoice.warnings
             assert warning.code == "UNATTRIBUTED_USAGE_NOT_BILLED" and warning.meter_key == meter_key
             assert money(warning.quantity) == 8 and list(warning.competing_subscription_ids) == [other]
+
+
+class TestSubscriptionReference:
+    async def test_events_usage_records_and_queries_may_name_the_subscription_by_the_callers_reference(self, stubs):
+        event_type, meter_key, plan_a = await stubs.meter_with_plan(per_unit("0.10"))
+        plan_b = await second_plan(stubs, meter_key, "0.25")
+        customer = await stubs.customer()
+        ref_a, ref_b = unique("team-plan"), unique("addon")
+        subs = {}
+        for plan, ref in ((plan_a, ref_a), (plan_b, ref_b)):
+            reply = await stubs.catalog.CreateSubscription(cpb.CreateSubscriptionRequest(
+                customer=common_pb2.CustomerRef(id=customer), plan_key=plan, start_time=ts(today()), external_id=ref),
+                timeout=10)
+            subs[ref] = reply.subscription.id
+        when = now() - timedelta(seconds=5)
+        named = event(customer, event_type, when, 2)
+        named.subscription.external_id = ref_a
+        reply = await stubs.ingest.SendEvent(ingest_pb2.SendEventRequest(event=named), timeout=10)
+        assert reply.subscription_id == subs[ref_a]
+        usage = await stubs.ingest.RecordUsage(ingest_pb2.RecordUsageRequest(
+            customer=common_pb2.CustomerRef(id=customer), meter_key=meter_key, quantity=dec("3"), timestamp=ts(when),
+            subscription=common_pb2.SubscriptionRef(external_id=ref_b)), timeout=10)
+        assert usage.subscription_id == subs[ref_b]
+        unknown = event(customer, event_type, when, 1)
+        unknown.subscription.external_id = unique("nobody")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stubs.ingest.SendEvent(ingest_pb2.SendEventRequest(event=unknown), timeout=10)
+        assert violations(error.value) == [("event.subscription", "SUBSCRIPTION_NOT_FOUND")]
+        await stubs.wait_applied()
+        by_ref = await stubs.meter.GetUsage(meter_pb2.GetUsageRequest(
+            customer=common_pb2.CustomerRef(id=customer), meter_key=meter_key, start=ts(today()),
+            end=ts(now() + timedelta(minutes=1)), subscription=common_pb2.SubscriptionRef(external_id=ref_b)), timeout=10)
+        assert (money(by_ref.value), by_ref.subscription_id) == (3, subs[ref_b])
+        # A: 2 x $0.10; B: 3 x $0.25.
+        assert usage_total(await upcoming(stubs, subs[ref_a])) == (Decimal(2), Decimal("0.20"))
+        assert usage_total(await upcoming(stubs, subs[ref_b])) == (Decimal(3), Decimal("0.75"))
