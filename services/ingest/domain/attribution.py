@@ -80,25 +80,37 @@ def check_named(
     return found.id, None
 
 
-def candidates(coverage: Sequence[Coverage], meter_keys: frozenset[str], at: int) -> list[str]:
-    """The subscriptions charging one of ``meter_keys`` at instant ``at``, in coverage order."""
-    found: list[str] = []
-    for sub_id, start, end, charged in coverage:
-        if start <= at and (end is None or at < end) and not charged.isdisjoint(meter_keys) and sub_id not in found:
-            found.append(sub_id)
-    return found
+def relevant_stretches(coverage: Sequence[Coverage], meter_keys: frozenset[str]) -> tuple[tuple[str, int, int | None], ...]:
+    """(subscription id, start, end) of the stretches charging one of ``meter_keys``."""
+    return tuple((c.subscription_id, c.start, c.end) for c in coverage if not c.meter_keys.isdisjoint(meter_keys))
+
+
+def pick(stretches: Sequence[tuple[str, int, int | None]], at: int) -> tuple[str, list[str]]:
+    """(the one subscription whose stretch holds ``at`` or '', every candidate when several do)."""
+    found = ""
+    several: list[str] = []
+    for subscription_id, start, end in stretches:
+        if start <= at and (end is None or at < end) and subscription_id != found:
+            if found:
+                several = several or [found]
+                if subscription_id not in several:
+                    several.append(subscription_id)
+            else:
+                found = subscription_id
+    return ("", several) if several else (found, several)
+
+
+def ambiguity(candidates_found: Sequence[str], field: str) -> Violation:
+    """The violation refusing unnamed usage that several subscriptions charge."""
+    shown = ", ".join(candidates_found[:_SHOWN_CANDIDATES]) + (" ..." if len(candidates_found) > _SHOWN_CANDIDATES else "")
+    return Violation(
+        field,
+        f"{len(candidates_found)} subscriptions of the customer charge this usage at its time ({shown}); name one",
+        SUBSCRIPTION_AMBIGUOUS,
+    )
 
 
 def attribute(coverage: Sequence[Coverage], meter_keys: frozenset[str], at: int, field: str) -> tuple[str, Violation | None]:
     """The subscription of unnamed usage ('' when none), or the violation when several qualify."""
-    if not coverage:
-        return "", None
-    found = candidates(coverage, meter_keys, at)
-    if len(found) <= 1:
-        return (found[0] if found else ""), None
-    shown = ", ".join(found[:_SHOWN_CANDIDATES]) + (" ..." if len(found) > _SHOWN_CANDIDATES else "")
-    return "", Violation(
-        field,
-        f"{len(found)} subscriptions of the customer charge this usage at its time ({shown}); name one",
-        SUBSCRIPTION_AMBIGUOUS,
-    )
+    subscription_id, several = pick(relevant_stretches(coverage, meter_keys), at)
+    return (subscription_id, None) if not several else ("", ambiguity(several, field))

@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,9 +20,11 @@ from services.ingest.domain.attribution import (
     Coverage,
     NamedSubscription,
     SubscriptionRef,
-    attribute,
+    ambiguity,
     check_named,
+    pick,
     ref_violation,
+    relevant_stretches,
 )
 from tally.errors import Violation
 
@@ -36,16 +37,31 @@ MAX_BATCH_EVENTS = 1000
 FUTURE_TOLERANCE_MICROS = 5 * 60 * MICROS_PER_SECOND
 
 
-def generated_key() -> str:
-    """A new unique idempotency key for an event or usage record sent without one: a UUIDv7.
+# The variant nibble of a UUID is 0b10xx: a random hex digit mapped onto 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def generated_keys(count: int) -> list[str]:
+    """``count`` new unique idempotency keys for events or usage records sent without one: UUIDv7s.
 
     Time-ordered (48-bit Unix milliseconds, RFC 9562) with 74 random bits, so every call
-    without a key is a distinct event: a retry without a key counts again.
+    without a key is a distinct event: a retry without a key counts again. The random bits
+    of the whole batch come from one os.urandom call, taken as hex and cut into the UUID's
+    text directly (uuid.UUID per key cost ~10 us of the hot path; this ~0.5 us).
     """
-    value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return str(uuid.UUID(int=value))
+    millis = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    head = f"{millis[:8]}-{millis[8:]}-7"
+    pool = os.urandom(10 * count).hex()
+    variant = _VARIANT
+    return [
+        f"{head}{pool[at:at + 3]}-{variant[pool[at + 3]]}{pool[at + 4:at + 7]}-{pool[at + 7:at + 19]}"
+        for at in range(0, 20 * count, 20)
+    ]
+
+
+def generated_key() -> str:
+    """One new unique idempotency key (see generated_keys)."""
+    return generated_keys(1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +339,7 @@ def prepare_events(
     named: Mapping[SubscriptionRef, NamedSubscription | None] | None = None,
     coverage_of: Callable[[str], Sequence[Coverage]] = _no_coverage,
     meter_keys_of: Callable[[str], frozenset[str]] = _no_meters,
-    new_key: Callable[[], str] = generated_key,
+    new_keys: Callable[[int], list[str]] = generated_keys,
 ) -> PreparedBatch:
     """Validate, attribute and accept a batch in one pass.
 
@@ -334,8 +350,8 @@ def prepare_events(
     Attribution (services/ingest/domain/attribution.py) reads ``named`` (the batch's named
     subscriptions, resolved once per batch), ``coverage_of`` (a customer's subscriptions and
     the meters they charge, asked once per customer) and ``meter_keys_of`` (the meters
-    reading an event type, asked once per type). An event sent without a key gets
-    ``new_key()``: every such event is a new one.
+    reading an event type, asked once per type). An event sent without a key gets a key from
+    ``new_keys`` (drawn once per batch, on the first such event): every such event is a new one.
     """
     low = now_micros - limits.late_event_window_micros
     high = now_micros + limits.future_tolerance_micros
@@ -350,8 +366,11 @@ def prepare_events(
     properties: list[bytes] = []
     metered: list[bool] = []
     subscription_ids: list[str] = []
-    coverage_by_customer: dict[str, Sequence[Coverage]] = {}
+    # (customer, event type) -> the stretches of the customer's subscriptions charging a meter
+    # the type feeds: worked out once per pair, so an event costs a lookup and a short scan.
+    stretches_of: dict[tuple[str, str], tuple[tuple[str, int, int | None], ...]] = {}
     meter_keys_by_type: dict[str, frozenset[str]] = {}
+    fresh_keys: Iterator[str] | None = None
     refs = batch.subscriptions
     named = named or {}
     sha256 = hashlib.sha256
@@ -388,18 +407,22 @@ def prepare_events(
             if wrong is not None:
                 problems = [*(problems or ()), wrong]
         elif customer_id is not None and not problems:
-            coverage = coverage_by_customer.get(customer_id)
-            if coverage is None:
-                coverage = coverage_by_customer[customer_id] = coverage_of(customer_id)
-            if coverage:
+            stretches = stretches_of.get((customer_id, event_type))
+            if stretches is None:
                 fed = meter_keys_by_type.get(event_type)
                 if fed is None:
                     fed = meter_keys_by_type[event_type] = meter_keys_of(event_type)
-                subscription_id, ambiguous = attribute(
-                    coverage, fed, now_micros if ts is None else ts, f"{prefix(index)}.subscription"
-                )
-                if ambiguous is not None:
-                    problems = [ambiguous]
+                stretches = stretches_of[(customer_id, event_type)] = relevant_stretches(coverage_of(customer_id), fed)
+            if len(stretches) == 1:
+                # The common case, inline: one subscription charging this usage.
+                only, start, end = stretches[0]
+                at = now_micros if ts is None else ts
+                if start <= at and (end is None or at < end):
+                    subscription_id = only
+            elif stretches:
+                subscription_id, several = pick(stretches, now_micros if ts is None else ts)
+                if several:
+                    problems = [ambiguity(several, f"{prefix(index)}.subscription")]
         if problems:
             rejected[index] = problems
             continue
@@ -414,7 +437,11 @@ def prepare_events(
         else:
             digest = sha256(head + props + b"\x00" + ref.canonical().encode()).digest()
         indexes.append(index)
-        keys.append(key or new_key())
+        if not key:
+            if fresh_keys is None:
+                fresh_keys = iter(new_keys(len(batch) - index))
+            key = next(fresh_keys)
+        keys.append(key)
         hashes.append(digest)
         types.append(event_type)
         customer_ids.append(customer_id)
