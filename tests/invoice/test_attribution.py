@@ -144,6 +144,11 @@ class TestTwoSubscriptionsChargingOneMeter:
             query(subscription=common_pb2.SubscriptionRef(id=sub_b), include_unattributed=True), query(only_unattributed=True),
         ]), timeout=10)
         assert [money(r.value) for r in batch.results] == [18, 0]
+        series = await stubs.meter.UsageSeries(meter_pb2.UsageSeriesRequest(
+            customer=common_pb2.CustomerRef(id=customer), meter_key=meter_key, start=ts(today()),
+            end=ts(today() + timedelta(days=1)), granularity=meter_pb2.GRANULARITY_HOUR,
+            subscription=common_pb2.SubscriptionRef(id=sub_a)), timeout=10)
+        assert sum(money(p.value) for p in series.points) == 3
 
     async def test_an_event_naming_no_subscription_is_refused_as_ambiguous(self, stubs, two_subscriptions):
         event_type, meter_key, customer, sub_a, sub_b = two_subscriptions

@@ -121,7 +121,7 @@ class SeriesPoint(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class UsageSeriesRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "start", "end", "granularity", "time_zone", "dimension_filter", "subscription", "include_unattributed")
+    __slots__ = ("customer", "meter_key", "start", "end", "granularity", "time_zone", "dimension_filter", "subscription", "include_unattributed", "only_unattributed")
     class DimensionFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class UsageSeriesRequest(_message.Message):
     DIMENSION_FILTER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ONLY_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     start: _timestamp_pb2.Timestamp
@@ -147,7 +148,8 @@ class UsageSeriesRequest(_message.Message):
     dimension_filter: _containers.ScalarMap[str, str]
     subscription: _common_pb2.SubscriptionRef
     include_unattributed: bool
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ...) -> None: ...
+    only_unattributed: bool
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ..., only_unattributed: _Optional[bool] = ...) -> None: ...
 
 class UsageSeriesResponse(_message.Message):
     __slots__ = ("points",)
