@@ -12,7 +12,7 @@ with the plan version in force over it:
 
 Usage is the subscription's own (docs/billing-attribution.md): what ingest attributed to it,
 plus the customer's unattributed usage over a part where no other subscription of the
-customer charges the same meter. Where another one does, neither takes the unattributed
+customer charges the same meter; where another one does, neither takes the unattributed
 usage: it is billed by no one and shown as an invoice warning (never billed twice).
 
 Pure: the service layer fetches the usage named by ``usage_queries`` and passes it in.
