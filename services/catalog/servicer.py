@@ -174,7 +174,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateSubscription(self, request, context):
         customer_id, external_id = m.customer_ref_in(request.customer)
         anchor = m.enum_name(pb.BillingAnchor, request.anchor, "BILLING_ANCHOR_")
-        sub = await self._service.create_subscription(
+        sub = await self._service.subscriptions.create(
             customer_id=customer_id,
             customer_external_id=external_id,
             plan_key=request.plan_key,
@@ -183,11 +183,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             anchor=anchor,
             metadata=tuple(sorted(request.metadata.items())),
             external_id=request.external_id.strip(),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.CreateSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def GetSubscription(self, request, context):
-        sub = await self._service.get_subscription(m.subscription_ref_in(request))
+        sub = await self._service.subscriptions.get(m.subscription_ref_in(request))
         return pb.GetSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def ListSubscriptions(self, request, context):
@@ -213,7 +214,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                     "empty customer filter",
                     violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
                 )
-        page = await self._service.list_subscriptions(
+        page = await self._service.subscriptions.list(
             size=request.page_size,
             token=request.page_token,
             customer_id=customer_id,
@@ -227,7 +228,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def CancelSubscription(self, request, context):
         which = request.WhichOneof("when")
-        sub = await self._service.cancel_subscription(
+        sub = await self._service.subscriptions.cancel(
             m.subscription_ref_in(request),
             at_period_end=which == "at_period_end" and request.at_period_end,
             at=m.time_in(request, "at") if which == "at" else None,
@@ -235,11 +236,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return pb.CancelSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def ChangeSubscriptionPlan(self, request, context):
-        sub = await self._service.change_subscription_plan(
+        sub = await self._service.subscriptions.change_plan(
             m.subscription_ref_in(request),
             plan_key=request.plan_key,
             plan_version=request.plan_version,
             effective_time=m.time_in(request, "effective_time"),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.ChangeSubscriptionPlanResponse(subscription=m.subscription_out(sub))
 

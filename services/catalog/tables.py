@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -145,5 +146,7 @@ subscription_phases = Table(
     Column("plan_version_id", Text, ForeignKey("catalog.plan_versions.id"), nullable=False, index=True),
     _ts("start_time"),
     _ts("end_time", nullable=True),
+    # The phase's price overrides (PriceOverride as JSON, decimals as strings); [] for none.
+    Column("price_overrides", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     PrimaryKeyConstraint("subscription_id", "seq"),
 )

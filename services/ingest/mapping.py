@@ -190,6 +190,7 @@ def usage_from_proto(request: ingest_pb2.RecordUsageRequest) -> UsageInput:
         range_end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
         dimensions=tuple(sorted(request.dimensions.items())),
         subscription=subscription_ref_from_proto(request.subscription) if request.HasField("subscription") else None,
+        price_point=request.price_point,
     )
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 
+from services.catalog.domain.common import check_decimal
+from services.catalog.domain.plans import PlanVersion, Price, check_money, validate_price
+from tally import currency
 from tally.errors import FailedPrecondition, InvalidInput, Violation, Violations
 
 ANCHORS = frozenset({"CALENDAR", "ANNIVERSARY"})
@@ -51,6 +55,99 @@ class SubscriptionRef:
         return f"external_id {self.external_id!r}" if self.external_id else repr(self.id)
 
 
+MAX_PRICE_OVERRIDES = 200
+_USAGE_FIELDS = ("price", "included_units", "minimum_amount", "maximum_amount")
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """This subscription's replacement for parts of one charge of its phase's plan version.
+
+    None keeps the plan's value. Usage charges take price (the default price; dimension
+    prices and price points keep the plan's), included_units, minimum_amount and
+    maximum_amount; fixed fees take amount.
+    """
+
+    charge_key: str
+    price: Price | None = None
+    included_units: Decimal | None = None
+    minimum_amount: Decimal | None = None
+    maximum_amount: Decimal | None = None
+    amount: Decimal | None = None
+
+
+def validate_price_overrides(
+    overrides: tuple[PriceOverride, ...], version: PlanVersion, prefix: str = "price_overrides"
+) -> Violations:
+    """Every problem of ``overrides`` against the charges of ``version``, at once."""
+    v = Violations()
+    if len(overrides) > MAX_PRICE_OVERRIDES:
+        v.add(prefix, f"at most {MAX_PRICE_OVERRIDES} price overrides", "TOO_MANY")
+        return v
+    charges = {c.key: c for c in version.content.charges}
+    minor = (
+        currency.minor_units(version.content.currency)
+        if currency.is_known(version.content.currency)
+        else None
+    )
+    seen: set[str] = set()
+    for i, override in enumerate(overrides):
+        ov = Violations(f"{prefix}[{i}]")
+        charge = charges.get(override.charge_key)
+        if not override.charge_key:
+            ov.add("charge_key", "is required", "REQUIRED")
+        elif charge is None:
+            known = ", ".join(sorted(charges)) or "none"
+            ov.add(
+                "charge_key",
+                f"plan {version.plan_key} v{version.version} has no charge {override.charge_key!r} "
+                f"(its charges: {known})",
+                "UNKNOWN_CHARGE",
+            )
+        elif override.charge_key in seen:
+            ov.add("charge_key", f"charge {override.charge_key!r} is overridden twice", "DUPLICATE")
+        seen.add(override.charge_key)
+        given = [name for name in (*_USAGE_FIELDS, "amount") if getattr(override, name) is not None]
+        if not given:
+            ov.add(
+                "charge_key", "an override must replace something: price, amount, included_units...", "EMPTY"
+            )
+        if charge is not None and charge.fixed is not None:
+            for name in _USAGE_FIELDS:
+                if getattr(override, name) is not None:
+                    ov.add(
+                        name, f"charge {charge.key!r} is a fixed fee: override its amount", "UNEXPECTED_FIELD"
+                    )
+            check_money(ov, "amount", override.amount, minor, required=False)
+        if charge is not None and charge.usage is not None:
+            if override.amount is not None:
+                ov.add(
+                    "amount",
+                    f"charge {charge.key!r} is a usage charge: override its price",
+                    "UNEXPECTED_FIELD",
+                )
+            if override.price is not None:
+                validate_price(ov.nested("price"), override.price, into=ov)
+            check_decimal(ov, "included_units", override.included_units)
+            check_money(ov, "minimum_amount", override.minimum_amount, minor, required=False)
+            check_money(ov, "maximum_amount", override.maximum_amount, minor, required=False)
+            low = (
+                override.minimum_amount
+                if override.minimum_amount is not None
+                else charge.usage.minimum_amount
+            )
+            high = (
+                override.maximum_amount
+                if override.maximum_amount is not None
+                else charge.usage.maximum_amount
+            )
+            if low is not None and high is not None and low.is_finite() and high.is_finite() and low > high:
+                field = "maximum_amount" if override.maximum_amount is not None else "minimum_amount"
+                ov.add(field, f"minimum ({low}) would exceed maximum ({high})", "MAXIMUM_BELOW_MINIMUM")
+        v.extend(ov)
+    return v
+
+
 @dataclass(frozen=True)
 class Phase:
     plan_version_id: str
@@ -59,6 +156,7 @@ class Phase:
     start_time: datetime
     # None on the current, open phase.
     end_time: datetime | None = None
+    price_overrides: tuple[PriceOverride, ...] = ()
 
 
 @dataclass(frozen=True)
