@@ -286,3 +286,23 @@ class TestSubscriptionReference:
         # A: 2 x $0.10; B: 3 x $0.25.
         assert usage_total(await upcoming(stubs, subs[ref_a])) == (Decimal(2), Decimal("0.20"))
         assert usage_total(await upcoming(stubs, subs[ref_b])) == (Decimal(3), Decimal("0.75"))
+
+
+class TestUsageQueriesNamingSubscriptions:
+    async def test_contradictory_or_unknown_subscription_scopes_are_refused(self, stubs, two_subscriptions):
+        _, meter_key, customer, sub_a, _ = two_subscriptions
+        base = dict(customer=common_pb2.CustomerRef(id=customer), meter_key=meter_key, start=ts(today()), end=ts(now()))
+        with pytest.raises(grpc.aio.AioRpcError) as alone:
+            await stubs.meter.GetUsage(meter_pb2.GetUsageRequest(**base, include_unattributed=True), timeout=10)
+        assert violations(alone.value) == [("include_unattributed", "SUBSCRIPTION_REQUIRED")]
+        with pytest.raises(grpc.aio.AioRpcError) as both:
+            await stubs.meter.GetUsage(meter_pb2.GetUsageRequest(
+                **base, only_unattributed=True, subscription=common_pb2.SubscriptionRef(id=sub_a)), timeout=10)
+        assert violations(both.value) == [("only_unattributed", "SUBSCRIPTION_CONFLICT")]
+        with pytest.raises(grpc.aio.AioRpcError) as blank:
+            await stubs.meter.GetUsage(meter_pb2.GetUsageRequest(**base, subscription=common_pb2.SubscriptionRef()), timeout=10)
+        assert violations(blank.value) == [("subscription", "SUBSCRIPTION_REF_EMPTY")]
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stubs.meter.BatchGetUsage(meter_pb2.BatchGetUsageRequest(queries=[meter_pb2.GetUsageRequest(
+                **base, subscription=common_pb2.SubscriptionRef(external_id=unique("nobody")))]), timeout=30)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
