@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy import text
 
 from tests.harness import unique
 from tests.invoice.helpers import Stubs, dec, money, per_unit, ts
@@ -306,3 +307,29 @@ class TestUsageQueriesNamingSubscriptions:
             await stubs.meter.BatchGetUsage(meter_pb2.BatchGetUsageRequest(queries=[meter_pb2.GetUsageRequest(
                 **base, subscription=common_pb2.SubscriptionRef(external_id=unique("nobody")))]), timeout=30)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class TestClosedInvoices:
+    async def test_a_closed_invoice_keeps_its_warning_and_the_database_refuses_to_change_it(self, stubs, invoice_service):
+        event_type, meter_key, plan_a = await stubs.meter_with_plan(per_unit("0.10"))
+        plan_b = await second_plan(stubs, meter_key, "0.25")
+        customer = await stubs.customer()
+        yesterday = today() - timedelta(days=1)
+        # Unattributed (no subscription yet), then both subscriptions backdated over it.
+        await stubs.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(
+            events=[event(customer, event_type, yesterday + timedelta(hours=12), 5)]), timeout=10)
+        sub_a = await stubs.subscribe(customer, plan_a, yesterday)
+        sub_b = await stubs.subscribe(customer, plan_b, yesterday)
+        await stubs.wait_applied()
+        await stubs.close(today() + timedelta(hours=1, minutes=1), sub_a, sub_b)
+        for subscription, other in ((sub_a, sub_b), (sub_b, sub_a)):
+            (invoice,) = await stubs.invoices_of(subscription)
+            assert invoice.status == invoice_pb2.INVOICE_STATUS_FINALIZED
+            assert usage_total(invoice) == (Decimal(0), Decimal("0.00"))
+            [warning] = invoice.warnings
+            assert (money(warning.quantity), list(warning.competing_subscription_ids)) == (5, [other])
+            stored = await invoice_service.get_invoice(invoice.id)
+            assert stored.warnings[0].quantity == 5 and stored.content_hash == invoice.content_hash
+        with pytest.raises(Exception, match="finalized"):
+            async with invoice_service.engine.begin() as conn:
+                await conn.execute(text("UPDATE invoice.invoices SET warnings = '[]'::jsonb WHERE id = :id"), {"id": invoice.id})
