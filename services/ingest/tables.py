@@ -1,7 +1,7 @@
 """SQLAlchemy tables of the ingest schema. Only services.ingest touches them.
 
-They describe what migrations/versions/ingest_0002_log.py (and the indexes of
-ingest_0003_usage_record_reads.py) create; the hot path writes and
+They describe what migrations/versions/ingest_0002_log.py and ingest_0003 create (and the
+indexes of ingest_0004_usage_record_reads.py); the hot path writes and
 reads them with raw SQL in repository.py.
 """
 
@@ -53,6 +53,8 @@ events = Table(
     Column("event_time", TIMESTAMP(timezone=True), nullable=False),
     Column("properties", LargeBinary, nullable=False),
     Column("metered", Boolean, nullable=False),
+    # '' when unattributed (migration ingest_0003).
+    Column("subscription_id", Text, nullable=False, server_default=""),
     UniqueConstraint("idempotency_key", name="events_idempotency_key_key"),
 )
 
@@ -71,6 +73,7 @@ usage_records = Table(
     Column("range_start", TIMESTAMP(timezone=True)),
     Column("range_end", TIMESTAMP(timezone=True)),
     Column("dimensions", JSONB, nullable=False),
+    Column("subscription_id", Text, nullable=False, server_default=""),
     UniqueConstraint("idempotency_key", name="usage_records_idempotency_key_key"),
     Index("usage_records_id_key", "usage_record_id", unique=True),
     Index("usage_records_customer_meter_time_idx", "customer_id", "meter_key", "usage_time", "usage_record_id"),

@@ -3,14 +3,14 @@
 GetUsageRecord finds a record by its idempotency key (already unique) or by its id; the list
 walks a customer's records in (usage_time, usage_record_id) order, of one meter or of all.
 
-Revision ID: ingest_0003_records
-Revises: ingest_0002
+Revision ID: ingest_0004
+Revises: ingest_0003
 """
 
 from alembic import op
 
-revision = "ingest_0003_records"
-down_revision = "ingest_0002"
+revision = "ingest_0004"
+down_revision = "ingest_0003"
 branch_labels = None
 depends_on = None
 
