@@ -210,6 +210,9 @@ def usage_query_from_proto(request: ingest_pb2.ListUsageRecordsRequest) -> Usage
         end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
         dimensions=tuple(sorted(request.dimensions.items())),
         exclude=tuple(tuple(sorted(match.dimensions.items())) for match in request.exclude_dimensions),
+        subscription=subscription_ref_from_proto(request.subscription) if request.HasField("subscription") else None,
+        include_unattributed=request.include_unattributed,
+        only_unattributed=request.only_unattributed,
     )
 
 
@@ -336,6 +339,7 @@ def usage_record_to_proto(stored: StoredUsage) -> ingest_pb2.UsageRecord:
         dimensions=dimensions,
         ingest_time=_timestamp(stored.ingest_time),
         price_point=price_point,
+        subscription_id=usage.subscription_id,
     )
     if usage.range_start is not None and usage.range_end is not None:
         message.range.start.FromDatetime(usage.range_start)

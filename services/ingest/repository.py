@@ -107,7 +107,7 @@ SELECT usage_record_id::text, payload_hash, subscription_id FROM ingest.usage_re
 # Reading usage records back (GetUsageRecord, ListUsageRecords).
 USAGE_RECORD_COLUMNS = """
 SELECT usage_record_id::text, idempotency_key, customer_id, meter_key, quantity, memo, usage_time,
-       range_start, range_end, dimensions::text AS dimensions, ingest_time
+       range_start, range_end, dimensions::text AS dimensions, ingest_time, subscription_id
 FROM ingest.usage_records u
 """
 SELECT_USAGE_BY_KEY = USAGE_RECORD_COLUMNS + "WHERE u.idempotency_key = $1"
@@ -270,6 +270,7 @@ def _stored_usage(row: asyncpg.Record) -> StoredUsage:
         range_start=row["range_start"],
         range_end=row["range_end"],
         dimensions=json.loads(row["dimensions"]),
+        subscription_id=row["subscription_id"],
     )
     return StoredUsage(usage, row["ingest_time"])
 
@@ -388,7 +389,12 @@ class IngestRepository:
         return None if row is None else row["usage_record_id"]
 
     async def list_usage_records(
-        self, customer_id: str, query: UsageRecordQuery, after: tuple[dt.datetime, str] | None, limit: int
+        self,
+        customer_id: str,
+        query: UsageRecordQuery,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+        subscription_id: str | None = None,
     ) -> list[StoredUsage]:
         """Up to ``limit`` records of a customer matching ``query``, by (instant, id), after ``after``.
 
@@ -405,6 +411,13 @@ class IngestRepository:
 
         if query.meter_key:
             conditions.append(f"u.meter_key = {arg(query.meter_key)}")
+        # Whose: '' is unattributed (ingest_0003).
+        if subscription_id is not None and query.include_unattributed:
+            conditions.append(f"u.subscription_id IN ({arg(subscription_id)}, '')")
+        elif subscription_id is not None:
+            conditions.append(f"u.subscription_id = {arg(subscription_id)}")
+        elif query.only_unattributed:
+            conditions.append("u.subscription_id = ''")
         if query.start is not None:
             conditions.append(f"u.usage_time >= {arg(query.start)}")
         if query.end is not None:

@@ -555,8 +555,14 @@ class IngestService:
             )
         if query.meter_key and await self.catalog.meter(query.meter_key) is None:
             raise NotFound(f"unknown meter {query.meter_key!r}", reason="METER_NOT_FOUND", metadata={"meter_key": query.meter_key})
+        subscription_id = None
+        if query.subscription is not None:
+            named = await self.catalog.resolve_subscriptions({query.subscription})
+            subscription_id, wrong = check_named(query.subscription, named.get(query.subscription), customer_id, "subscription")
+            if wrong is not None:
+                raise NotFound(wrong.description, reason=wrong.reason, metadata={"subscription": query.subscription.describe()})
         async with self.store.connection() as repo:
-            found = await repo.list_usage_records(customer_id, query, after, limit + 1)
+            found = await repo.list_usage_records(customer_id, query, after, limit + 1, subscription_id)
         token = ""
         if len(found) > limit:
             found = found[:limit]

@@ -240,6 +240,8 @@ class IngestClient:
             range=mapping.range_to(window.start, window.end),
             dimensions=dict(window.dimensions),
             exclude_dimensions=[ingest_pb2.DimensionMatch(dimensions=dict(match)) for match in window.exclude],
+            subscription=common_pb2.SubscriptionRef(id=window.subscription_id) if window.subscription_id else None,
+            include_unattributed=window.include_unattributed and bool(window.subscription_id),
             page_size=page_size,
             page_token=page_token,
         )

@@ -728,11 +728,20 @@ class InvoiceService:
             )
         invoice = await self.get_invoice(invoice_id, number)
         line = metered_line(invoice, line_id)
-        charge = await self._charge_of(invoice.subscription_id, line)
-        window = line_records_window(
-            line,
-            tuple(dimension_price.match for dimension_price in charge.dimension_prices) if charge else (),
-            tuple(point.key for point in charge.price_points) if charge else (),
+        subscription = await self.catalog.subscription(invoice.subscription_id)
+        account = await self._with_others(await self._account(subscription, {}))
+        charge = _charge_of(account, line)
+        # Whose records, by the rule pricing used (docs/billing-attribution.md): the
+        # subscription's, plus the unattributed ones where no other subscription charges the meter.
+        context = self._period_context(account, self._period_of(account, invoice))
+        window = replace(
+            line_records_window(
+                line,
+                tuple(dimension_price.match for dimension_price in charge.dimension_prices) if charge else (),
+                tuple(point.key for point in charge.price_points) if charge else (),
+            ),
+            subscription_id=invoice.subscription_id,
+            include_unattributed=not context.competitors(line.meter_key, line.period_start, line.period_end),
         )
         state = decode_page_token(page_token, kind="invoice_line_records")
         inner = ""
@@ -751,26 +760,26 @@ class InvoiceService:
             token = encode_page_token({"i": invoice.id, "l": line_id, "t": next_inner}, kind="invoice_line_records")
         return records, token, window
 
-    async def _charge_of(self, subscription_id: str, line: InvoiceLine) -> UsageCharge | None:
-        """The usage charge that priced the line, from the plan version that priced it.
-
-        None when there is none to find (a minimum/maximum line, a phase no longer there): the
-        line's records are then all of its meter's records in its window.
-        """
-        subscription = await self.catalog.subscription(subscription_id)
-        for phase in subscription.phases:
-            if (phase.plan_key, phase.plan_version) != (line.plan_key, line.plan_version):
-                continue
-            version = await self.catalog.plan_version(phase.plan_version_id)
-            for charge in version.usage_charges:
-                if charge.key == line.charge_key:
-                    return charge
-        return None
-
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
         invoice = await self.get_invoice(_required_id(invoice_id))
         pdf = render_invoice_pdf(invoice, seller_name=self.settings.seller_name, seller_details=self.settings.seller_details)
         return pdf, f"{invoice.number or invoice.id}.pdf"
+
+
+def _charge_of(account: _Account, line: InvoiceLine) -> UsageCharge | None:
+    """The usage charge that priced the line, in the plan version that priced it.
+
+    None when there is none to find (a minimum/maximum line, a phase no longer there): the
+    line's records are then all of its meter's records in its window.
+    """
+    for phase in account.subscription.phases:
+        if (phase.plan_key, phase.plan_version) != (line.plan_key, line.plan_version):
+            continue
+        version = account.versions.get(phase.plan_version_id)
+        for charge in version.usage_charges if version is not None else ():
+            if charge.key == line.charge_key:
+                return charge
+    return None
 
 
 def _required_id(invoice_id: str) -> str:

@@ -76,6 +76,7 @@ def show(
         ("range", f"{fmt_time(record.range.start)} .. {fmt_time(record.range.end)}" if record.HasField("range") else ""),
         ("dimensions", _dimensions(record)),
         ("price point", record.price_point),
+        ("subscription", record.subscription_id or "(unattributed)"),
         ("memo", record.memo),
         ("stored", fmt_time(record.ingest_time)),
     ]
@@ -91,6 +92,10 @@ def list_records(
     start: str = typer.Option(None, "--from", help="ISO 8601; records counting at or after it"),
     end: str = typer.Option(None, "--to", help="ISO 8601; records counting before it"),
     dimension: list[str] = typer.Option([], "--dimension", "-d", help="name=value, repeatable"),
+    subscription: str = typer.Option(None, "--subscription", help="Only those of this subscription (its external id)"),
+    subscription_id: str = typer.Option(None, "--subscription-id", help="Only those of this subscription (its id)"),
+    unattributed: bool = typer.Option(False, "--unattributed", help="Only the unattributed ones (or, with a "
+                                      "subscription, those too)"),
     limit: int = typer.Option(50, "--limit", min=1),
 ) -> None:
     """List a customer's usage records, oldest first."""
@@ -102,9 +107,21 @@ def list_records(
         time_range.start.CopyFrom(timestamp(start, "--from"))
     if end:
         time_range.end.CopyFrom(timestamp(end, "--to"))
+    if subscription is not None and subscription_id is not None:
+        fail("name the subscription with one of --subscription (external id) or --subscription-id, not both")
+    sub_ref = None
+    if subscription is not None or subscription_id is not None:
+        sub_ref = (
+            common_pb2.SubscriptionRef(external_id=subscription)
+            if subscription is not None
+            else common_pb2.SubscriptionRef(id=subscription_id)
+        )
     request = partial(
         ingest_pb2.ListUsageRecordsRequest,
         customer=ref,
+        subscription=sub_ref,
+        include_unattributed=unattributed and sub_ref is not None,
+        only_unattributed=unattributed and sub_ref is None,
         meter_key=meter,
         range=time_range if (start or end) else None,
         dimensions=parse_pairs(dimension, "--dimension"),

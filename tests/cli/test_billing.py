@@ -305,9 +305,13 @@ class TestUsageRecords:
         assert "22.50" in shown.stdout and "22.5 minutes from the switch export" in shown.stdout
         assert f"{iso(start)} .. {iso(start + timedelta(days=1))}" in shown.stdout
         assert "region=eu" in shown.stdout and customer["id"] in shown.stdout
+        assert "(unattributed)" in shown.stdout  # the customer has no subscription
         listed = json.loads(cli("--json", "usage-records", "list", "--customer", customer["external_id"],
                                 "--meter", daily_plan.meter_key).stdout)
         assert [(r["idempotency_key"], r["quantity"]["value"]) for r in listed] == [(key, "22.50")]
+        only = json.loads(cli("--json", "usage-records", "list", "--customer", customer["external_id"],
+                              "--unattributed").stdout)
+        assert [r["idempotency_key"] for r in only] == [key]
 
     def test_an_unknown_key_is_a_readable_not_found(self, cli):
         result = cli("usage-records", "show", unique("none"))

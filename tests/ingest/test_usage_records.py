@@ -387,3 +387,50 @@ class TestListUsageRecords:
             INVALID,
         )
         assert [f for f, _ in violations(error)] == ["page_token"]
+
+
+class TestListUsageRecordsBySubscription:
+    async def test_records_are_listed_by_whose_they_are(self, ingest_stack):
+        from tests.ingest.test_send import subscribed_customer
+
+        customer, subscription_id, meter_key = await subscribed_customer(ingest_stack, unique("t"))
+        # Before the subscription started (an hour ago): unattributed; after: attributed to it.
+        before = record(customer, meter_key, "2", timestamp=ts(now() - dt.timedelta(hours=3)))
+        after = record(customer, meter_key, "3", timestamp=ts(now() - dt.timedelta(minutes=5)))
+        for request in (before, after):
+            await ingest_stack.ingest.RecordUsage(request)
+        got = await get_by_key(ingest_stack, after.idempotency_key)
+        assert got.subscription_id == subscription_id
+        ref = common_pb2.CustomerRef(id=customer.id)
+
+        async def keys(**fields) -> list[str]:
+            found = await list_all(ingest_stack, ingest_pb2.ListUsageRecordsRequest(customer=ref, **fields))
+            return [r.idempotency_key for r in found]
+
+        by_id = common_pb2.SubscriptionRef(id=subscription_id)
+        assert await keys() == [before.idempotency_key, after.idempotency_key]
+        assert await keys(subscription=by_id) == [after.idempotency_key]
+        assert await keys(subscription=by_id, include_unattributed=True) == [before.idempotency_key, after.idempotency_key]
+        assert await keys(only_unattributed=True) == [before.idempotency_key]
+
+    async def test_an_unknown_or_foreign_subscription_is_not_found_and_contradictions_invalid(self, ingest_stack):
+        from tests.ingest.test_send import subscribed_customer
+
+        customer, subscription_id, _ = await subscribed_customer(ingest_stack, unique("t"))
+        stranger = await ingest_stack.customer()
+        for who, sub in ((customer, unique("nosub")), (stranger, subscription_id)):
+            await expect_error(
+                ingest_stack.ingest.ListUsageRecords(ingest_pb2.ListUsageRecordsRequest(
+                    customer=common_pb2.CustomerRef(id=who.id), subscription=common_pb2.SubscriptionRef(id=sub))),
+                NOT_FOUND,
+            )
+        ref = common_pb2.CustomerRef(id=customer.id)
+        for fields, field in (
+            ({"subscription": common_pb2.SubscriptionRef(id=subscription_id), "only_unattributed": True}, "only_unattributed"),
+            ({"include_unattributed": True}, "include_unattributed"),
+            ({"subscription": common_pb2.SubscriptionRef(external_id="x\x00")}, "subscription"),
+        ):
+            error = await expect_error(
+                ingest_stack.ingest.ListUsageRecords(ingest_pb2.ListUsageRecordsRequest(customer=ref, **fields)), INVALID
+            )
+            assert [f for f, _ in violations(error)] == [field]

@@ -255,3 +255,48 @@ class TestLinesOfDimensionPrices:
         assert records == {"premium": [premium], "": [plain]}
         got = (await stubs.ingest.GetUsageRecord(ingest_pb2.GetUsageRecordRequest(idempotency_key=premium), timeout=10))
         assert (got.usage_record.price_point, dict(got.usage_record.dimensions)) == ("premium", {})
+
+
+class TestLinesOfAttributedUsage:
+    async def test_each_subscription_lists_its_own_records_and_the_sole_one_the_unattributed_too(self, stubs):
+        _, meter_key, plan_key = await stubs.meter_with_plan(per_unit("0.10"))
+        customer = await stubs.customer()
+        day = midnight_days_ago(2)
+        # Recorded before the customer had any subscription: unattributed.
+        early = await record(stubs, customer, meter_key, "3", day + timedelta(hours=1))
+        first = await stubs.subscribe(customer, plan_key, day)
+        mine = await record(stubs, customer, meter_key, "5", day + timedelta(hours=2),
+                            subscription=common_pb2.SubscriptionRef(id=first))
+        await stubs.wait_applied()
+        await stubs.close(day + timedelta(days=1) + GRACE, first)
+        invoice = (await stubs.invoices_of(first))[0]
+        usage_line = line_of(invoice, ipb.LINE_KIND_USAGE)
+        # The sole subscription on the meter bills the unattributed 3 too: 8 x 0.10 = 0.80.
+        assert money(usage_line.amount) == D("0.80")
+        reply = await stubs.invoice.ListInvoiceLineRecords(
+            ipb.ListInvoiceLineRecordsRequest(invoice_id=invoice.id, line_id=usage_line.id), timeout=10
+        )
+        assert [(r.idempotency_key, r.subscription_id) for r in reply.usage_records] == [(early, ""), (mine, first)]
+
+    async def test_two_subscriptions_on_one_meter_each_list_only_their_own_records(self, stubs):
+        _, meter_key, plan_key = await stubs.meter_with_plan(per_unit("0.10"))
+        customer = await stubs.customer()
+        day = midnight_days_ago(2)
+        first = await stubs.subscribe(customer, plan_key, day)
+        second = await stubs.subscribe(customer, plan_key, day)
+        for_first = await record(stubs, customer, meter_key, "5", day + timedelta(hours=2),
+                                 subscription=common_pb2.SubscriptionRef(id=first))
+        for_second = await record(stubs, customer, meter_key, "7", day + timedelta(hours=3),
+                                  subscription=common_pb2.SubscriptionRef(id=second))
+        await stubs.wait_applied()
+        await stubs.close(day + timedelta(days=1) + GRACE, first, second)
+        listed = {}
+        for subscription, amount in ((first, D("0.50")), (second, D("0.70"))):
+            invoice = (await stubs.invoices_of(subscription))[0]
+            usage_line = line_of(invoice, ipb.LINE_KIND_USAGE)
+            assert money(usage_line.amount) == amount
+            reply = await stubs.invoice.ListInvoiceLineRecords(
+                ipb.ListInvoiceLineRecordsRequest(invoice_id=invoice.id, line_id=usage_line.id), timeout=10
+            )
+            listed[subscription] = [r.idempotency_key for r in reply.usage_records]
+        assert listed == {first: [for_first], second: [for_second]}

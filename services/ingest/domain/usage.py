@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from services.ingest.domain.attribution import SubscriptionRef
+from services.ingest.domain.attribution import SubscriptionRef, ref_violation
 from services.ingest.domain.events import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     CustomerRef,
@@ -268,6 +268,11 @@ class UsageRecordQuery:
     dimensions: tuple[tuple[str, str], ...] = ()
     # Records matching every pair of any of these sets are left out.
     exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Whose records: the subscription's (with the unattributed ones when include_unattributed),
+    # only the unattributed ones (only_unattributed), or all the customer's (neither).
+    subscription: SubscriptionRef | None = None
+    include_unattributed: bool = False
+    only_unattributed: bool = False
 
     def fingerprint(self) -> str:
         """Identifies the filters, so a page token is only honoured with the filters it was issued for."""
@@ -280,6 +285,8 @@ class UsageRecordQuery:
             *(f"{k}={v}" for k, v in self.dimensions),
             *(f"not:{len(match)}" for match in self.exclude),
             *(f"{k}={v}" for match in self.exclude for k, v in match),
+            "" if self.subscription is None else f"sub:{self.subscription.id}:{self.subscription.external_id}",
+            f"with:{self.include_unattributed}:only:{self.only_unattributed}",
         ]
         canonical = "".join(f"{len(p)}:{p}" for p in parts)
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -295,6 +302,16 @@ def validate_usage_query(query: UsageRecordQuery) -> list[Violation]:
             _text_violations("customer", query.customer.id or query.customer.external_id, required=True, limit=MAX_TEXT_CHARS)
         )
     problems.extend(_text_violations("meter_key", query.meter_key, required=False, limit=MAX_TEXT_CHARS))
+    if query.subscription is not None:
+        wrong = ref_violation(query.subscription, "subscription")
+        if wrong is not None:
+            problems.append(wrong)
+        if query.only_unattributed:
+            problems.append(
+                Violation("only_unattributed", "cannot be set with subscription (use include_unattributed)", "CONFLICTING")
+            )
+    elif query.include_unattributed:
+        problems.append(Violation("include_unattributed", "needs subscription (or use only_unattributed)", "CONFLICTING"))
     if query.start is not None and query.end is not None and query.end <= query.start:
         problems.append(Violation("range.end", "must be after range.start", "RANGE_EMPTY"))
     if len(query.dimensions) > MAX_FILTER_DIMENSIONS:

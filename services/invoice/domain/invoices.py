@@ -178,6 +178,10 @@ class LineRecordsWindow:
     end: datetime
     dimensions: tuple[tuple[str, str], ...]
     exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Whose records: the subscription's, with the customer's unattributed ones when the
+    # subscription bills those (no other subscription charges the meter over the window).
+    subscription_id: str = ""
+    include_unattributed: bool = False
 
 
 def metered_line(invoice: Invoice, wanted_line_id: str) -> InvoiceLine:

@@ -168,7 +168,7 @@ class RecordUsageResponse(_message.Message):
     def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "ingest_time", "price_point")
+    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "ingest_time", "price_point", "subscription_id")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class UsageRecord(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     INGEST_TIME_FIELD_NUMBER: _ClassVar[int]
     PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     usage_record_id: str
     idempotency_key: str
     customer_id: str
@@ -198,7 +199,8 @@ class UsageRecord(_message.Message):
     dimensions: _containers.ScalarMap[str, str]
     ingest_time: _timestamp_pb2.Timestamp
     price_point: str
-    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_point: _Optional[str] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_point: _Optional[str] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class GetUsageRecordRequest(_message.Message):
     __slots__ = ("idempotency_key", "usage_record_id")
@@ -215,7 +217,7 @@ class GetUsageRecordResponse(_message.Message):
     def __init__(self, usage_record: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
 
 class ListUsageRecordsRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "range", "dimensions", "page_size", "page_token", "exclude_dimensions")
+    __slots__ = ("customer", "meter_key", "range", "dimensions", "page_size", "page_token", "exclude_dimensions", "subscription", "include_unattributed", "only_unattributed")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +232,9 @@ class ListUsageRecordsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ONLY_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     range: _common_pb2.TimeRange
@@ -237,7 +242,10 @@ class ListUsageRecordsRequest(_message.Message):
     page_size: int
     page_token: str
     exclude_dimensions: _containers.RepeatedCompositeFieldContainer[DimensionMatch]
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., exclude_dimensions: _Optional[_Iterable[_Union[DimensionMatch, _Mapping]]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    include_unattributed: bool
+    only_unattributed: bool
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., exclude_dimensions: _Optional[_Iterable[_Union[DimensionMatch, _Mapping]]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ..., only_unattributed: _Optional[bool] = ...) -> None: ...
 
 class DimensionMatch(_message.Message):
     __slots__ = ("dimensions",)
