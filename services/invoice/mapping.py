@@ -124,6 +124,9 @@ def price_from(message: catalog_pb2.Price) -> Price:
             )
             for tier in message.tiers
         ),
+        charge_flat_amount_at_zero=(
+            message.charge_flat_amount_at_zero if message.HasField("charge_flat_amount_at_zero") else True
+        ),
     )
 
 
