@@ -36,6 +36,7 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
             customer_id=request.customer_id,
             subscription_id=request.subscription_id,
             status=mapping.status_from(request.status),
+            kind=mapping.invoice_kind_from(request.kind),
         )
         return invoice_pb2.ListInvoicesResponse(invoices=[mapping.invoice_to(i) for i in found], next_page_token=token)
 
@@ -63,7 +64,7 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
             request.page_token,
         )
         return invoice_pb2.ListBillingPeriodsResponse(
-            periods=[mapping.period_to(period, invoice_id) for period, invoice_id in found], next_page_token=token
+            periods=[mapping.period_to(period, *invoice_ids) for period, invoice_ids in found], next_page_token=token
         )
 
     async def RenderInvoicePdf(self, request, context):

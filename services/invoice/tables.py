@@ -22,7 +22,7 @@ def _ts(name: str, nullable: bool = True) -> Column:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
-# One row per subscription period. The unique (subscription_id, period_start) constraint is
+# One row per subscription period and kind. The unique (subscription_id, period_start, kind) constraint is
 # what makes period close idempotent across retries and replicas. Lines are stored as JSONB
 # (decimal strings) with the invoice, so a finalized invoice is one immutable row; a trigger
 # (migration invoice_0002) refuses any change to the content of a non-draft invoice.
@@ -50,7 +50,9 @@ invoices = Table(
     Column("customer_name", Text, nullable=False, server_default=""),
     Column("customer_email", Text, nullable=False, server_default=""),
     Column("customer_external_id", Text, nullable=False, server_default=""),
-    UniqueConstraint("subscription_id", "period_start", name="invoices_one_per_subscription_period"),
+    # PERIOD_START (in-advance fees, made when the period opens) or PERIOD_END (migration 0003).
+    Column("kind", Text, nullable=False, server_default="PERIOD_END"),
+    UniqueConstraint("subscription_id", "period_start", "kind", name="invoices_one_per_subscription_period"),
     Index("invoices_customer_idx", "customer_id", "create_time", "id"),
     Index("invoices_list_idx", "create_time", "id"),
     Index("invoices_due_drafts_idx", "grace_end_time", postgresql_where=text("status = 'DRAFT'")),

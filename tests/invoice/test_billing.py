@@ -58,7 +58,7 @@ def context_for(sub: Subscription, versions: dict, index: int = 0) -> PeriodCont
     first = versions[sub.phases[0].plan_version_id]
     schedule = sub.schedule(first, "UTC")
     period = list(periods(schedule, utc(2100, 1, 1)) if schedule.end else _take(schedule, index + 1))[index]
-    return PeriodContext(sub, schedule, period, versions, "USD", is_first_period=index == 0)
+    return PeriodContext(sub, schedule, period, versions, "USD")
 
 
 def _take(schedule, n):
@@ -127,26 +127,12 @@ class TestPricePeriod:
         lines = price_period(context, usage_of(context, {(utc(2026, 2, 28), utc(2026, 3, 31)): D(3)}))
         assert [line.amount for line in lines] == [D("10.00"), D("3.00")]
 
-    def test_in_advance_fees_bill_the_first_and_the_next_period_on_the_first_invoice(self):
+    def test_in_advance_fees_are_not_on_the_period_end_invoice(self):
         v1 = version("v1", 1, "10.00", "0.05", timing=FeeTiming.IN_ADVANCE)
         sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1)),))
         context = context_for(sub, {"v1": v1})
         lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), utc(2026, 2, 1)): D(0)}))
-        fees = [(line.period_start, line.amount) for line in lines if line.kind is LineKind.FIXED_FEE]
-        assert fees == [(utc(2026, 1, 1), D("10.00")), (utc(2026, 2, 1), D("10.00"))]
-        later = context_for(sub, {"v1": v1}, index=1)
-        later_lines = price_period(later, usage_of(later, {(utc(2026, 2, 1), utc(2026, 3, 1)): D(0)}))
-        assert [(line.period_start, line.amount) for line in later_lines if line.kind is LineKind.FIXED_FEE] == [
-            (utc(2026, 3, 1), D("10.00"))
-        ]
-
-    def test_a_cancelled_subscription_prorates_its_last_period_and_bills_no_next_period(self):
-        v1 = version("v1", 1, "30.00", "0.05", timing=FeeTiming.IN_ADVANCE)
-        sub = subscription(utc(2026, 4, 1), (Phase("v1", "voip", 1, utc(2026, 4, 1)),), cancel_at=utc(2026, 4, 16))
-        context = context_for(sub, {"v1": v1})
-        assert context.period.end == utc(2026, 4, 16)
-        lines = price_period(context, usage_of(context, {(utc(2026, 4, 1), utc(2026, 4, 16)): D(0)}))
-        assert [line.amount for line in lines if line.kind is LineKind.FIXED_FEE] == [D("15.00")]
+        assert [line.kind for line in lines] == [LineKind.USAGE]
 
 
 def invoice_with(lines, **kwargs) -> Invoice:

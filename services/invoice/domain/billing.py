@@ -6,9 +6,9 @@ with the plan version in force over it:
 - usage charges: the meter's usage over the part; included units are a per-period allowance
   used up across the parts in order, each part offering its own version's allowance minus
   what earlier parts used;
-- fixed fees IN_ADVANCE: billed for the *next* period on this period's invoice, by the plan
-  version in force at the next period's start (and for the first period, on its own invoice
-  too, since nothing was invoiced at the start).
+- fixed fees IN_ADVANCE: billed by the period's own PERIOD_START invoice when it opens
+  (domain/advance.py); the PERIOD_END invoice priced here carries only their corrections
+  (PRORATION lines) for plan changes and cancellations during the period.
 
 Pure: the service layer fetches the usage named by ``usage_queries`` and passes it in.
 """
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from services.invoice.domain.advance import in_advance_corrections
 from services.invoice.domain.invoices import Invoice, InvoiceLine, LineKind
 from services.invoice.domain.plans import FeeTiming, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
-from tally.domain.periods import Period, Schedule, period_containing, proration
+from tally.domain.periods import Period, Schedule, proration
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class PeriodContext:
     period: Period
     versions: Mapping[str, PlanVersion]
     currency: str
-    is_first_period: bool
+    # The in-advance fee lines billed for this period (its PERIOD_START invoice), non-void.
+    billed_in_advance: tuple[InvoiceLine, ...] = ()
 
     def parts(self) -> list[tuple[PlanVersion, datetime, datetime]]:
         """(version, start, end) for each phase overlapping the period, in order."""
@@ -53,9 +55,6 @@ class PeriodContext:
             (self.versions[phase.plan_version_id], start, end)
             for phase, start, end in self.subscription.phases_over(self.period.start, self.period.end)
         ]
-
-    def next_period(self) -> Period | None:
-        return period_containing(self.schedule, self.period.end)
 
 
 def usage_queries(context: PeriodContext) -> list[UsageQuery]:
@@ -105,36 +104,11 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
             )
             included_used[charge.key] = included_used.get(charge.key, Decimal(0)) + used
             lines.extend(charge_lines)
-    lines.extend(_in_advance_lines(context))
-    return lines
-
-
-def _in_advance_lines(context: PeriodContext) -> list[InvoiceLine]:
-    covered: list[Period] = []
-    if context.is_first_period:
-        covered.append(context.period)
-    upcoming = context.next_period()
-    if upcoming is not None:
-        covered.append(upcoming)
-    lines = []
-    for period in covered:
-        phase = context.subscription.phase_at(period.start)
-        if phase is None:
-            continue
-        version = context.versions[phase.plan_version_id]
-        for fee in version.fixed_fees:
-            if fee.timing is FeeTiming.IN_ADVANCE:
-                lines.append(
-                    price_fixed_fee(
-                        fee,
-                        currency=context.currency,
-                        start=period.start,
-                        end=period.end,
-                        proration=proration(context.schedule, period),
-                        plan_key=version.plan_key,
-                        plan_version=version.version,
-                    )
-                )
+    lines.extend(
+        in_advance_corrections(
+            context.subscription, period, context.versions, context.currency, context.billed_in_advance
+        )
+    )
     return lines
 
 

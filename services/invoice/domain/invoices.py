@@ -23,11 +23,27 @@ class InvoiceStatus(enum.Enum):
     VOID = "VOID"
 
 
+class InvoiceKind(enum.Enum):
+    """Which billing run of a period an invoice is (one invoice of each kind per period).
+
+    PERIOD_START bills the in-advance fees of a period when it opens; PERIOD_END bills what
+    the period used (usage, in-arrears fees), the in-advance corrections of plan changes and
+    cancellations during it, and adjustments of earlier periods.
+    """
+
+    PERIOD_START = "PERIOD_START"
+    PERIOD_END = "PERIOD_END"
+
+
 class LineKind(enum.Enum):
     FIXED_FEE = "FIXED_FEE"
     USAGE = "USAGE"
     # Usage or a void that arrived after its period's invoice was finalized.
     ADJUSTMENT = "ADJUSTMENT"
+    # An in-advance fee corrected by a plan change or cancellation during the period: a
+    # credit (negative) for the unused part of a billed fee, or a charge for the part of a
+    # new version's fee that was not billed at the period start.
+    PRORATION = "PRORATION"
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,9 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
+    # Second-exact proration (PRORATION lines): seconds covered of the period's seconds.
+    prorated_seconds: int | None = None
+    period_seconds: int | None = None
 
     @property
     def match_key(self) -> str:
@@ -94,6 +113,7 @@ class Invoice:
     customer_name: str = ""
     customer_email: str = ""
     customer_external_id: str = ""
+    kind: InvoiceKind = InvoiceKind.PERIOD_END
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -177,7 +197,10 @@ def canonical_line(line: InvoiceLine) -> dict:
         "amount_before_limits": _decimal(line.amount_before_limits),
         "amount": str(line.amount),
         "adjusts": [line.adjusts_invoice_id, _instant(line.adjusts_period_start), _instant(line.adjusts_period_end)],
-    }
+    } | (
+        # Only where set, so hashes of invoices finalized before these fields existed still hold.
+        {"prorated_seconds": [line.prorated_seconds, line.period_seconds]} if line.prorated_seconds is not None else {}
+    )
 
 
 def canonical_content(invoice: Invoice) -> bytes:
@@ -197,6 +220,9 @@ def canonical_content(invoice: Invoice) -> bytes:
         "subtotal": str(invoice.subtotal),
         "total": str(invoice.total),
     }
+    if invoice.kind is not InvoiceKind.PERIOD_END:
+        # Only for the newer kind, so hashes of invoices finalized before kinds existed still hold.
+        body["kind"] = invoice.kind.value
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
