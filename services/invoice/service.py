@@ -276,6 +276,9 @@ class InvoiceService:
                         i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END for i in history[subscription.id]
                     )
                     first_end = True
+                    # A period's PERIOD_START invoice made in this run is what its PERIOD_END
+                    # invoice (possibly made in this run too) corrects.
+                    known = list(history[subscription.id])
                     for period, kind in due:
                         if kind is InvoiceKind.PERIOD_START:
                             lines = self._price_period_start(account, period)
@@ -283,8 +286,11 @@ class InvoiceService:
                             # Adjustments go on one invoice only: the earliest not yet finalized.
                             adjust = first_end and not has_draft
                             first_end = False
-                            lines = await self._price(account, period, history[subscription.id], "", adjust, as_of, usage)
-                        drafts.append(self._new_draft(account, period, lines, kind))
+                            lines = await self._price(account, period, known, "", adjust, as_of, usage)
+                        draft = self._new_draft(account, period, lines, kind)
+                        drafts.append(draft)
+                        if kind is InvoiceKind.PERIOD_START:
+                            known.append(draft)
                     return drafts
                 except DomainError as error:
                     result.failed += 1
