@@ -523,6 +523,10 @@ class InvoiceService:
         if span is None:
             return False
         start, end, totals = span
+        if any(start < phase.start < end for phase in subscription.phases):
+            # A plan change inside the billed span (possibly backdated after billing) re-prices
+            # fees and in-advance corrections, which usage totals cannot show.
+            return False
         for meter_key in totals:
             if await self.catalog.meter_aggregation(meter_key) not in ADDITIVE_AGGREGATIONS:
                 return False

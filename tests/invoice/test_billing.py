@@ -26,6 +26,7 @@ from services.invoice.domain.plans import (
     Price,
     PricingModel,
     Subscription,
+    Tier,
     UsageCharge,
 )
 from services.invoice.domain.pricing import UsagePart
@@ -110,6 +111,17 @@ class TestPricePeriod:
         lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), change): D(60), (change, utc(2026, 2, 1)): D(70)}))
         usage_lines = [line for line in lines if line.kind is LineKind.USAGE]
         assert [(line.included_units, line.quantity) for line in usage_lines] == [(D(60), D(0)), (D(40), D(30))]
+
+    def test_a_first_tiers_flat_amount_at_zero_usage_is_charged_once_across_a_plan_change(self):
+        tiered = Price(PricingModel.GRADUATED, tiers=(Tier(D(100), D("0.10"), D("5.00")), Tier(None, D("0.05"))))
+        v1 = replace(version("v1", 1, "0", "1"), charges=(UsageCharge("minutes", "Minutes", "call_minutes", tiered),))
+        v2 = replace(v1, id="v2", version=2)
+        change = utc(2026, 1, 16)
+        sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1), change), Phase("v2", "voip", 2, change)))
+        context = context_for(sub, {"v1": v1, "v2": v2})
+        lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), change): D(0), (change, utc(2026, 2, 1)): D(0)}))
+        # Quantity 0 lies in tier 1 (5.00 flat), once for the period: 5.00 + 0.00.
+        assert [line.amount for line in lines] == [D("5.00"), D("0.00")]
 
     def test_a_backdated_mid_month_start_prorates_the_first_fee(self):
         v1 = version("v1", 1, "31.00", "0.05")

@@ -249,3 +249,26 @@ class TestAsOfInTheFuture:
         subscription = await stubs.subscribe(customer, basic, today)
         reply = await stubs.close(datetime.now(timezone.utc) + timedelta(seconds=20), subscription)
         assert reply.invoices_created == 1
+
+
+class TestBackdatedChangeAfterBilling:
+    async def test_a_change_backdated_into_a_finalized_period_is_corrected_by_adjustments_on_the_next_invoice(self, stubs):
+        _, basic, pro = await daily_plans(stubs)
+        customer = await stubs.customer()
+        day0 = midnight_days_ago(3)
+        day1 = day0 + timedelta(days=1)
+        subscription = await stubs.subscribe(customer, basic, day0)
+        await stubs.close(day0 + timedelta(days=1) + GRACE, subscription)
+        _, closing = await by_kind(stubs, subscription)
+        assert (closing[day0].status, money(closing[day0].total)) == (ipb.INVOICE_STATUS_FINALIZED, D("0.00"))
+        # Then an upgrade is recorded as of day 0 18:00, after day 0 was billed.
+        await stubs.catalog.ChangeSubscriptionPlan(cpb.ChangeSubscriptionPlanRequest(
+            id=subscription, plan_key=pro, effective_time=ts(day0 + timedelta(hours=18))), timeout=10)
+        await stubs.close(day1 + timedelta(days=1) + GRACE, subscription)
+        _, closing = await by_kind(stubs, subscription)
+        # Day 0 never changes; day 1's period-end invoice adjusts it: 6 h of 24 at the change,
+        # basic 50.00 x 6/24 = 12.50 credited, pro 120.00 x 6/24 = 30.00 charged.
+        assert money(closing[day0].total) == D("0.00")
+        adjustments = [(line.plan_key.split("_")[0], money(line.amount), line.adjusts_invoice_id)
+                       for line in closing[day1].lines if line.kind == ipb.LINE_KIND_ADJUSTMENT]
+        assert adjustments == [("basic", D("-12.50"), closing[day0].id), ("pro", D("30.00"), closing[day0].id)]

@@ -16,7 +16,7 @@ Pure: the service layer fetches the usage named by ``usage_queries`` and passes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -68,6 +68,16 @@ def usage_queries(context: PeriodContext) -> list[UsageQuery]:
     return queries
 
 
+def _without_flat_at_zero(charge: UsageCharge) -> UsageCharge:
+    return replace(
+        charge,
+        price=replace(charge.price, charge_flat_amount_at_zero=False),
+        dimension_prices=tuple(
+            replace(dp, price=replace(dp.price, charge_flat_amount_at_zero=False)) for dp in charge.dimension_prices
+        ),
+    )
+
+
 def _usage_for(charge: UsageCharge, start: datetime, end: datetime, usage: Mapping[UsageQuery, UsagePart]) -> UsagePart:
     return usage[UsageQuery(charge.meter_key, start, end, charge.group_by)]
 
@@ -93,6 +103,10 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
                     )
                 )
         for charge in version.usage_charges:
+            if charge.key in included_used:
+                # An earlier part priced this charge: a tier's flat amount at zero usage is
+                # charged once per period, not once per plan-version part.
+                charge = _without_flat_at_zero(charge)
             available = charge.included_units - included_used.get(charge.key, Decimal(0))
             charge_lines, used = price_usage_charge(
                 charge,
@@ -115,7 +129,10 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
 def adjustment_key(line: InvoiceLine) -> str:
     """What identifies the billed item a line or an adjustment refers to."""
     dims = ",".join(f"{k}={v}" for k, v in line.dimensions)
-    return f"{line.charge_key}|{dims}|{line.period_start.isoformat()}|{line.period_end.isoformat()}"
+    # The plan version too: a PRORATION credit of the old version and the charge of the new
+    # one cover the same fee key and range, and are adjusted as two items.
+    plan = f"{line.plan_key}@{line.plan_version}"
+    return f"{line.charge_key}|{dims}|{line.period_start.isoformat()}|{line.period_end.isoformat()}|{plan}"
 
 
 def adjustment_lines(
