@@ -278,6 +278,7 @@ class TestFinalizedInvoicesNeverChange:
             "UPDATE invoice.invoices SET total = total + 1 WHERE id = :id",
             "UPDATE invoice.invoices SET lines = '[]'::jsonb WHERE id = :id",
             "UPDATE invoice.invoices SET status = 'DRAFT' WHERE id = :id",
+            "UPDATE invoice.invoices SET kind = 'PERIOD_START' WHERE id = :id",
             "DELETE FROM invoice.invoices WHERE id = :id",
         ):
             with pytest.raises(Exception, match="finalized|cannot"):

@@ -272,3 +272,46 @@ class TestBackdatedChangeAfterBilling:
         adjustments = [(line.plan_key.split("_")[0], money(line.amount), line.adjusts_invoice_id)
                        for line in closing[day1].lines if line.kind == ipb.LINE_KIND_ADJUSTMENT]
         assert adjustments == [("basic", D("-12.50"), closing[day0].id), ("pro", D("30.00"), closing[day0].id)]
+
+
+class TestInvoicesOfTheOldModel:
+    async def test_a_period_billed_in_advance_by_an_old_style_invoice_is_not_billed_again(self, stubs, invoice_service):
+        """Before PERIOD_START invoices, a period's invoice billed the next period's in-advance fee."""
+        from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind
+        from services.invoice.repository import InvoiceRepository
+        from tally.db import transaction
+
+        event_type, basic, pro = await daily_plans(stubs)
+        customer = await stubs.customer()
+        day0 = midnight_days_ago(3)
+        day1, day2 = day0 + timedelta(days=1), day0 + timedelta(days=2)
+        subscription = await stubs.subscribe(customer, basic, day0)
+        plan_key = basic
+
+        def fee(start):
+            return InvoiceLine(LineKind.FIXED_FEE, "Platform fee (in advance)", D("50.00"), start, start + timedelta(days=1),
+                               charge_key="platform", plan_key=plan_key, plan_version=1, quantity=D(1), unit_price=D("50.00"))
+
+        usage = InvoiceLine(LineKind.USAGE, "Usage", D("0.00"), day0, day1, charge_key="usage", plan_key=plan_key,
+                            plan_version=1, quantity=D(0), unit_price=D("0.10"), usage=D(0), included_units=D(0))
+        old = Invoice(
+            id=unique("inv"), customer_id=customer, subscription_id=subscription, currency="USD",
+            period_start=day0, period_end=day1, lines=(fee(day0), usage, fee(day1)),
+            create_time=day1, grace_end_time=day1 + GRACE,
+        ).finalize(unique("INV-OLD"), day1 + GRACE)
+        async with transaction(invoice_service.engine) as conn:
+            assert await InvoiceRepository(conn).insert_new([old]) == {old.id}
+        # Upgrade on day 1 at 12:00: the old invoice's 50.00 for day 1 is what gets credited.
+        await stubs.catalog.ChangeSubscriptionPlan(cpb.ChangeSubscriptionPlanRequest(
+            id=subscription, plan_key=pro, effective_time=ts(day1 + timedelta(hours=12))), timeout=10)
+        await stubs.wait_applied()
+        await stubs.close(day2 + GRACE, subscription)
+        opening, closing = await by_kind(stubs, subscription)
+        # Day 0 was closed the old way, day 1's fee was on day 0's invoice: only day 2 opens anew.
+        assert sorted(opening) == [day2]
+        assert lines_of(opening[day2]) == [(FEE, "pro", D("120.00"))]
+        # Day 1: half a day left at noon: 25.00 credited, 60.00 charged; no adjustment of day 0
+        # for the in-advance lines it carried.
+        assert [x for x in lines_of(closing[day1]) if x[0] != USAGE] == [
+            (PRORATION, "basic", D("-25.00")), (PRORATION, "pro", D("60.00")),
+        ]
