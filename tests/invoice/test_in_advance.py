@@ -5,9 +5,12 @@ Amounts are worked out by hand in each test (April 2026 has 30 days = 2,592,000 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.invoice.domain.advance import in_advance_corrections, period_start_lines, round_fraction, whole_seconds
 from services.invoice.domain.invoices import LineKind
@@ -177,3 +180,31 @@ class TestRounding:
 
     def test_seconds_are_whole_seconds_of_the_instants(self):
         assert whole_seconds(utc(2026, 4, 1, 0, 0, 0, 900_000), utc(2026, 4, 1, 0, 0, 2, 100_000)) == 2
+
+
+class TestProrationProperties:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.integers(1, 2_592_000 - 1),
+        st.decimals(min_value=0, max_value=10_000, places=2),
+        st.decimals(min_value=0, max_value=10_000, places=2),
+    )
+    def test_what_is_paid_is_each_versions_share_to_within_a_cent_per_line(self, second, old_fee, new_fee):
+        old = plan("v_basic", "basic", str(old_fee))
+        new = plan("v_pro", "pro", str(new_fee))
+        versions = {"v_basic": old, "v_pro": new}
+        change = APRIL + timedelta(seconds=second)
+        subscription = changed(change, first=old, then=new)
+        schedule = subscription.schedule(old, "UTC")
+        period = period_containing(schedule, APRIL)
+        opening = Subscription("sub_1", "cus_1", APRIL, Anchor.CALENDAR, (Phase(old.id, "basic", 1, APRIL),))
+        billed = period_start_lines(opening, opening.schedule(old, "UTC"), period, versions, "USD")
+        lines = in_advance_corrections(subscription, period, versions, "USD", billed)
+        credit = sum((line.amount for line in lines if line.plan_key == "basic"), D(0))
+        charge = sum((line.amount for line in lines if line.plan_key == "pro"), D(0))
+        left = Fraction(2_592_000 - second, 2_592_000)
+        assert -old_fee <= credit <= 0 <= charge <= new_fee
+        paid = old_fee + credit + charge
+        exact = Fraction(old_fee) * (1 - left) + Fraction(new_fee) * left
+        assert abs(Fraction(paid) - exact) <= Fraction(1, 100)
+        assert all(line.prorated_seconds == 2_592_000 - second for line in lines)

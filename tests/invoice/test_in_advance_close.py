@@ -315,3 +315,25 @@ class TestInvoicesOfTheOldModel:
         assert [x for x in lines_of(closing[day1]) if x[0] != USAGE] == [
             (PRORATION, "basic", D("-25.00")), (PRORATION, "pro", D("60.00")),
         ]
+
+
+class TestInvoiceKindRequests:
+    async def test_an_unknown_invoice_kind_filter_is_invalid_and_named(self, stubs):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.ListInvoices(ipb.ListInvoicesRequest(kind=99), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [field for field, _ in field_violations(caught.value)] == ["kind"]
+
+    async def test_a_page_token_is_refused_when_the_kind_filter_changes(self, stubs):
+        _, basic, _ = await daily_plans(stubs)
+        customer = await stubs.customer()
+        day0 = midnight_days_ago(3)
+        subscription = await stubs.subscribe(customer, basic, day0)
+        await stubs.close(day0 + timedelta(days=2) + GRACE, subscription)
+        first = await stubs.invoice.ListInvoices(ipb.ListInvoicesRequest(subscription_id=subscription, kind=START,
+                                                                         page_size=1), timeout=10)
+        assert first.next_page_token and [i.kind for i in first.invoices] == [START]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.invoice.ListInvoices(ipb.ListInvoicesRequest(
+                subscription_id=subscription, kind=END, page_size=1, page_token=first.next_page_token), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
