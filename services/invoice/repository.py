@@ -214,6 +214,21 @@ class InvoiceRepository:
             found[row.subscription_id].append(invoice_from_row(row))
         return found
 
+    async def voided_period_starts(self, subscription_ids: Iterable[str]) -> dict[str, set[datetime]]:
+        """For each subscription, the period starts whose PERIOD_START invoice was voided."""
+        ids = list(subscription_ids)
+        found: dict[str, set[datetime]] = {sid: set() for sid in ids}
+        if not ids:
+            return found
+        statement = select(invoices.c.subscription_id, invoices.c.period_start).where(
+            invoices.c.subscription_id.in_(ids),
+            invoices.c.kind == InvoiceKind.PERIOD_START.value,
+            invoices.c.status == InvoiceStatus.VOID.value,
+        )
+        for row in await self.conn.execute(statement):
+            found[row.subscription_id].add(row.period_start)
+        return found
+
     async def billed_ending_at(self, subscription_ids: Iterable[str], instants: Iterable[datetime]) -> dict[str, list[Invoice]]:
         """Billed PERIOD_END invoices of the subscriptions whose period ends at one of ``instants``."""
         ids, ends = list(subscription_ids), list(set(instants))

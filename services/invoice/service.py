@@ -117,6 +117,8 @@ class _Account:
     customer: Customer
     versions: dict[str, PlanVersion]
     schedule: Schedule
+    # Periods whose PERIOD_START invoice was voided (their in-advance fee is not billed again).
+    voided_period_starts: frozenset[datetime] = frozenset()
 
     def currency(self, period: Period) -> str:
         phase = self.subscription.phase_at(period.start) or self.subscription.phases[-1]
@@ -225,6 +227,7 @@ class InvoiceService:
             repo = InvoiceRepository(conn)
             invoiced = await repo.period_starts(ids)
             opened = await repo.period_starts(ids, InvoiceKind.PERIOD_START)
+            voided = await repo.voided_period_starts(ids)
 
         async def due_of(subscription: Subscription) -> tuple[_Account, list[tuple[Period, InvoiceKind]]] | None:
             try:
@@ -234,6 +237,7 @@ class InvoiceService:
                 result.failed += 1
                 log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
                 return None
+            account.voided_period_starts = frozenset(voided[subscription.id])
             ended = invoiced[subscription.id]
             due: list[tuple[Period, InvoiceKind]] = []
             for period in periods(account.schedule, as_of + timedelta(microseconds=1)):
@@ -429,7 +433,9 @@ class InvoiceService:
         account = await self._account(subscription, customers)
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            history = (await InvoiceRepository(conn).history([subscription.id], since))[subscription.id]
+            repo = InvoiceRepository(conn)
+            history = (await repo.history([subscription.id], since))[subscription.id]
+            account.voided_period_starts = frozenset((await repo.voided_period_starts([subscription.id]))[subscription.id])
         earliest_draft = next(
             (i for i in history if i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END), None
         )
@@ -544,6 +550,7 @@ class InvoiceService:
             versions=account.versions,
             currency=account.currency(period),
             billed_in_advance=_billed_in_advance(history, period),
+            start_voided=period.start in account.voided_period_starts,
         )
 
     def _price_period_start(self, account: _Account, period: Period) -> list[InvoiceLine]:
@@ -683,7 +690,15 @@ class InvoiceService:
             )
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            history = (await InvoiceRepository(conn).history([subscription_id], since))[subscription_id]
+            repo = InvoiceRepository(conn)
+            history = (await repo.history([subscription_id], since))[subscription_id]
+            account.voided_period_starts = frozenset((await repo.voided_period_starts([subscription_id]))[subscription_id])
+            opened = (await repo.period_starts([subscription_id], InvoiceKind.PERIOD_START))[subscription_id]
+            previous = (await repo.billed_ending_at([subscription_id], [period.start]))[subscription_id]
+        if period.start not in opened and _bills_in_advance(account, period) and not _billed_before(previous, period):
+            # The next close makes this period's PERIOD_START invoice; preview against it, as
+            # the period-end invoice will be priced.
+            history = [*history, self._new_draft(account, period, self._price_period_start(account, period), InvoiceKind.PERIOD_START)]
         has_draft = any(i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END for i in history)
         lines = await self._price(account, period, history, "", not has_draft, as_of)
         preview = self._new_draft(account, period, lines)

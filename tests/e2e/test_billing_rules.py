@@ -18,6 +18,7 @@ from tests.invoice.test_in_advance_close import (  # noqa: F401 - collected here
     TestInvoiceKindRequests,
     TestProrationThroughTheServices,
     TestTierFlatAmountAtZero,
+    TestVoidAndPreview,
 )
 
 pytestmark = pytest.mark.e2e

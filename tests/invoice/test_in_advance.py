@@ -208,3 +208,18 @@ class TestProrationProperties:
         exact = Fraction(old_fee) * (1 - left) + Fraction(new_fee) * left
         assert abs(Fraction(paid) - exact) <= Fraction(1, 100)
         assert all(line.prorated_seconds == 2_592_000 - second for line in lines)
+
+
+class TestPlanChangedAtThePeriodStartAfterBilling:
+    def test_a_change_backdated_to_the_period_start_credits_the_old_fee_and_charges_the_new_one_whole(self):
+        # The PERIOD_START invoice billed basic; the change is then recorded as of April 1 00:00.
+        subscription = Subscription("sub_1", "cus_1", APRIL, Anchor.CALENDAR, (
+            Phase(BASIC.id, "basic", 1, APRIL, APRIL), Phase(PRO.id, "pro", 1, APRIL)))
+        assert [amount for _, amount, *_ in corrections(subscription)] == [D("-50.00"), D("120.00")]
+
+    def test_a_voided_period_start_invoice_is_not_billed_again(self):
+        subscription = Subscription("sub_1", "cus_1", APRIL, Anchor.CALENDAR, (Phase(PRO.id, "pro", 1, APRIL),))
+        _, period = april_of(subscription)
+        assert in_advance_corrections(subscription, period, VERSIONS, "USD", [], start_voided=True) == []
+        # Without a PERIOD_START invoice at all (the plan then had no in-advance fee), it is charged.
+        assert [line.amount for line in in_advance_corrections(subscription, period, VERSIONS, "USD", [])] == [D("120.00")]

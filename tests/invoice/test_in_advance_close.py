@@ -337,3 +337,35 @@ class TestInvoiceKindRequests:
             await stubs.invoice.ListInvoices(ipb.ListInvoicesRequest(
                 subscription_id=subscription, kind=END, page_size=1, page_token=first.next_page_token), timeout=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestVoidAndPreview:
+    async def test_a_voided_period_start_invoice_is_neither_billed_again_nor_credited(self, stubs):
+        _, basic, _ = await daily_plans(stubs)
+        customer = await stubs.customer()
+        day0 = midnight_days_ago(3)
+        subscription = await stubs.subscribe(customer, basic, day0)
+        await stubs.close(day0 + timedelta(hours=1), subscription)
+        opening, _ = await by_kind(stubs, subscription)
+        await stubs.invoice.VoidInvoice(ipb.VoidInvoiceRequest(id=opening[day0].id, reason="billed by hand"), timeout=10)
+        await stubs.catalog.CancelSubscription(cpb.CancelSubscriptionRequest(id=subscription, at=ts(day0 + timedelta(hours=12))),
+                                               timeout=10)
+        await stubs.close(day0 + timedelta(hours=12) + GRACE, subscription)
+        _, closing = await by_kind(stubs, subscription)
+        assert lines_of(closing[day0]) == [(USAGE, "basic", D("0.00"))]
+
+    async def test_the_upcoming_invoice_before_any_close_shows_the_corrections_the_period_end_will_carry(self, stubs):
+        _, basic, pro = await daily_plans(stubs)
+        customer = await stubs.customer()
+        today = midnight_days_ago(0)
+        subscription = await stubs.subscribe(customer, basic, today)
+        # Upgrade at 06:00 today (18 h of 24 left), previewed before the period-start invoice exists.
+        await stubs.catalog.ChangeSubscriptionPlan(cpb.ChangeSubscriptionPlanRequest(
+            id=subscription, plan_key=pro, effective_time=ts(today + timedelta(hours=6))), timeout=10)
+        upcoming = (await stubs.invoice.UpcomingInvoice(ipb.UpcomingInvoiceRequest(
+            subscription_id=subscription, as_of=ts(today + timedelta(hours=7))), timeout=10)).invoice
+        # basic 50.00 x 18/24 = 37.50 credited, pro 120.00 x 18/24 = 90.00 charged.
+        assert [x for x in lines_of(upcoming) if x[0] == PRORATION] == [
+            (PRORATION, "basic", D("-37.50")), (PRORATION, "pro", D("90.00")),
+        ]
+        assert await stubs.invoices_of(subscription) == []

@@ -139,6 +139,7 @@ def in_advance_corrections(
     versions: Mapping[str, PlanVersion],
     currency: str,
     billed: Iterable[InvoiceLine],
+    start_voided: bool = False,
 ) -> list[InvoiceLine]:
     """PRORATION lines for the PERIOD_END invoice: credits for unused billed fees, charges for new ones.
 
@@ -150,6 +151,8 @@ def in_advance_corrections(
         currency: the invoice's currency.
         billed: the in-advance fee lines already billed for this period (its PERIOD_START
             invoice, or a legacy invoice of the period before), non-void.
+        start_voided: the period's PERIOD_START invoice was voided: the operator cancelled
+            that bill, so the version in force at the period start is not billed again here.
     """
     full_start = period.full_start or period.start
     full_end = period.full_end or period.end
@@ -176,9 +179,8 @@ def in_advance_corrections(
         if line is not None:
             lines.append(line)
     for phase, start, end in parts:
-        if start <= period.start:
-            # The version in force at the period start is billed by the PERIOD_START invoice
-            # (even one later voided: a void is the operator's decision, not re-billed here).
+        if start <= period.start and start_voided:
+            # A void is the operator's decision about that bill: not re-billed here.
             continue
         version = versions[phase.plan_version_id]
         for fee in in_advance_fees(version):

@@ -48,6 +48,8 @@ class PeriodContext:
     currency: str
     # The in-advance fee lines billed for this period (its PERIOD_START invoice), non-void.
     billed_in_advance: tuple[InvoiceLine, ...] = ()
+    # The period's PERIOD_START invoice was voided.
+    start_voided: bool = False
 
     def parts(self) -> list[tuple[PlanVersion, datetime, datetime]]:
         """(version, start, end) for each phase overlapping the period, in order."""
@@ -120,7 +122,12 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
             lines.extend(charge_lines)
     lines.extend(
         in_advance_corrections(
-            context.subscription, period, context.versions, context.currency, context.billed_in_advance
+            context.subscription,
+            period,
+            context.versions,
+            context.currency,
+            context.billed_in_advance,
+            context.start_voided,
         )
     )
     return lines
