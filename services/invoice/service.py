@@ -144,12 +144,14 @@ class InvoiceService:
     # ------------------------------------------------------------------ period close
 
     async def close_due_periods(self, as_of: datetime | None = None, subscription_ids: Sequence[str] = ()) -> CloseResult:
-        """One invoice per ended subscription period; finalize drafts whose grace is over.
+        """A PERIOD_START invoice per opened period with in-advance fees (final at once), a
+        PERIOD_END invoice per ended period; finalize drafts whose grace is over.
 
         Drafts are finalized only once the meter's watermark is past period end + grace, so
         no late-but-in-grace usage is missed. Safe to run concurrently: the unique
-        (subscription_id, period_start) constraint keeps one invoice per period, and
-        finalization locks the draft row.
+        (subscription_id, period_start, kind) constraint keeps one invoice of each kind per
+        period, and finalization locks the draft row. ``as_of`` more than AS_OF_CLOCK_SKEW
+        past the clock is refused; within it, it is read as now.
         """
         now = self.clock()
         if as_of is not None and as_of > now + AS_OF_CLOCK_SKEW:
