@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.invoice.domain.advance import period_start_lines
 from services.invoice.domain.billing import (
     PeriodContext,
     adjustment_lines,
@@ -139,10 +140,13 @@ class TestPricePeriod:
         lines = price_period(context, usage_of(context, {(utc(2026, 2, 28), utc(2026, 3, 31)): D(3)}))
         assert [line.amount for line in lines] == [D("10.00"), D("3.00")]
 
-    def test_in_advance_fees_are_not_on_the_period_end_invoice(self):
+    def test_in_advance_fees_billed_at_the_period_start_are_not_on_the_period_end_invoice(self):
         v1 = version("v1", 1, "10.00", "0.05", timing=FeeTiming.IN_ADVANCE)
         sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1)),))
         context = context_for(sub, {"v1": v1})
+        billed = period_start_lines(sub, context.schedule, context.period, {"v1": v1}, "USD")
+        assert [(line.kind, line.amount) for line in billed] == [(LineKind.FIXED_FEE, D("10.00"))]
+        context = replace(context, billed_in_advance=tuple(billed))
         lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), utc(2026, 2, 1)): D(0)}))
         assert [line.kind for line in lines] == [LineKind.USAGE]
 
