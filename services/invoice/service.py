@@ -19,6 +19,7 @@ from services.invoice.domain.billing import (
     adjustment_lines,
     billed_usage_span,
     price_period,
+    unattributed_warnings,
     usage_queries,
 )
 from services.invoice.domain.advance import in_advance_fees, period_start_lines
@@ -27,6 +28,7 @@ from services.invoice.domain.invoices import (
     InvoiceKind,
     InvoiceLine,
     InvoiceStatus,
+    InvoiceWarning,
     LineKind,
     invoice_number,
     number_sequence,
@@ -117,6 +119,10 @@ class _Account:
     customer: Customer
     versions: dict[str, PlanVersion]
     schedule: Schedule
+    # The customer's other subscriptions (their versions are in ``versions``) and when each
+    # stops charging; filled by _with_others before pricing.
+    others: tuple[Subscription, ...] = ()
+    others_end: dict[str, datetime | None] = field(default_factory=dict)
     # Periods whose PERIOD_START invoice was voided (their in-advance fee is not billed again).
     voided_period_starts: frozenset[datetime] = frozenset()
 
@@ -215,6 +221,23 @@ class InvoiceService:
         first = versions[subscription.phases[0].plan_version_id]
         return _Account(subscription, customer, versions, subscription.schedule(first, customer.timezone))
 
+    async def _with_others(self, account: _Account) -> _Account:
+        """The account with the customer's other subscriptions, which decide who bills the
+        unattributed usage (docs/billing-attribution.md). One catalog call per priced account."""
+        subscription = account.subscription
+        others = tuple(
+            s for s in await self.catalog.customer_subscriptions(subscription.customer_id) if s.id != subscription.id
+        )
+        versions = dict(account.versions)
+        ends: dict[str, datetime | None] = {}
+        for other in others:
+            for phase in other.phases:
+                if phase.plan_version_id not in versions:
+                    versions[phase.plan_version_id] = await self.catalog.plan_version(phase.plan_version_id)
+            first = versions[other.phases[0].plan_version_id]
+            ends[other.id] = other.schedule(first, account.customer.timezone).end
+        return replace(account, versions=versions, others=others, others_end=ends)
+
     async def _close_page(
         self,
         page: list[Subscription],
@@ -253,8 +276,24 @@ class InvoiceService:
                     due.append((period, InvoiceKind.PERIOD_END))
             return (account, due) if due else None
 
+
         # Most runs of the scheduler find nothing due: only then is history loaded and usage read.
         due_accounts = [found for found in await asyncio.gather(*(due_of(s) for s in page)) if found]
+        if not due_accounts:
+            return
+
+        async def with_others(
+            account: _Account, due: list[tuple[Period, InvoiceKind]]
+        ) -> tuple[_Account, list[tuple[Period, InvoiceKind]]] | None:
+            try:
+                async with self._limit:
+                    return await self._with_others(account), due
+            except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
+                result.failed += 1
+                log.warning("subscription_close_failed", subscription_id=account.subscription.id, error=str(error))
+                return None
+
+        due_accounts = [found for found in await asyncio.gather(*(with_others(a, d) for a, d in due_accounts)) if found]
         if not due_accounts:
             return
         due_ids = [a.subscription.id for a, _ in due_accounts]
@@ -286,14 +325,15 @@ class InvoiceService:
                     # invoice (possibly made in this run too) corrects.
                     known = list(history[subscription.id])
                     for period, kind in due:
+                        warnings: list = []
                         if kind is InvoiceKind.PERIOD_START:
                             lines = self._price_period_start(account, period)
                         else:
                             # Adjustments go on one invoice only: the earliest not yet finalized.
                             adjust = first_end and not has_draft
                             first_end = False
-                            lines = await self._price(account, period, known, "", adjust, as_of, usage)
-                        draft = self._new_draft(account, period, lines, kind)
+                            lines, warnings = await self._price(account, period, known, "", adjust, as_of, usage)
+                        draft = self._new_draft(account, period, lines, warnings, kind)
                         drafts.append(draft)
                         if kind is InvoiceKind.PERIOD_START:
                             known.append(draft)
@@ -321,6 +361,7 @@ class InvoiceService:
             if d.kind is InvoiceKind.PERIOD_START
             or (watermark is not None and d.grace_end_time <= min(as_of, watermark))
         ]
+
         try:
             inserted, finalized = await self._insert_finalized(drafts, ready, now)
         except _PeriodTaken:
@@ -432,7 +473,7 @@ class InvoiceService:
     async def _reprice_and_finalize(self, draft: Invoice, as_of: datetime, customers: dict[str, Customer]) -> bool:
         """Re-price a draft from fresh usage and finalize it; False if someone else did first."""
         subscription = await self.catalog.subscription(draft.subscription_id)
-        account = await self._account(subscription, customers)
+        account = await self._with_others(await self._account(subscription, customers))
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
             repo = InvoiceRepository(conn)
@@ -444,9 +485,9 @@ class InvoiceService:
         adjust = earliest_draft is None or earliest_draft.id == draft.id
         period = self._period_of(account, draft)
         if draft.kind is InvoiceKind.PERIOD_START:
-            lines = self._price_period_start(account, period)
+            lines, warnings = self._price_period_start(account, period), []
         else:
-            lines = await self._price(account, period, history, draft.id, adjust, as_of)
+            lines, warnings = await self._price(account, period, history, draft.id, adjust, as_of)
         now = self.clock()
         async with transaction(self.engine) as conn:
             repo = InvoiceRepository(conn)
@@ -456,6 +497,7 @@ class InvoiceService:
             repriced = replace(
                 current,
                 lines=tuple(lines),
+                warnings=tuple(warnings),
                 customer_name=account.customer.name,
                 customer_email=account.customer.email,
                 customer_external_id=account.customer.external_id,
@@ -482,15 +524,16 @@ class InvoiceService:
         with_adjustments: bool,
         as_of: datetime,
         usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None,
-    ) -> list[InvoiceLine]:
-        """The period's lines from fresh usage, plus adjustments for billed earlier periods.
+    ) -> tuple[list[InvoiceLine], list[InvoiceWarning]]:
+        """The period's lines from fresh usage, plus adjustments for billed earlier periods,
+        and the period's warnings.
 
         ``usage`` holds usage already read for the period (by customer id and query); what
         it lacks is read from the meter.
         """
-        lines = await self._price_period(account, period, usage, history)
+        lines, warnings = await self._price_period(account, period, usage, history)
         if not with_adjustments:
-            return lines
+            return lines, warnings
         others = [i for i in history if i.id != exclude_id]
         # Late usage is looked for on PERIOD_END invoices; in-advance fees are corrected by
         # their own period's PERIOD_END invoice (PRORATION lines), never by adjustments.
@@ -500,10 +543,10 @@ class InvoiceService:
             if i.status.value in BILLED and i.period_start < period.start and i.kind is InvoiceKind.PERIOD_END
         ]
         if not billed:
-            return lines
+            return lines, warnings
         adjustments = [line for i in others for line in i.lines if line.kind is LineKind.ADJUSTMENT]
         if await self._usage_unchanged_since_billing(account, billed, adjustments):
-            return lines
+            return lines, warnings
         for original in billed:
             earlier = [
                 line
@@ -511,9 +554,9 @@ class InvoiceService:
                 for line in invoice.lines
                 if line.kind is LineKind.ADJUSTMENT and line.adjusts_invoice_id == original.id
             ]
-            fresh = await self._price_period(account, self._period_of(account, original), None, history)
+            fresh, _ = await self._price_period(account, self._period_of(account, original), None, history)
             lines.extend(adjustment_lines(original, fresh, earlier))
-        return lines
+        return lines, warnings
 
     async def _usage_unchanged_since_billing(
         self, account: _Account, billed: list[Invoice], adjustments: list[InvoiceLine]
@@ -526,6 +569,9 @@ class InvoiceService:
         """
         subscription = account.subscription
         if subscription.cancel_at is not None or subscription.cancel_at_period_end:
+            return False
+        if account.others:
+            # Who takes the unattributed usage may differ part by part: price every period again.
             return False
         span = billed_usage_span(billed, adjustments)
         if span is None:
@@ -540,7 +586,10 @@ class InvoiceService:
                 return False
         keys = list(totals)
         found = await asyncio.gather(
-            *(self.meter.usage(subscription.customer_id, UsageQuery(key, start, end)) for key in keys)
+            *(
+                self.meter.usage(subscription.customer_id, UsageQuery(key, start, end, (), subscription.id, True))
+                for key in keys
+            )
         )
         return all(part.total == totals[key] for key, part in zip(keys, found))
 
@@ -553,6 +602,8 @@ class InvoiceService:
             currency=account.currency(period),
             billed_in_advance=_billed_in_advance(history, period),
             start_voided=period.start in account.voided_period_starts,
+            others=account.others,
+            others_end=account.others_end,
         )
 
     def _price_period_start(self, account: _Account, period: Period) -> list[InvoiceLine]:
@@ -566,17 +617,23 @@ class InvoiceService:
         period: Period,
         usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None,
         history: Sequence[Invoice] = (),
-    ) -> list[InvoiceLine]:
+    ) -> tuple[list[InvoiceLine], list[InvoiceWarning]]:
         context = self._period_context(account, period, history)
         customer_id = account.subscription.customer_id
         queries = usage_queries(context)
         known = usage or {}
         missing = [q for q in queries if (customer_id, q) not in known]
         fetched = dict(zip(missing, await asyncio.gather(*(self.meter.usage(customer_id, q) for q in missing))))
-        return price_period(context, {q: known[(customer_id, q)] if q not in fetched else fetched[q] for q in queries})
+        found = {q: known[(customer_id, q)] if q not in fetched else fetched[q] for q in queries}
+        return price_period(context, found), unattributed_warnings(context, found)
 
     def _new_draft(
-        self, account: _Account, period: Period, lines: list[InvoiceLine], kind: InvoiceKind = InvoiceKind.PERIOD_END
+        self,
+        account: _Account,
+        period: Period,
+        lines: list[InvoiceLine],
+        warnings: Sequence[InvoiceWarning] = (),
+        kind: InvoiceKind = InvoiceKind.PERIOD_END,
     ) -> Invoice:
         invoice_id = f"inv_{uuid.uuid4().hex}"
         # A PERIOD_START invoice needs no usage, so no grace: it is due when the period opens.
@@ -589,6 +646,7 @@ class InvoiceService:
             period_start=period.start,
             period_end=period.end,
             lines=tuple(lines),
+            warnings=tuple(warnings),
             status=InvoiceStatus.DRAFT,
             create_time=self.clock(),
             grace_end_time=grace_end,
@@ -618,10 +676,19 @@ class InvoiceService:
         customer_id: str = "",
         subscription_id: str = "",
         status: InvoiceStatus | None = None,
+        customer_external_id: str = "",
+        subscription_external_id: str = "",
         kind: InvoiceKind | None = None,
     ) -> tuple[list[Invoice], str]:
+        """A page of invoices; a customer or subscription filter naming nothing is NOT_FOUND
+        (resolved through the catalog's GetCustomer/GetSubscription), never an empty page."""
         limit = page_size(requested_page_size)
         filters = {"c": customer_id, "s": subscription_id, "st": status.value if status else ""}
+        # External ids are kept apart in the token so an id and an external id never compare equal.
+        if customer_external_id:
+            filters["ce"] = customer_external_id
+        if subscription_external_id:
+            filters["se"] = subscription_external_id
         if kind is not None:
             filters["k"] = kind.value
         state = decode_page_token(page_token, kind="invoices")
@@ -633,6 +700,10 @@ class InvoiceService:
                     violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
                 )
             after = (datetime.fromisoformat(state["t"]), state["i"])
+        if customer_id or customer_external_id:
+            customer_id = await self.catalog.resolve_customer_id(customer_id, customer_external_id)
+        if subscription_id or subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id(subscription_id, subscription_external_id)
         async with self.engine.connect() as conn:
             found = await InvoiceRepository(conn).list(
                 limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status,
@@ -677,13 +748,17 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ preview and periods
 
-    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+    async def upcoming_invoice(
+        self, subscription_id: str, as_of: datetime | None = None, *, subscription_external_id: str = ""
+    ) -> Invoice:
         """The current period's invoice to date, with pending adjustments; nothing is stored."""
         as_of = as_of or self.clock()
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         subscription = await self.catalog.subscription(subscription_id)
-        account = await self._account(subscription, {})
+        account = await self._with_others(await self._account(subscription, {}))
         period = period_containing(account.schedule, as_of)
         if period is None:
             raise NotFound(
@@ -700,15 +775,24 @@ class InvoiceService:
         if period.start not in opened and _bills_in_advance(account, period) and not _billed_before(previous, period):
             # The next close makes this period's PERIOD_START invoice; preview against it, as
             # the period-end invoice will be priced.
-            history = [*history, self._new_draft(account, period, self._price_period_start(account, period), InvoiceKind.PERIOD_START)]
+            opening = self._new_draft(account, period, self._price_period_start(account, period), (), InvoiceKind.PERIOD_START)
+            history = [*history, opening]
         has_draft = any(i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END for i in history)
-        lines = await self._price(account, period, history, "", not has_draft, as_of)
-        preview = self._new_draft(account, period, lines)
+        lines, warnings = await self._price(account, period, history, "", not has_draft, as_of)
+        preview = self._new_draft(account, period, lines, warnings)
         return replace(preview, id="")
 
     async def list_billing_periods(
-        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+        self,
+        subscription_id: str,
+        until: datetime | None,
+        requested_page_size: int,
+        page_token: str,
+        *,
+        subscription_external_id: str = "",
     ) -> tuple[list[tuple[Period, tuple[str, str]]], str]:
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         until = until or self.clock()

@@ -50,7 +50,9 @@ invoices = Table(
     Column("customer_name", Text, nullable=False, server_default=""),
     Column("customer_email", Text, nullable=False, server_default=""),
     Column("customer_external_id", Text, nullable=False, server_default=""),
-    # PERIOD_START (in-advance fees, made when the period opens) or PERIOD_END (migration 0003).
+    # Usage of the period the invoice did not bill, and why (migration invoice_0003).
+    Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # PERIOD_START (in-advance fees, made when the period opens) or PERIOD_END (migration 0004).
     Column("kind", Text, nullable=False, server_default="PERIOD_END"),
     UniqueConstraint("subscription_id", "period_start", "kind", name="invoices_one_per_subscription_period"),
     Index("invoices_customer_idx", "customer_id", "create_time", "id"),

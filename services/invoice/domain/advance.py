@@ -28,12 +28,13 @@ Pure: no grpc, no protobuf, no SQL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
 from services.invoice.domain.invoices import InvoiceLine, LineKind
-from services.invoice.domain.plans import FeeTiming, FixedFee, PlanVersion, Subscription
+from services.invoice.domain.plans import FeeTiming, FixedFee, Phase, PlanVersion, Subscription
 from services.invoice.domain.pricing import price_fixed_fee
 from tally.currency import minor_units
 from tally.domain.periods import Period, Schedule, proration
@@ -59,6 +60,11 @@ def in_advance_fees(version: PlanVersion) -> tuple[FixedFee, ...]:
     return tuple(fee for fee in version.fixed_fees if fee.timing is FeeTiming.IN_ADVANCE)
 
 
+def version_of(versions: Mapping[str, PlanVersion], phase: Phase) -> PlanVersion:
+    """The phase's plan version as the subscription pays it (its price overrides applied)."""
+    return versions[phase.plan_version_id].with_overrides(phase.price_overrides)
+
+
 def period_start_lines(
     subscription: Subscription,
     schedule: Schedule,
@@ -70,7 +76,7 @@ def period_start_lines(
     phase = subscription.phase_at(period.start)
     if phase is None:
         return []
-    version = versions[phase.plan_version_id]
+    version = version_of(versions, phase)
     share = proration(schedule, period)
     return [
         price_fixed_fee(
@@ -130,6 +136,7 @@ def _proration_line(
         proration=Decimal(seconds) / Decimal(period_seconds),
         prorated_seconds=seconds,
         period_seconds=period_seconds,
+        price_override=fee.overridden,
     )
 
 
@@ -157,20 +164,25 @@ def in_advance_corrections(
     full_start = period.full_start or period.start
     full_end = period.full_end or period.end
     period_seconds = whole_seconds(full_start, full_end)
-    by_label = {(v.plan_key, v.version): v for v in versions.values()}
     parts = subscription.phases_over(period.start, period.end)
+    by_label = {(v.plan_key, v.version): v for v in versions.values()}
+    by_label.update({(p.plan_key, p.plan_version): version_of(versions, p) for p in subscription.phases})
     lines: list[InvoiceLine] = []
     # What was billed, per (version, fee): the ranges it paid for.
     billed_ranges: dict[tuple[str, int, str], list[tuple[datetime, datetime]]] = {}
+    billed_amount: dict[tuple[str, int, str], Decimal] = {}
     for line in billed:
-        billed_ranges.setdefault((line.plan_key, line.plan_version, line.charge_key), []).append(
-            (line.period_start, line.period_end)
-        )
+        key = (line.plan_key, line.plan_version, line.charge_key)
+        billed_ranges.setdefault(key, []).append((line.period_start, line.period_end))
+        if line.unit_price is not None:
+            billed_amount[key] = line.unit_price
     for (plan_key, plan_version, fee_key), ranges in billed_ranges.items():
         version = by_label.get((plan_key, plan_version))
         fee = next((f for f in in_advance_fees(version) if f.key == fee_key), None) if version else None
         if fee is None or not fee.prorate:
             continue
+        # The credit is of the fee as it was billed (a price override included).
+        fee = replace(fee, amount=billed_amount.get((plan_key, plan_version, fee_key), fee.amount))
         unused = sorted(ranges)
         for phase, start, end in parts:
             if (phase.plan_key, phase.plan_version) == (plan_key, plan_version):
@@ -182,7 +194,7 @@ def in_advance_corrections(
         if start <= period.start and start_voided:
             # A void is the operator's decision about that bill: not re-billed here.
             continue
-        version = versions[phase.plan_version_id]
+        version = version_of(versions, phase)
         for fee in in_advance_fees(version):
             if not fee.prorate:
                 continue

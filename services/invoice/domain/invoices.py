@@ -84,12 +84,32 @@ class InvoiceLine:
     # Second-exact proration (PRORATION lines): seconds covered of the period's seconds.
     prorated_seconds: int | None = None
     period_seconds: int | None = None
+    # The subscription's price override of this charge priced the line.
+    price_override: bool = False
+    # The price point (key) that priced this line's usage; "" otherwise.
+    price_point: str = ""
 
     @property
     def match_key(self) -> str:
         """What identifies a priced line across re-pricings of the same period."""
         dims = ",".join(f"{k}={v}" for k, v in self.dimensions)
         return f"{self.kind.value}|{self.charge_key}|{dims}|{self.period_start.isoformat()}|{self.period_end.isoformat()}"
+
+
+@dataclass(frozen=True)
+class InvoiceWarning:
+    """Usage of the invoice's period that it did not bill, and why (changes no amount)."""
+
+    code: str
+    description: str
+    meter_key: str
+    period_start: datetime
+    period_end: datetime
+    quantity: Decimal
+    competing_subscription_ids: tuple[str, ...] = ()
+
+
+UNATTRIBUTED_USAGE_NOT_BILLED = "UNATTRIBUTED_USAGE_NOT_BILLED"
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,7 @@ class Invoice:
     customer_email: str = ""
     customer_external_id: str = ""
     kind: InvoiceKind = InvoiceKind.PERIOD_END
+    warnings: tuple[InvoiceWarning, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -197,10 +218,11 @@ def canonical_line(line: InvoiceLine) -> dict:
         "amount_before_limits": _decimal(line.amount_before_limits),
         "amount": str(line.amount),
         "adjusts": [line.adjusts_invoice_id, _instant(line.adjusts_period_start), _instant(line.adjusts_period_end)],
-    } | (
-        # Only where set, so hashes of invoices finalized before these fields existed still hold.
-        {"prorated_seconds": [line.prorated_seconds, line.period_seconds]} if line.prorated_seconds is not None else {}
-    )
+        # Only when set, so the content (and hash) of lines without them is what it always was.
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
+        **({"prorated_seconds": [line.prorated_seconds, line.period_seconds]} if line.prorated_seconds is not None else {}),
+    }
 
 
 def canonical_content(invoice: Invoice) -> bytes:
@@ -223,7 +245,21 @@ def canonical_content(invoice: Invoice) -> bytes:
     if invoice.kind is not InvoiceKind.PERIOD_END:
         # Only for the newer kind, so hashes of invoices finalized before kinds existed still hold.
         body["kind"] = invoice.kind.value
+    if invoice.warnings:
+        # Only when there are some: an invoice without warnings hashes as it always did.
+        body["warnings"] = [canonical_warning(w) for w in invoice.warnings]
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_warning(warning: InvoiceWarning) -> dict:
+    return {
+        "code": warning.code,
+        "description": warning.description,
+        "meter_key": warning.meter_key,
+        "period": [_instant(warning.period_start), _instant(warning.period_end)],
+        "quantity": str(warning.quantity),
+        "competing_subscription_ids": list(warning.competing_subscription_ids),
+    }
 
 
 def content_hash(invoice: Invoice) -> str:
