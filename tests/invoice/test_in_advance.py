@@ -5,6 +5,7 @@ Amounts are worked out by hand in each test (April 2026 has 30 days = 2,592,000 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 from fractions import Fraction
@@ -223,3 +224,23 @@ class TestPlanChangedAtThePeriodStartAfterBilling:
         assert in_advance_corrections(subscription, period, VERSIONS, "USD", [], start_voided=True) == []
         # Without a PERIOD_START invoice at all (the plan then had no in-advance fee), it is charged.
         assert [line.amount for line in in_advance_corrections(subscription, period, VERSIONS, "USD", [])] == [D("120.00")]
+
+
+class TestPriceOverrides:
+    def test_an_overridden_fee_is_billed_credited_and_charged_at_the_override(self):
+        from services.invoice.domain.plans import PriceOverride
+
+        # basic's 50.00 overridden to 40.00, pro's 120.00 to 90.00; change at April 11: 20 of 30
+        # days left. Billed 40.00; credit 40.00 x 2/3 = 26.666... -> 26.67; charge 90.00 x 2/3 = 60.00.
+        change = utc(2026, 4, 11)
+        basic = Phase(BASIC.id, "basic", 1, APRIL, change, price_overrides=(PriceOverride("platform", amount=D("40.00")),))
+        pro = Phase(PRO.id, "pro", 1, change, price_overrides=(PriceOverride("platform", amount=D("90.00")),))
+        opening = Subscription("sub_1", "cus_1", APRIL, Anchor.CALENDAR, (replace(basic, end=None),))
+        schedule, period = april_of(opening)
+        billed = period_start_lines(opening, schedule, period, VERSIONS, "USD")
+        assert [(line.amount, line.price_override) for line in billed] == [(D("40.00"), True)]
+        subscription = Subscription("sub_1", "cus_1", APRIL, Anchor.CALENDAR, (basic, pro))
+        lines = in_advance_corrections(subscription, period, VERSIONS, "USD", billed)
+        assert [(line.plan_key, line.amount, line.price_override) for line in lines] == [
+            ("basic", D("-26.67"), True), ("pro", D("60.00"), True),
+        ]
