@@ -55,6 +55,11 @@ def _status(invoice) -> str:
     return enum_label(invoice_pb2.InvoiceStatus, invoice.status, "INVOICE_STATUS_")
 
 
+def _kind(invoice) -> str:
+    """period_start (in-advance fees when a period opens) or period_end."""
+    return enum_label(invoice_pb2.InvoiceKind, invoice.kind, "INVOICE_KIND_") if invoice.kind else ""
+
+
 def _customer(invoice) -> str:
     """Customers are shown by the caller's own external id (Tally's id only when there is none)."""
     return invoice.customer_external_id or invoice.customer_id
@@ -113,13 +118,21 @@ def list_invoices(
     table.add_column("number", no_wrap=True)
     table.add_column("customer", no_wrap=True)
     table.add_column("status")
+    table.add_column("kind")
     table.add_column("period start", no_wrap=True)
     table.add_column("period end", no_wrap=True)
     table.add_column("total", justify="right", no_wrap=True)
     table.add_column("id", no_wrap=True)
     for i in invoices:
         table.add_row(
-            i.number or "(draft)", _customer(i), _status(i), fmt_time(i.period.start), fmt_time(i.period.end), _total(i), i.id
+            i.number or "(draft)",
+            _customer(i),
+            _status(i),
+            _kind(i),
+            fmt_time(i.period.start),
+            fmt_time(i.period.end),
+            _total(i),
+            i.id,
         )
     print_table(table)
 
@@ -133,6 +146,7 @@ def _print_invoice(invoice, heading: str) -> None:
         ("customer id", invoice.customer_id),
         ("subscription", invoice.subscription_id),
         ("period", f"{fmt_time(invoice.period.start)} .. {fmt_time(invoice.period.end)}"),
+        ("kind", _kind(invoice)),
     ]
     for label, value in rows:
         out.print(f"  {label:<13} {value}", highlight=False)
