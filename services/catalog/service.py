@@ -26,11 +26,13 @@ from services.catalog.domain.plans import (
     PlanVersion,
     Product,
     ProductSpec,
+    looks_like_key,
     validate_plan,
     validate_product,
 )
 from services.catalog.domain.subscriptions import ANCHORS, Phase, Subscription
 from services.catalog.notifier import ChangeNotifier
+from tally import wire
 from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
 from tally.pagination import decode_page_token, encode_page_token, page_size
 
@@ -254,12 +256,15 @@ class CatalogService:
         pending_meters: dict[str, Meter] | None = None,
         pending_products: set[str] | None = None,
     ) -> Violations:
+        # Only keys of the catalog's syntax are looked up (bounded, NUL-free); validate_plan
+        # reports the others, and a plan with too many charges before any lookup.
+        charges = spec.content.charges[: wire.MAX_CHARGES + 1]
         meters = await repo.meters_by_keys(
-            conn, [c.usage.meter_key for c in spec.content.charges if c.usage is not None]
+            conn, [c.usage.meter_key for c in charges if c.usage is not None and looks_like_key(c.usage.meter_key)]
         )
         meters.update(pending_meters or {})
         product_key = spec.content.product_key
-        product_exists = bool(product_key) and (
+        product_exists = looks_like_key(product_key) and (
             product_key in (pending_products or set())
             or await repo.get_product(conn, key=product_key) is not None
         )
@@ -380,6 +385,10 @@ class CatalogService:
                 "name the customer",
                 violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
             )
+        v = Violations("customer")
+        wire.check_text(v, "id", id or "", max_chars=wire.MAX_ID_CHARS)
+        wire.check_text(v, "external_id", external_id or "", max_chars=wire.MAX_EXTERNAL_ID_CHARS)
+        v.raise_if_any("invalid customer reference")
         customer = await repo.get_customer(
             conn, id=id or None, external_id=external_id, for_update=for_update
         )
@@ -434,6 +443,8 @@ class CatalogService:
         v = Violations()
         if not plan_key:
             v.add("plan_key", "is required", "REQUIRED")
+        else:
+            wire.check_text(v, "plan_key", plan_key, max_chars=wire.MAX_KEY_CHARS)
         if version < 0:
             v.add("plan_version", "must be 0 (latest) or a published version number", "NEGATIVE")
         v.raise_if_any("invalid plan reference")
@@ -462,6 +473,10 @@ class CatalogService:
         anchor: str,
         metadata: tuple[tuple[str, str], ...],
     ) -> Subscription:
+        v = Violations()
+        wire.check_instant(v, "start_time", start_time)
+        wire.check_string_map(v, "metadata", metadata)
+        v.raise_if_any("invalid subscription")
         anchor = anchor or "CALENDAR"
         if anchor not in ANCHORS:
             raise InvalidInput(
@@ -539,6 +554,9 @@ class CatalogService:
         return _page(items, limit, "subscriptions", lambda s: s.id)
 
     async def cancel_subscription(self, id: str, *, at_period_end: bool, at: datetime | None) -> Subscription:
+        v = Violations()
+        wire.check_instant(v, "at", at)
+        v.raise_if_any("invalid cancellation")
         now = _now()
         async with self._write() as conn:
             found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
@@ -558,6 +576,9 @@ class CatalogService:
     async def change_subscription_plan(
         self, id: str, *, plan_key: str, plan_version: int, effective_time: datetime | None
     ) -> Subscription:
+        v = Violations()
+        wire.check_instant(v, "effective_time", effective_time)
+        v.raise_if_any("invalid plan change")
         now = _now()
         async with self._write() as conn:
             found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
