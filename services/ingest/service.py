@@ -11,17 +11,20 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from services.ingest.domain.events import (
+    DERIVED_KEY_PREFIX,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     CustomerRef,
     UNKNOWN_CUSTOMER,
     EventBatch,
     EventInput,
     Limits,
     PreparedBatch,
+    ValueRule,
     batch_size_violation,
     prepare_events,
     resolvable_refs,
@@ -38,7 +41,8 @@ from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, valida
 from services.ingest.group_commit import GroupCommitter
 from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
 from tally import metrics
-from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
+from tally import wire
+from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation, Violations
 
 log = structlog.get_logger()
 
@@ -63,6 +67,9 @@ class CatalogDirectory(Protocol):
     def is_metered(self, event_type: str) -> bool:
         """True when at least one meter reads this event type."""
 
+    def value_rules(self, event_type: str) -> tuple[ValueRule, ...]:
+        """The properties that meters of this event type read as their (numeric) value."""
+
     async def meter_exists(self, key: str) -> bool: ...
 
 
@@ -84,6 +91,12 @@ def _check_batch_size(batch: EventBatch) -> None:
     if too_many is not None:
         metrics.EVENTS_REJECTED.labels(too_many.reason).inc(len(batch))
         raise InvalidInput("batch too large", violations=[too_many])
+
+
+def _check_key_text(problems: Violations, key: str) -> None:
+    """An idempotency key to look up: NUL-free and no longer than any stored key can be."""
+    longest = max(MAX_IDEMPOTENCY_KEY_CHARS, len(DERIVED_KEY_PREFIX) + 64)
+    wire.check_text(problems, "idempotency_key", key, max_chars=longest)
 
 
 def now_micros() -> int:
@@ -113,11 +126,15 @@ class IngestService:
         catalog: CatalogDirectory,
         limits: Limits,
         clock: Callable[[], int] = now_micros,
+        decode_property: Callable[[bytes, str], Any] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.limits = limits
         self.clock = clock
+        # Reads a property from serialized properties (mapping.property_from_bytes), for
+        # events whose decoded message is not at hand; None: meter values go unchecked.
+        self._decode_property = decode_property
         # Set after every local commit, so long polls in this process wake at once.
         self._committed = asyncio.Event()
         self._group_commit = GroupCommitter(self._write_group, max_in_flight=GROUPS_IN_FLIGHT)
@@ -157,6 +174,10 @@ class IngestService:
     async def _prepare(self, batch: EventBatch, *, prefix: Callable[[int], str]) -> PreparedBatch:
         refs = resolvable_refs(batch.customers)
         customers = await self.catalog.resolve_customers(refs) if refs else {}
+        read = batch.read_property
+        if read is None and self._decode_property is not None:
+            decode, properties = self._decode_property, batch.properties
+            read = lambda index, path: decode(properties[index], path)  # noqa: E731
         return prepare_events(
             batch,
             customers=customers,
@@ -164,6 +185,8 @@ class IngestService:
             now_micros=self.clock(),
             limits=self.limits,
             prefix=prefix,
+            value_rules=self.catalog.value_rules,
+            read_property=read,
         )
 
     async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
@@ -329,11 +352,15 @@ class IngestService:
         """Store a usage record: (usage record id, idempotency key, duplicate)."""
         now = EPOCH + dt.timedelta(microseconds=self.clock())
         problems = validate_usage(usage, now=now, limits=self.limits)
-        if not any(p.field == "customer" for p in problems):
+        if not any(p.field.startswith("customer") for p in problems):
             customers = await self.catalog.resolve_customers({usage.customer})
             if customers.get(usage.customer) is None:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
-        if usage.meter_key.strip() and not await self.catalog.meter_exists(usage.meter_key):
+        if (
+            usage.meter_key.strip()
+            and not any(p.field == "meter_key" for p in problems)
+            and not await self.catalog.meter_exists(usage.meter_key)
+        ):
             problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
         if problems:
             metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
@@ -360,6 +387,10 @@ class IngestService:
                 "idempotency_key is required",
                 violations=[Violation("idempotency_key", "is required", "IDEMPOTENCY_KEY_EMPTY")],
             )
+        problems = Violations()
+        _check_key_text(problems, idempotency_key)
+        wire.check_text(problems, "reason", reason, max_chars=wire.MAX_MEMO_CHARS)
+        problems.raise_if_any("invalid void")
         async with self.store.connection(transaction=True) as repo:
             result = await repo.void_event(idempotency_key, reason)
         if result is None:
@@ -371,6 +402,9 @@ class IngestService:
         return result
 
     async def get_event(self, idempotency_key: str) -> StoredEvent:
+        problems = Violations()
+        _check_key_text(problems, idempotency_key)
+        problems.raise_if_any("invalid idempotency key")
         async with self.store.connection() as repo:
             stored = await repo.get_event(idempotency_key)
         if stored is None:
