@@ -42,6 +42,7 @@ from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
+from tally import wire
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
 
@@ -402,9 +403,10 @@ async def _weighted_points(conn, meter, customer_id, points, span, group_by, dim
             value = weighted_value(inside, current, p_start, p_end)
             if inside:
                 current = inside[-1].last_value
-            totals[i] += value
+            totals[i] = wire.EXACT.add(totals[i], value)
             if group_by:
-                groups[i][_group(dims, group_by)] += value
+                key = _group(dims, group_by)
+                groups[i][key] = wire.EXACT.add(groups[i][key], value)
     return [PointValue(totals[i], dict(groups[i])) for i in range(len(points))]
 
 
@@ -472,11 +474,23 @@ class UsageQueries:
         meter = None
         if not query.meter_key:
             problems.add("meter_key", "is required", "REQUIRED")
-        else:
+        elif wire.check_text(problems, "meter_key", query.meter_key, max_chars=wire.MAX_KEY_CHARS):
             meter = await fresh_meter(self._catalog, query.meter_key)
         if not query.customer_id and not query.customer_external_id:
             problems.add("customer", "name a customer by id or external_id", "REQUIRED")
-        if meter is not None:
+        wire.check_text(problems, "customer.id", query.customer_id, max_chars=wire.MAX_ID_CHARS)
+        wire.check_text(problems, "customer.external_id", query.customer_external_id, max_chars=wire.MAX_EXTERNAL_ID_CHARS)
+        # Counts first: a list this long is not worth a problem per entry.
+        bounded = wire.check_count(problems, "group_by", len(query.group_by), max_items=wire.MAX_GROUP_BY)
+        bounded &= wire.check_string_map(
+            problems,
+            "dimension_filter",
+            query.dimension_filter.items(),
+            max_entries=wire.MAX_DIMENSION_ENTRIES,
+            max_key_chars=wire.MAX_PATH_CHARS,
+            max_value_chars=wire.MAX_DIMENSION_VALUE_CHARS,
+        )
+        if meter is not None and bounded:
             for i, key in enumerate(query.group_by):
                 if key not in meter.group_by:
                     problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
