@@ -14,6 +14,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -573,3 +574,31 @@ class TestCatalogLimits:
         )
         assert "plan.interval_count" in problems
         assert not await plan_exists(stubs, plan_key)
+
+
+class TestStorageAgreesWithTheGrammar:
+    @pytest.mark.parametrize(
+        "statement",
+        [
+            "INSERT INTO ingest.usage_records (xid, ingest_time, idempotency_key, payload_hash, customer_id, meter_key,"
+            " quantity, usage_time) VALUES (pg_current_xact_id(), now(), $1, '\\x00', 'c', 'm', $2, now())",
+            "INSERT INTO meter.thresholds (id, meter_key, customer_id, absolute_units, name) VALUES ($1, 'm', 'c', $2, '')",
+        ],
+        ids=["usage_quantity", "threshold_level"],
+    )
+    @pytest.mark.parametrize("number", ["1e38", "0.0000000000000000001"])
+    async def test_a_value_outside_the_bounds_is_refused_by_the_database_not_rounded(self, database_url, statement, number):
+        conn = await asyncpg.connect(database_url)
+        outer = conn.transaction()
+        await outer.start()
+        try:
+            with pytest.raises(asyncpg.CheckViolationError):
+                async with conn.transaction():
+                    await conn.execute(statement, unique("row"), Decimal(number))
+            # A value with all 38 digits the grammar admits is stored exactly.
+            largest = Decimal("9" * 20 + "." + "9" * 18)
+            await conn.execute(statement, unique("row"), largest)
+        finally:
+            # Nothing stays behind: these tables feed the log and the applier.
+            await outer.rollback()
+            await conn.close()
