@@ -37,8 +37,11 @@ from tally.errors import Violation, Violations
 MAX_SIGNIFICANT_DIGITS = 38
 MAX_INTEGER_DIGITS = 38
 MAX_SCALE = 18
-# Longest decimal string read at all (a 38-digit value needs at most ~60 characters).
+# Longest decimal string an input may be (a 38-digit value needs at most ~60 characters).
 MAX_DECIMAL_CHARS = 100
+# Longest decimal string another service's result may be (a sum, an average): far more than
+# any sum of bounded values needs, and still a bound.
+MAX_RESULT_DECIMAL_CHARS = 4096
 
 # Postgres numeric holds 131,072 digits before the point and 16,383 after; a bounded value
 # has at most 38 + 18. Sums of a billion of them need 66 digits, their products with a
@@ -88,8 +91,8 @@ def _bounds_error(value: Decimal) -> DecimalError | None:
     return None
 
 
-def _syntax(text: str) -> Decimal:
-    if len(text) > MAX_DECIMAL_CHARS or not _DECIMAL_RE.fullmatch(text):
+def _syntax(text: str, max_chars: int = MAX_DECIMAL_CHARS) -> Decimal:
+    if len(text) > max_chars or not _DECIMAL_RE.fullmatch(text):
         raise DecimalError("INVALID_DECIMAL", f"must be {SYNTAX_DESCRIPTION}")
     # The regex admits only what Decimal() reads exactly; the constructor never rounds.
     return Decimal(text)
@@ -117,10 +120,16 @@ def _trimmed(value: Decimal) -> Decimal:
     return value
 
 
+def parse_decimal_syntax(text: str) -> Decimal:
+    """An input's syntax (and length) only; the caller checks the bounds with decimal_error,
+    so that a validation pass can report them with every other problem."""
+    return _syntax(text)
+
+
 def parse_decimal_unbounded(text: str) -> Decimal:
     """The grammar's syntax without the storage bounds: for results other services computed
     (sums may exceed what one input may be) and for values that are only compared."""
-    return _syntax(text)
+    return _syntax(text, MAX_RESULT_DECIMAL_CHARS)
 
 
 def decimal_error(value: Decimal) -> DecimalError | None:

@@ -57,7 +57,7 @@ def decimal_in(message: common_pb2.Decimal, present: bool = True) -> Decimal | N
     if not present or not message.value:
         return None
     try:
-        return wire.parse_decimal_unbounded(message.value)
+        return wire.parse_decimal_syntax(message.value)
     except wire.DecimalError:
         return Decimal("NaN")
 

@@ -142,7 +142,7 @@ def validate_filter(v: Violations, condition: MeterFilter, *, into: Violations) 
 
 def _is_decimal(text: str) -> bool:
     try:
-        wire.parse_decimal_unbounded(text)
+        wire.parse_decimal_syntax(text)
     except wire.DecimalError:
         return False
     return True
