@@ -9,6 +9,7 @@ itself (tally.wire).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -28,7 +29,9 @@ from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
 from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2
-from tests.harness import ServiceProcesses, free_port, unique
+from tally.config import SERVICES
+from tally.migrations import upgrade
+from tests.harness import ServiceProcesses, drop_database, free_port, recreate_database, unique
 from tests.meter.helpers import Stubs, struct, ts, value
 
 pytestmark = pytest.mark.e2e
@@ -417,17 +420,24 @@ class TestMeterValues:
 
 
 class TestUnusableValuesOnMetrics:
-    async def test_the_meters_metrics_page_counts_unusable_values(self, database_url, tmp_path):
+    async def test_the_meters_metrics_page_counts_unusable_values(self, server_url, tmp_path):
+        # A database of its own: on the session's, the session's meter holds the applier lock
+        # and this cluster's meter would only stand by (and count nothing).
+        name = f"tally_grammar_metrics_{os.getpid()}"
+        database_url = await recreate_database(server_url, name)
+        for service in SERVICES:
+            await asyncio.to_thread(upgrade, service, database_url)
         port = free_port()
         cluster = ServiceProcesses(
             database_url=database_url,
             log_dir=tmp_path,
-            # A second cluster beside the session's: small pools, so both fit Postgres' connection limit.
+            # Beside the session's cluster: small pools, so both fit Postgres' connection limit.
             extra_env={"TALLY_METER_METRICS_PORT": str(port), "TALLY_DB_POOL_SIZE": "2", "TALLY_INGEST_DB_POOL_SIZE": "2"},
         )
-        await cluster.start_all(services=("catalog", "ingest", "meter"))
-        channels = [connect(cluster.address(s)) for s in ("catalog", "ingest", "meter")]
+        channels = []
         try:
+            await cluster.start_all(services=("catalog", "ingest", "meter"))
+            channels = [connect(cluster.address(s)) for s in ("catalog", "ingest", "meter")]
             stubs = Stubs(*channels)
             _, event_type = await minutes_meter(stubs)
             customer_id = await stubs.create_customer()
@@ -444,6 +454,7 @@ class TestUnusableValuesOnMetrics:
             for channel in channels:
                 await channel.close()
             cluster.stop_all()
+            await drop_database(server_url, name)
 
 
 def _scrape(port: int) -> dict[str, float]:
