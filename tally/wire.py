@@ -196,6 +196,24 @@ def json_number(value: Any) -> Decimal | None:
     return _trimmed(number)
 
 
+# Plain decimals short enough to be inside the bounds whatever their digits: at most 20
+# integer and 18 fraction digits is at most 38 significant digits, below 10^20.
+_SHORT_PLAIN_RE = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,18})?")
+
+
+def surely_bounded(value: Any) -> bool:
+    """A cheap test for the common case of json_number: True only when ``value`` certainly
+    is a number of the grammar within the bounds (False: ask json_number). For hot paths."""
+    kind = type(value)
+    if kind is str:
+        return _SHORT_PLAIN_RE.fullmatch(value) is not None
+    if kind is float:
+        # A float has at most 17 significant digits, so from 0.01 up its repr has at most
+        # 18 places; below 10^20 it is far inside the magnitude bound.
+        return value == 0 or 0.01 <= abs(value) < 1e20
+    return False
+
+
 def json_number_unbounded(value: Any) -> Decimal | None:
     """The same without the storage bounds (filters compare any finite number as a number)."""
     kind = type(value)

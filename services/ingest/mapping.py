@@ -114,6 +114,13 @@ _NO_CUSTOMER = CustomerRef("", "")
 
 def _property_at(struct: struct_pb2.Struct, path: str):
     """The JSON value at a dot path of a Struct (nested objects and arrays as {} and []), or ABSENT."""
+    if "." not in path:
+        # The common case, a top-level property, with one map lookup.
+        fields = struct.fields
+        if path not in fields:
+            return ABSENT
+        value = fields[path]
+        return _python_value(value, value.WhichOneof("kind"))
     current = struct
     value = None
     for part in path.split("."):
@@ -124,7 +131,10 @@ def _property_at(struct: struct_pb2.Struct, path: str):
             return ABSENT
         value = fields[part]
         current = value.struct_value if value.WhichOneof("kind") == "struct_value" else None
-    kind = value.WhichOneof("kind")
+    return _python_value(value, value.WhichOneof("kind"))
+
+
+def _python_value(value: struct_pb2.Value, kind: str | None):
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":

@@ -229,6 +229,21 @@ def _shown(raw: Any) -> str:
     return repr(raw)
 
 
+def _values_surely_usable(rules: Sequence[ValueRule], read: PropertyReader, index: int) -> bool:
+    """The common case, cheaply: every value absent or a short non-negative plain number
+    (False: let value_violations decide, exactly)."""
+    surely_bounded = wire.surely_bounded
+    for rule in rules:
+        raw = read(index, rule.path)
+        if raw is ABSENT or raw is None:
+            continue
+        if not surely_bounded(raw):
+            return False
+        if not rule.allow_negative and (raw < 0 if type(raw) is float else raw[0] == "-"):
+            return False
+    return True
+
+
 def value_violations(rules: Sequence[ValueRule], read: Callable[[str], Any], prefix: str) -> list[Violation]:
     """Problems of the values that meters will read from one event.
 
@@ -418,7 +433,7 @@ def prepare_events(
             rules = rules_by_type.get(event_type)
             if rules is None:
                 rules = rules_by_type[event_type] = value_rules(event_type)
-            if rules:
+            if rules and not _values_surely_usable(rules, read_property, index):
                 problems = value_violations(rules, partial(read_property, index), prefix(index))
                 if problems:
                     rejected[index] = problems
