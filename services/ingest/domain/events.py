@@ -10,9 +10,9 @@ in C, several times faster.
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from tally import wire
