@@ -287,6 +287,8 @@ MAX_TIERS = 64
 MAX_DIMENSION_PRICES = 256
 MAX_DIMENSION_ENTRIES = 16
 MAX_GROUP_BY = 16
+# Products, meters and plans in one ApplyCatalog (each).
+MAX_CATALOG_ENTRIES = 1000
 # Any other repeated or map field, checked centrally for every request (ingest batches,
 # BatchGetUsage and ApplyCatalog are the largest: 1000 items).
 MAX_REPEATED = 10_000

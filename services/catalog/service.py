@@ -607,6 +607,12 @@ class CatalogService:
     ) -> tuple[list[ApplyResult], int]:
         """Create or update everything in one transaction; a second apply reports all UNCHANGED."""
         v = Violations()
+        counted = [
+            wire.check_count(v, name, len(items), max_items=wire.MAX_CATALOG_ENTRIES)
+            for name, items in (("products", products), ("meters", meters), ("plans", plans))
+        ]
+        if not all(counted):
+            v.raise_if_any("catalog too large")
         for i, spec in enumerate(products):
             v.extend(validate_product(spec, prefix=f"products[{i}]"))
         for i, spec in enumerate(meters):

@@ -1,10 +1,11 @@
-"""Meter.allow_negative: declared on create, update and the YAML catalog, locked with the value."""
+"""Meter.allow_negative (create, update, YAML catalog; locked with the value) and ApplyCatalog's size bound."""
 
 from __future__ import annotations
 
 from google.protobuf import field_mask_pb2
 
 from tally.catalog_file import parse_catalog
+from tally.grpc_errors import field_violations
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tests.catalog.helpers import (
     create_customer,
@@ -63,3 +64,16 @@ meters:
         assert (await stub.GetMeter(pb.GetMeterRequest(key=key))).meter.allow_negative
         second = await stub.ApplyCatalog(parse_catalog(text))
         assert [r.action for r in second.results] == [pb.APPLY_ACTION_UNCHANGED]
+
+
+class TestApplyCatalogSize:
+    async def test_an_apply_with_more_meters_than_allowed_is_one_violation_and_nothing_is_stored(self, stub):
+        keys = [unique("bulk") for _ in range(1001)]
+        request = pb.ApplyCatalogRequest(
+            meters=[pb.Meter(key=k, name="n", unit="u", event_type="t", aggregation=pb.AGGREGATION_COUNT) for k in keys]
+        )
+        error = await rejected(stub.ApplyCatalog(request))
+        assert error.code().name == "INVALID_ARGUMENT"
+        assert [f for f, _ in field_violations(error)] == ["meters"]
+        missing = await rejected(stub.GetMeter(pb.GetMeterRequest(key=keys[0])))
+        assert missing.code().name == "NOT_FOUND"
