@@ -41,8 +41,9 @@ from services.meter.domain.matching import (
 from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
-from tally.domain.periods import Schedule
 from tally import wire
+from tally.domain.periods import Schedule
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
 
@@ -492,7 +493,7 @@ class UsageQueries:
         )
         if meter is not None and bounded:
             for i, key in enumerate(query.group_by):
-                if key not in meter.group_by:
+                if key not in meter.group_by and key != PRICE_POINT_DIMENSION:
                     problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
             for key in query.dimension_filter:
                 if key not in meter.group_by:

@@ -3,14 +3,14 @@
 Existing meters keep the default, false: ingest then refuses negative values for them, as
 RecordUsage always refused negative quantities.
 
-Revision ID: catalog_0003_grammar
-Revises: catalog_0002
+Revision ID: catalog_0005_grammar
+Revises: catalog_0004
 """
 
 from alembic import op
 
-revision = "catalog_0003_grammar"
-down_revision = "catalog_0002"
+revision = "catalog_0005_grammar"
+down_revision = "catalog_0004"
 branch_labels = None
 depends_on = None
 
