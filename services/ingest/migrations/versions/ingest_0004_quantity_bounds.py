@@ -5,14 +5,14 @@ would round a value with more places silently instead of refusing it). The CHECK
 grammar's bounds, below 10^38 and at most 18 places, so a value that slipped past the
 service is refused, never stored. NOT VALID: rows written before are not re-checked.
 
-Revision ID: ingest_0003_grammar
-Revises: ingest_0002
+Revision ID: ingest_0004_grammar
+Revises: ingest_0003
 """
 
 from alembic import op
 
-revision = "ingest_0003_grammar"
-down_revision = "ingest_0002"
+revision = "ingest_0004_grammar"
+down_revision = "ingest_0003"
 branch_labels = None
 depends_on = None
 

@@ -6,14 +6,14 @@ are not re-checked. Contributions and buckets get no such check on purpose: they
 and usage quantities recorded before the bounds, and a refused insert there would stall the
 applier for everyone.
 
-Revision ID: meter_0004_grammar
-Revises: meter_0003
+Revision ID: meter_0005_grammar
+Revises: meter_0004
 """
 
 from alembic import op
 
-revision = "meter_0004_grammar"
-down_revision = "meter_0003"
+revision = "meter_0005_grammar"
+down_revision = "meter_0004"
 branch_labels = None
 depends_on = None
 
