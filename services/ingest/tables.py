@@ -1,7 +1,7 @@
 """SQLAlchemy tables of the ingest schema. Only services.ingest touches them.
 
 They describe what migrations/versions/ingest_0002_log.py and ingest_0003 create (and the
-indexes of ingest_0004_usage_record_reads.py); the hot path writes and
+indexes of ingest_0005_usage_record_reads.py); the hot path writes and
 reads them with raw SQL in repository.py.
 """
 

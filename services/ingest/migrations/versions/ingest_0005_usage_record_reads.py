@@ -3,14 +3,14 @@
 GetUsageRecord finds a record by its idempotency key (already unique) or by its id; the list
 walks a customer's records in (usage_time, usage_record_id) order, of one meter or of all.
 
-Revision ID: ingest_0004
-Revises: ingest_0003
+Revision ID: ingest_0005
+Revises: ingest_0004_grammar
 """
 
 from alembic import op
 
-revision = "ingest_0004"
-down_revision = "ingest_0003"
+revision = "ingest_0005"
+down_revision = "ingest_0004_grammar"
 branch_labels = None
 depends_on = None
 
