@@ -24,6 +24,7 @@ import contextvars
 import datetime as dt
 import hashlib
 import hmac
+import inspect
 import json
 import os
 import secrets
@@ -426,6 +427,16 @@ def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[], Awaitable[None]
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
+        if not inspect.isasyncgenfunction(inner_us):
+            # context.write() handlers, such as grpc.health.v1 Health/Watch.
+            async def unary_stream_writer(request, context):
+                await check()
+                return await inner_us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream_writer, handler.request_deserializer, handler.response_serializer
+            )
+
         async def unary_stream(request, context):
             await check()
             async for item in inner_us(request, context):
@@ -445,6 +456,16 @@ def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[], Awaitable[None]
             stream_unary, handler.request_deserializer, handler.response_serializer
         )
     inner_ss = handler.stream_stream
+
+    if not inspect.isasyncgenfunction(inner_ss):
+
+        async def stream_stream_writer(request_iterator, context):
+            await check()
+            return await inner_ss(request_iterator, context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream_writer, handler.request_deserializer, handler.response_serializer
+        )
 
     async def stream_stream(request_iterator, context):
         await check()

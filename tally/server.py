@@ -65,6 +65,22 @@ class RunningServer:
         log.info("server_stopped", service=self.app.name)
 
 
+def server_options() -> list[tuple[str, object]]:
+    """The core channel arguments every Tally server sets."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+        # Accept the 30 s keepalive pings our clients send on long-lived streams (WatchCatalog,
+        # ReadLog long polls); the C-core default of one per 5 minutes answers them with
+        # GOAWAY too_many_pings, which breaks those streams. The core's name for
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS is this one (no "recv");
+        # tests/integration/test_grpc_details.py checks every option name against the core.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
 async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | None = None) -> RunningServer:
     """Start ``app`` on host:port (port 0 picks a free one) with health and reflection.
 
@@ -78,16 +94,7 @@ async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | N
             *([auth] if auth is not None else []),
             *app.interceptors,
         ],
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-            # Accept the 30 s keepalive pings our clients send on long-lived streams (WatchCatalog,
-            # ReadLog long polls); the C-core default of one per 5 minutes answers them with
-            # GOAWAY too_many_pings, which breaks those streams.
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
+        options=server_options(),
     )
     app.register(server)
     health_servicer = health.aio.HealthServicer()

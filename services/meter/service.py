@@ -40,7 +40,7 @@ from services.meter.domain.matching import (
 )
 from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
-from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
+from services.meter.domain.windows import Granularity, TooManyWindows, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
@@ -49,6 +49,8 @@ log = structlog.get_logger()
 UTC = timezone.utc
 # Usage queries per BatchGetUsage call.
 MAX_BATCH_QUERIES = 1000
+# Most points one UsageSeries returns; checked before the windows are built.
+MAX_SERIES_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -551,9 +553,13 @@ class UsageQueries:
         problems.raise_if_any("invalid usage query")
         resolved = await self._found(query, meter, {})
         customer_id = resolved.customer_id
-        windows = series_windows(query.start, query.end, granularity, zone)
-        if len(windows) > 10_000:
-            raise InvalidInput("too many points", violations=[Violation("granularity", "the series would exceed 10,000 points", "TOO_MANY_POINTS")])
+        try:
+            windows = series_windows(query.start, query.end, granularity, zone, max_windows=MAX_SERIES_POINTS)
+        except TooManyWindows as error:
+            raise InvalidInput(
+                "too many points",
+                violations=[Violation("granularity", f"{error}; shorten the range or use a coarser granularity", "TOO_MANY_POINTS")],
+            ) from None
         async with self._pool.acquire() as conn:
             points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter)
         return [(s, e, p.total) for (s, e), p in zip(windows, points)]
