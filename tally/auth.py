@@ -45,7 +45,17 @@ EVENTS_WRITE = "events:write"
 CATALOG_WRITE = "catalog:write"
 INVOICES_WRITE = "invoices:write"
 READ = "read"
-SCOPES = (EVENTS_WRITE, CATALOG_WRITE, INVOICES_WRITE, READ)
+# The services' own feeds, which carry every customer's records at once: ingest's raw log
+# (ReadLog, followed by the meter) and the catalog's change feed (WatchCatalog, followed by
+# ingest's and the meter's catalog caches). Only service keys get it; ``read`` does not.
+INTERNAL = "internal"
+SCOPES = (EVENTS_WRITE, CATALOG_WRITE, INVOICES_WRITE, READ, INTERNAL)
+INTERNAL_METHODS = frozenset(
+    {
+        "/tally.ingest.v1.IngestService/ReadLog",
+        "/tally.catalog.v1.CatalogService/WatchCatalog",
+    }
+)
 
 # A required scope meaning "any valid key": used for health/reflection when they are protected.
 AUTHENTICATED = "authenticated"
@@ -63,7 +73,7 @@ WRITE_SCOPE_BY_SERVICE = {
     "tally.meter.v1.MeterService": CATALOG_WRITE,
     "tally.invoice.v1.InvoiceService": INVOICES_WRITE,
 }
-# RPC names that only read. ReadLog is how the meter service follows ingest's log.
+# RPC names that only read (INTERNAL_METHODS excepted).
 READ_METHOD_PREFIXES = ("Get", "List", "Watch", "Read", "Upcoming", "Render", "UsageSeries")
 
 
@@ -239,11 +249,16 @@ class StaticKeyVerifier:
 
 
 def scope_table(service_full_name: str, method_names: Iterable[str], write_scope: str) -> dict[str, str]:
-    """``/pkg.Service/Method`` -> scope: read-only names need ``read``, the rest ``write_scope``."""
-    return {
-        f"/{service_full_name}/{name}": READ if name.startswith(READ_METHOD_PREFIXES) else write_scope
-        for name in method_names
-    }
+    """``/pkg.Service/Method`` -> scope: the services' feeds need ``internal``, read-only names
+    need ``read``, the rest ``write_scope``."""
+    table = {}
+    for name in method_names:
+        method = f"/{service_full_name}/{name}"
+        if method in INTERNAL_METHODS:
+            table[method] = INTERNAL
+        else:
+            table[method] = READ if name.startswith(READ_METHOD_PREFIXES) else write_scope
+    return table
 
 
 def tally_scope_table() -> dict[str, str]:

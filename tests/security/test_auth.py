@@ -17,6 +17,8 @@ from tally.auth import (
     CATALOG_WRITE,
     EVENTS_WRITE,
     INVOICES_WRITE,
+    INTERNAL,
+    INTERNAL_METHODS,
     READ,
     AuthConfig,
     AuthInterceptor,
@@ -122,15 +124,19 @@ class TestScopeTable:
         assert table["/tally.ingest.v1.IngestService/SendEventBatch"] == EVENTS_WRITE
         assert table["/tally.ingest.v1.IngestService/StreamEvents"] == EVENTS_WRITE
         assert table["/tally.ingest.v1.IngestService/VoidEvent"] == EVENTS_WRITE
-        assert table["/tally.ingest.v1.IngestService/ReadLog"] == READ
         assert table["/tally.catalog.v1.CatalogService/CreateSubscription"] == CATALOG_WRITE
         assert table["/tally.catalog.v1.CatalogService/ApplyCatalog"] == CATALOG_WRITE
-        assert table["/tally.catalog.v1.CatalogService/WatchCatalog"] == READ
         assert table["/tally.meter.v1.MeterService/GetUsage"] == READ
         assert table["/tally.meter.v1.MeterService/CreateThreshold"] == CATALOG_WRITE
         assert table["/tally.invoice.v1.InvoiceService/CloseDuePeriods"] == INVOICES_WRITE
         assert table["/tally.invoice.v1.InvoiceService/FinalizeInvoice"] == INVOICES_WRITE
         assert table["/tally.invoice.v1.InvoiceService/ListInvoices"] == READ
+
+    def test_the_services_feeds_need_the_internal_scope_that_read_keys_lack(self):
+        table = tally_scope_table()
+        assert table["/tally.ingest.v1.IngestService/ReadLog"] == INTERNAL
+        assert table["/tally.catalog.v1.CatalogService/WatchCatalog"] == INTERNAL
+        assert {m for m, scope in table.items() if scope == INTERNAL} == set(INTERNAL_METHODS)
 
     def test_every_rpc_of_the_four_services_has_a_scope(self):
         table = tally_scope_table()
