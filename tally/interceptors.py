@@ -75,6 +75,18 @@ def _database_unavailable(error: Exception) -> Unavailable | None:
     return None
 
 
+def is_connection_failure(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) is a lost or refused database connection."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if _is_connection_failure(cause):
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return False
+
+
 def _is_connection_failure(error: BaseException) -> bool:
     import asyncpg  # the services' driver; imported here to keep this module light
 

@@ -768,3 +768,30 @@ async def list_alerts(conn, after_sequence: int, customer_id: str, meter_key: st
         meter_key,
         limit,
     )
+
+
+# ---------------------------------------------------------------- quarantined log entries
+
+
+async def quarantine_entries(conn: asyncpg.Connection, entries: Sequence[tuple[int, str, str, str]]) -> None:
+    """Set aside (position, entry_id, kind, reason) rows, in the caller's (cursor's) transaction."""
+    if not entries:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO meter.quarantined_entries (position, entry_id, kind, reason) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (position) DO NOTHING
+        """,
+        list(entries),
+    )
+
+
+async def quarantine_summary(conn: asyncpg.Connection, limit: int = 100) -> tuple[int, list[asyncpg.Record]]:
+    """(how many entries are quarantined, the most recent ``limit`` of them)."""
+    count = await conn.fetchval("SELECT count(*) FROM meter.quarantined_entries")
+    rows = await conn.fetch(
+        "SELECT position, entry_id, kind, reason, quarantined_at FROM meter.quarantined_entries "
+        "ORDER BY position DESC LIMIT $1",
+        limit,
+    )
+    return count, rows

@@ -42,6 +42,8 @@ from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, TooManyWindows, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
+from tally.interceptors import is_connection_failure
+from tally.quarantine import Quarantine
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
 
@@ -201,8 +203,14 @@ def _aggregation(catalog: CatalogView, meter_key: str) -> Aggregation | None:
     return meter.aggregation if meter is not None else None
 
 
-async def evaluate_thresholds(conn: asyncpg.Connection, batch: AppliedBatch, catalog: CatalogView) -> list[Alert]:
-    """Record an alert for every threshold newly crossed by the batch, once per period."""
+async def evaluate_thresholds(
+    conn: asyncpg.Connection, batch: AppliedBatch, catalog: CatalogView, quarantine: Quarantine | None = None
+) -> list[Alert]:
+    """Record an alert for every threshold newly crossed by the batch, once per period.
+
+    A (customer, meter) whose evaluation fails (its subscription's schedule cannot be
+    computed, say) is skipped in a savepoint and quarantined; its usage is applied anyway.
+    """
     if not batch.touched:
         return []
     meter_keys = sorted({meter_key for _, meter_key in batch.touched})
@@ -218,47 +226,64 @@ async def evaluate_thresholds(conn: asyncpg.Connection, batch: AppliedBatch, cat
         meter = catalog.meter(meter_key)
         if meter is None or meter_key not in by_meter:
             continue
-        time_zone = catalog.customer_time_zone(customer_id)
-        checked: set[datetime] = set()
-        for instant in sorted(starts):
-            context = catalog.billing(customer_id, instant, meter_key)
-            period = alert_period(context.schedule, instant, time_zone)
-            if period.start in checked:
-                continue
-            checked.add(period.start)
-            usage: Decimal | None = None
-            for threshold in by_meter[meter_key]:
-                if not threshold.applies_to(customer_id, context.plan_key):
-                    continue
-                level = threshold.units(context.included_units)
-                if level is None:
-                    continue
-                if usage is None:
-                    points = await compute_points(conn, meter, customer_id, [(period.start, period.end)], (), {})
-                    usage = points[0].total
-                if not crossed(usage, level):
-                    continue
-                if not locked:
-                    await repo.lock_alert_inserts(conn)
-                    locked = True
-                row = await repo.insert_alert(
-                    conn,
-                    {
-                        "id": str(uuid.uuid4()),
-                        "threshold_id": threshold.id,
-                        "customer_id": customer_id,
-                        "meter_key": meter_key,
-                        "period_start": period.start,
-                        "period_end": period.end,
-                        "threshold_units": level,
-                        "usage": usage,
-                    },
+        try:
+            async with conn.transaction():
+                alerts, locked = await _evaluate_one(
+                    conn, catalog, meter, customer_id, meter_key, starts, by_meter[meter_key], locked
                 )
-                if row is not None:
-                    fired.append(alert_from_row(row))
-                    ALERTS_FIRED.labels(meter_key).inc()
-                    log.info("alert_fired", threshold_id=threshold.id, customer_id=customer_id, meter_key=meter_key)
+        except Exception as error:  # noqa: BLE001 - one customer's thresholds must not stop metering
+            if is_connection_failure(error):
+                raise
+            (quarantine or Quarantine()).add("meter.thresholds", "threshold_evaluation", f"{customer_id}/{meter_key}", error)
+            continue
+        fired.extend(alerts)
     return fired
+
+
+async def _evaluate_one(conn, catalog, meter, customer_id, meter_key, starts, thresholds, locked) -> tuple[list[Alert], bool]:
+    """The alerts one (customer, meter) fires; ``locked`` says the alert lock is already held."""
+    fired: list[Alert] = []
+    time_zone = catalog.customer_time_zone(customer_id)
+    checked: set[datetime] = set()
+    for instant in sorted(starts):
+        context = catalog.billing(customer_id, instant, meter_key)
+        period = alert_period(context.schedule, instant, time_zone)
+        if period.start in checked:
+            continue
+        checked.add(period.start)
+        usage: Decimal | None = None
+        for threshold in thresholds:
+            if not threshold.applies_to(customer_id, context.plan_key):
+                continue
+            level = threshold.units(context.included_units)
+            if level is None:
+                continue
+            if usage is None:
+                points = await compute_points(conn, meter, customer_id, [(period.start, period.end)], (), {})
+                usage = points[0].total
+            if not crossed(usage, level):
+                continue
+            if not locked:
+                await repo.lock_alert_inserts(conn)
+                locked = True
+            row = await repo.insert_alert(
+                conn,
+                {
+                    "id": str(uuid.uuid4()),
+                    "threshold_id": threshold.id,
+                    "customer_id": customer_id,
+                    "meter_key": meter_key,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "threshold_units": level,
+                    "usage": usage,
+                },
+            )
+            if row is not None:
+                fired.append(alert_from_row(row))
+                ALERTS_FIRED.labels(meter_key).inc()
+                log.info("alert_fired", threshold_id=threshold.id, customer_id=customer_id, meter_key=meter_key)
+    return fired, locked
 
 
 # ---------------------------------------------------------------- queries
@@ -567,6 +592,11 @@ class UsageQueries:
     async def status(self) -> repo.ApplierState:
         async with self._pool.acquire() as conn:
             return await repo.load_state(conn)
+
+    async def quarantined(self, limit: int = 100) -> tuple[int, list]:
+        """(how many log entries the applier set aside, the most recent ``limit`` of them)."""
+        async with self._pool.acquire() as conn:
+            return await repo.quarantine_summary(conn, limit)
 
 
 # ---------------------------------------------------------------- thresholds and alerts
