@@ -35,6 +35,7 @@ from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
 from tally.domain.periods import Period, Schedule, ended_periods, period_containing, periods
+from tally.quarantine import Quarantine
 from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Violation
 from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
 from tally.pagination import decode_page_token, encode_page_token, page_size
@@ -102,6 +103,8 @@ class CloseResult:
     finalized: int = 0
     waiting_for_usage: int = 0
     failed: int = 0
+    # This run's failed subscriptions (tally.quarantine.QuarantinedRecord).
+    quarantined: list = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +136,14 @@ class InvoiceService:
         self.settings = settings
         self.clock = clock
         self._limit = asyncio.Semaphore(settings.close_concurrency)
+        # Subscriptions whose close failed: counted, logged with their id, listed by
+        # GetInvoiceStatus, retried on every run (and released once one succeeds).
+        self.quarantine = Quarantine()
+
+    def _close_failed(self, subscription_id: str, error: BaseException | str, result: CloseResult) -> None:
+        result.failed += 1
+        record = self.quarantine.add("invoice.close", "subscription", subscription_id, error)
+        result.quarantined.append(record)
 
     # ------------------------------------------------------------------ period close
 
@@ -169,7 +180,9 @@ class InvoiceService:
 
     async def _subscription_pages(self, ids: Sequence[str], result: CloseResult) -> AsyncIterator[list[Subscription]]:
         if not ids:
-            async for page in self.catalog.subscription_pages():
+            async for page in self.catalog.subscription_pages(
+                on_bad=lambda subscription_id, error: self._close_failed(subscription_id, error, result)
+            ):
                 yield page
             return
         found = []
@@ -210,11 +223,14 @@ class InvoiceService:
             try:
                 async with self._limit:
                     account = await self._account(subscription, customers)
+                # Inside the try: a schedule that cannot be walked (a start at 9999-12-31
+                # overflows) fails this subscription only.
+                due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
             except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
-                result.failed += 1
                 log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                self._close_failed(subscription.id, error, result)
                 return None
-            due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
+            self.quarantine.release("invoice.close", "subscription", subscription.id)
             return (account, due) if due else None
 
         # Most runs of the scheduler find nothing due: only then is history loaded and usage read.
@@ -239,12 +255,12 @@ class InvoiceService:
                         drafts.append(self._new_draft(account, period, lines))
                     return drafts
                 except DomainError as error:
-                    result.failed += 1
                     log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                    self._close_failed(subscription.id, error, result)
                     return []
-                except Exception:  # noqa: BLE001 - one bad subscription must not stop the others
-                    result.failed += 1
+                except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
                     log.exception("subscription_close_crashed", subscription_id=subscription.id)
+                    self._close_failed(subscription.id, error, result)
                     return []
 
         batches = await asyncio.gather(*(close_one(account, due) for account, due in due_accounts))
