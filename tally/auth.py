@@ -335,6 +335,12 @@ def auth_interceptor_from_env(
         if not config.keys_file:
             raise ValueError("TALLY_AUTH_MODE=required needs TALLY_AUTH_KEYS_FILE (or TALLY_AUTH_MODE=disabled)")
         verifier = FileKeyVerifier(config.keys_file)
+    env_map = os.environ if env is None else env
+    if not env_map.get("TALLY_PAGE_TOKEN_SECRET"):
+        raise ValueError(
+            "TALLY_AUTH_MODE=required needs TALLY_PAGE_TOKEN_SECRET: page tokens signed with the built-in "
+            "key could be forged by anyone"
+        )
     return AuthInterceptor(
         verifier, tally_scope_table(), protect_health=config.protect_health, limiter=config.limiter()
     )

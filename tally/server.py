@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,16 +40,79 @@ class ServiceApp:
     interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
     # Where API keys are checked when TALLY_AUTH_MODE=required; None reads TALLY_AUTH_KEYS_FILE.
     key_verifier: KeyVerifier | None = None
+    # The service's database: health answers NOT_SERVING while it cannot be reached.
+    database_url: str | None = None
+
+
+async def database_reachable(database_url: str, timeout: float) -> None:
+    """Raise unless a fresh connection to the database answers SELECT 1 within ``timeout``."""
+    import asyncpg
+
+    from tally.db import asyncpg_dsn
+
+    conn = await asyncio.wait_for(asyncpg.connect(asyncpg_dsn(database_url), timeout=timeout), timeout)
+    try:
+        await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout)
+    finally:
+        await conn.close(timeout=timeout)
+
+
+class HealthProbe:
+    """Sets the service's health from its database every ``interval`` seconds: NOT_SERVING while
+    Postgres is unreachable (load balancers and `tally status` see the truth), SERVING again
+    once it answers. Transitions are logged (health_changed)."""
+
+    def __init__(self, app: "ServiceApp", health_servicer, interval: float) -> None:
+        self._app = app
+        self._health = health_servicer
+        self._interval = interval
+        self.serving = True
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"health-probe-{self._app.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def check_once(self) -> bool:
+        try:
+            await database_reachable(self._app.database_url, timeout=max(1.0, min(5.0, self._interval * 2)))
+            ok, reason = True, ""
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure to reach the database
+            ok, reason = False, f"{type(error).__name__}: {error}"[:300]
+        if ok != self.serving:
+            self.serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *self._app.service_names]:
+                await self._health.set(name, status)
+            if ok:
+                log.info("health_changed", service=self._app.name, status="SERVING")
+            else:
+                log.error("health_changed", service=self._app.name, status="NOT_SERVING", reason=reason)
+        return ok
+
+    async def _run(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self._interval)
 
 
 class RunningServer:
     """A started server; stop() drains in-flight RPCs and runs the stop hooks."""
 
-    def __init__(self, app: ServiceApp, server: grpc.aio.Server, port: int, health_servicer) -> None:
+    def __init__(self, app: ServiceApp, server: grpc.aio.Server, port: int, health_servicer,
+                 probe: HealthProbe | None = None) -> None:
         self.app = app
         self.server = server
         self.port = port
         self.health = health_servicer
+        self.probe = probe
         self._stopped = False
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -56,6 +120,8 @@ class RunningServer:
             return
         self._stopped = True
         log.info("server_stopping", service=self.app.name, grace_seconds=grace)
+        if self.probe is not None:
+            await self.probe.stop()
         await self.health.enter_graceful_shutdown()
         for hook in self.app.on_drain:
             await hook()
@@ -114,9 +180,15 @@ async def start_server(app: ServiceApp, host: str, port: int, tls: TlsConfig | N
     await server.start()
     for name in ["", *app.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    probe = None
+    if app.database_url:
+        from tally.config import setting
+
+        probe = HealthProbe(app, health_servicer, setting("TALLY_HEALTH_PROBE_SECONDS"))
+        probe.start()
     log.info("server_started", service=app.name, address=f"{host}:{bound}", tls=tls.server_enabled,
              mtls=tls.require_client_auth, auth=auth is not None)
-    return RunningServer(app, server, bound, health_servicer)
+    return RunningServer(app, server, bound, health_servicer, probe)
 
 
 async def serve_forever(app: ServiceApp, host: str, port: int, grace: float) -> None:

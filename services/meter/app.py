@@ -73,6 +73,7 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
 
     return ServiceApp(
         name="meter",
+        database_url=database_url,
         service_names=[SERVICE_NAME],
         register=lambda server: meter_pb2_grpc.add_MeterServiceServicer_to_server(servicer, server),
         on_start=[start],

@@ -164,6 +164,12 @@ class TestAuthConfig:
         with pytest.raises(ValueError, match="TALLY_AUTH_KEYS_FILE"):
             auth_interceptor_from_env(env={"TALLY_AUTH_MODE": "required"})
 
+    def test_required_mode_without_a_page_token_secret_refuses_to_start(self, tmp_path):
+        with pytest.raises(ValueError, match="TALLY_PAGE_TOKEN_SECRET"):
+            auth_interceptor_from_env(
+                StaticKeyVerifier([]), env={"TALLY_AUTH_MODE": "required", "TALLY_AUTH_KEYS_FILE": str(tmp_path / "k")}
+            )
+
     def test_development_mode_installs_no_check(self):
         assert auth_interceptor_from_env(env={"TALLY_AUTH_MODE": "disabled"}) is None
 
@@ -328,6 +334,7 @@ class TestAuthFromEnvironment:
         reader = store.create("dashboard", [READ])
         monkeypatch.setenv("TALLY_AUTH_MODE", "required")
         monkeypatch.setenv("TALLY_AUTH_KEYS_FILE", str(store.path))
+        monkeypatch.setenv("TALLY_PAGE_TOKEN_SECRET", "a-test-secret-of-some-length")
         ingest = "tally.ingest.v1.IngestService"
         probe = Probe()
         handlers = {"SendEvent": probe.handlers()["Echo"], "GetEvent": probe.handlers()["Echo"]}
