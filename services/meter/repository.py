@@ -50,6 +50,26 @@ _CONTRIBUTIONS = """
 NewContribution = tuple[Contribution, int]  # the contribution and the log position of its entry
 
 
+
+# Most rows one usage query may read into memory (per statement). A query over more
+# (dimension sets x points, distinct values, weighted pieces) is refused before its rows are
+# built, instead of growing the process: TooManyRows, which the use cases turn into
+# INVALID_ARGUMENT naming what to narrow.
+MAX_QUERY_ROWS = 200_000
+
+
+class TooManyRows(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the query would read more than {limit:,} rows")
+        self.limit = limit
+
+
+async def _fetch_bounded(conn: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
+    rows = await conn.fetch(f"{query}\n        LIMIT {MAX_QUERY_ROWS + 1}", *args)
+    if len(rows) > MAX_QUERY_ROWS:
+        raise TooManyRows(MAX_QUERY_ROWS)
+    return rows
+
 async def insert_contributions(conn: asyncpg.Connection, rows: Sequence[NewContribution]) -> list[WindowKey]:
     """Store new contributions (with their log position); returns the windows they touched.
 
@@ -496,7 +516,8 @@ async def summary_rows(
     if not parts:
         return []
     union = "\n            UNION ALL".join(parts)
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT dims_key, min(dims::text) AS dims, width_bucket(t, $3::timestamptz[]) AS point,
                sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
@@ -531,7 +552,8 @@ async def batch_summary_rows(
         day_start, day_end = days if days is not None else (span[2], span[2])
         for column, value in zip(columns, (customer_id, meter_key, *span, day_start, day_end, json.dumps(dimension_filter))):
             column.append(value)
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT q.idx AS query, x.dims_key, min(x.dims::text) AS dims,
                sum(x.count) AS count, sum(x.total) AS total, min(x.minimum) AS minimum, max(x.maximum) AS maximum
@@ -576,7 +598,8 @@ async def unique_rows(
     dimension_filter: dict[str, str],
 ) -> list[asyncpg.Record]:
     """Distinct (dims, point, value) of a COUNT_UNIQUE meter over [start, end)."""
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT DISTINCT dims_key, dims::text AS dims, width_bucket(t, $7::timestamptz[]) AS point, value
         FROM (
@@ -607,7 +630,8 @@ async def weighted_rows(
     dimension_filter: dict[str, str],
 ) -> list[asyncpg.Record]:
     """Pieces of a WEIGHTED_SUM meter inside [start, end): whole buckets and edge contributions."""
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT b.dims_key, b.dims::text AS dims, b.first_ts, b.window_start + interval '1 minute' AS piece_end,
                b.integral, b.latest_value, b.latest_id AS tiebreak
@@ -630,7 +654,8 @@ async def carry_in_rows(
     conn: asyncpg.Connection, customer_id: str, meter_key: str, before: datetime, dimension_filter: dict[str, str]
 ) -> list[asyncpg.Record]:
     """The value in force at ``before`` per dimension set: each one's latest contribution before it."""
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         """
         SELECT DISTINCT ON (dims_key) dims_key, dims_key AS dims, value
         FROM meter.contributions

@@ -8,6 +8,7 @@ updates; queries run on a pooled connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -529,7 +530,7 @@ class UsageQueries:
         meter = await self._check(query, problems)
         problems.raise_if_any("invalid usage query")
         resolved = await self._found(query, meter, {})
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, _bounded("start"):
             local = self._local_applied_position()
             points = await compute_points(
                 conn, resolved.meter, resolved.customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter
@@ -558,7 +559,7 @@ class UsageQueries:
         resolved = [await self._found(q, m, {"query_index": str(i)}) for i, (q, m) in enumerate(zip(queries, meters))]
         if not resolved:
             return []
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, _bounded("queries"):
             local = self._local_applied_position()
             points = await compute_many(conn, resolved)
             applied = await self._applied_position(conn, local)
@@ -585,7 +586,7 @@ class UsageQueries:
                 "too many points",
                 violations=[Violation("granularity", f"{error}; shorten the range or use a coarser granularity", "TOO_MANY_POINTS")],
             ) from None
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, _bounded("start"):
             points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter)
         return [(s, e, p.total) for (s, e), p in zip(windows, points)]
 
@@ -600,6 +601,23 @@ class UsageQueries:
 
 
 # ---------------------------------------------------------------- thresholds and alerts
+
+
+@contextlib.asynccontextmanager
+async def _bounded(field_name: str):
+    """A query that would read more rows than the repository allows is the request's fault:
+    INVALID_ARGUMENT naming ``field_name`` and what to narrow, not a process grown by gigabytes."""
+    try:
+        yield
+    except repo.TooManyRows as error:
+        raise InvalidInput(
+            "the usage query is too large",
+            violations=[Violation(
+                field_name,
+                f"{error}; shorten the range, or narrow it with dimension_filter",
+                "TOO_MANY_ROWS",
+            )],
+        ) from None
 
 
 def _threshold(row) -> Threshold:
