@@ -244,7 +244,7 @@ class LogApplier:
                 alerts = await evaluate_thresholds(conn, batch, self._catalog, self.quarantine)
             return batch.tally, alerts, []
         except Exception as error:  # noqa: BLE001 - isolate the entry at fault below
-            if is_connection_failure(error):
+            if _transient(error):
                 raise
             log.warning("applier_batch_failed_isolating", entries=len(entries), error=describe(error))
         tally, alerts, failed = repo.Tally(), [], []
@@ -254,7 +254,7 @@ class LogApplier:
                     batch = await write_plan(conn, plan_entries([(position, item)], self._catalog), self._catalog)
                     alerts += await evaluate_thresholds(conn, batch, self._catalog, self.quarantine)
             except Exception as error:  # noqa: BLE001 - this entry is quarantined, the rest applies
-                if is_connection_failure(error):
+                if _transient(error):
                     raise
                 failed.append((position, _item_id(item), _item_kind(item), describe(error)))
                 continue
@@ -272,6 +272,24 @@ class LogApplier:
         METER_LAG_ENTRIES.set(max(0, head - applied_position))
         if head_time is not None and applied_time is not None:
             METER_LAG_SECONDS.set(max(0.0, (head_time - applied_time).total_seconds()))
+
+
+def _transient(error: BaseException) -> bool:
+    """Failures that say nothing about the entries (a lost connection, a deadlock or
+    serialization failure, a cancelled statement, the server out of resources or shutting
+    down): the whole attempt is retried, nothing is quarantined."""
+    if is_connection_failure(error):
+        return True
+    return isinstance(
+        error,
+        (
+            asyncpg.exceptions.TransactionRollbackError,
+            asyncpg.exceptions.QueryCanceledError,
+            asyncpg.exceptions.InsufficientResourcesError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.LockNotAvailableError,
+        ),
+    )
 
 
 def _entry_kind(entry: ingest_pb2.LogEntry) -> str:

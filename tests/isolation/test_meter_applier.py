@@ -78,3 +78,15 @@ class TestApplierQuarantine:
         assert stalled and reason == "RuntimeError: catalog cache is behind" and since is not None
         worker._progressed()
         assert worker.stall() == (False, "", None)
+
+    def test_transient_database_failures_are_retried_never_quarantined(self):
+        import asyncpg
+
+        from services.meter.consumer import _transient
+
+        assert _transient(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+        assert _transient(asyncpg.exceptions.SerializationError("could not serialize"))
+        assert _transient(asyncpg.exceptions.QueryCanceledError("statement timeout"))
+        assert _transient(ConnectionResetError("reset"))
+        assert not _transient(asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence"))
+        assert not _transient(OverflowError("date value out of range"))
