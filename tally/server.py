@@ -57,6 +57,15 @@ async def database_reachable(database_url: str, timeout: float) -> None:
         await conn.close(timeout=timeout)
 
 
+def _answered_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (asyncpg.exceptions.TooManyConnectionsError,)
+
+
+_ANSWERED = _answered_errors()
+
+
 class HealthProbe:
     """Sets the service's health from its database every ``interval`` seconds: NOT_SERVING while
     Postgres is unreachable (load balancers and `tally status` see the truth), SERVING again
@@ -84,6 +93,11 @@ class HealthProbe:
             ok, reason = True, ""
         except asyncio.CancelledError:
             raise
+        except _ANSWERED as error:
+            # Postgres answered (out of connection slots, say): it is up, and the service's
+            # own pool keeps the connections it has. Not a reason to leave the rotation.
+            log.debug("health_probe_answered", service=self._app.name, error=type(error).__name__)
+            ok, reason = True, ""
         except Exception as error:  # noqa: BLE001 - any failure to reach the database
             ok, reason = False, f"{type(error).__name__}: {error}"[:300]
         if ok != self.serving:
