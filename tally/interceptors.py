@@ -98,6 +98,8 @@ def _is_connection_failure(error: BaseException) -> bool:
         # mid-operation leaves the protocol in a broken state (MagicStack/asyncpg#784, #1069);
         # the pool terminates that connection on release, so a retry gets a fresh one.
         asyncpg.exceptions.InternalClientError,
+        # "sorry, too many clients already": Postgres is out of connection slots for now.
+        asyncpg.exceptions.TooManyConnectionsError,
         ConnectionError,  # refused, reset, aborted, broken pipe
     )
     if isinstance(error, lost) or getattr(error, "connection_invalidated", False):  # SQLAlchemy's flag
