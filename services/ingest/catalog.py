@@ -7,6 +7,8 @@ costs one GetMeter here, so a meter created a moment ago is not reported unknown
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 
 from services.ingest.domain.events import CustomerRef
@@ -55,6 +57,35 @@ class CachedCatalog:
                 customer = await self.cache.resolve_customer(proto_ref)
             resolved[ref] = customer.id if customer is not None else None
         return resolved
+
+    def _declared_price_points(self, customer_id: str, meter_key: str, at: dt.datetime) -> set[str]:
+        declared: set[str] = set()
+        for sub in self.cache.subscriptions_for_customer(customer_id):
+            for phase in sub.phases:
+                if phase.start_time.ToDatetime(tzinfo=dt.timezone.utc) > at:
+                    continue
+                if phase.HasField("end_time") and phase.end_time.ToDatetime(tzinfo=dt.timezone.utc) <= at:
+                    continue
+                version = self.cache.plan_version(phase.plan_version_id)
+                for charge in version.charges if version is not None else ():
+                    if charge.WhichOneof("kind") == "usage" and charge.usage.meter_key == meter_key:
+                        declared.update(p.key for p in charge.usage.price_points)
+        return declared
+
+    async def price_points(self, customer_id: str, meter_key: str, at: dt.datetime, wanted: str) -> set[str]:
+        """Price point keys of the usage charges on ``meter_key`` in the plan versions in force at
+        ``at`` for the customer's subscriptions. When ``wanted`` is not among them the cache first
+        catches up with the catalog's current revision, so a subscription made a moment ago counts."""
+        declared = self._declared_price_points(customer_id, meter_key, at)
+        if wanted in declared:
+            return declared
+        try:
+            reply = await self._stub.GetCatalogRevision(catalog_pb2.GetCatalogRevisionRequest(), timeout=5)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"catalog unavailable: {error.code().name}", reason="CATALOG_UNAVAILABLE") from None
+        if not await self.cache.wait_for_revision(reply.revision, timeout=5.0):
+            raise Unavailable("catalog cache is behind the catalog", reason="CATALOG_UNAVAILABLE")
+        return self._declared_price_points(customer_id, meter_key, at)
 
     def is_metered(self, event_type: str) -> bool:
         return bool(self.cache.meters_for_event_type(event_type))

@@ -174,6 +174,7 @@ def usage_from_proto(request: ingest_pb2.RecordUsageRequest) -> UsageInput:
         range_start=_instant(request.range.start) if has_range and request.range.HasField("start") else None,
         range_end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
         dimensions=tuple(sorted(request.dimensions.items())),
+        price_point=request.price_point,
     )
 
 

@@ -44,6 +44,7 @@ log = structlog.get_logger()
 
 CONFLICT_REASON = "IDEMPOTENCY_KEY_CONFLICT"
 UNKNOWN_METER = "UNKNOWN_METER"
+UNKNOWN_PRICE_POINT = "UNKNOWN_PRICE_POINT"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
 # Unary events are written in groups, this many at once (see group_commit.py). Measured on
@@ -335,6 +336,20 @@ class IngestService:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
         if usage.meter_key.strip() and not await self.catalog.meter_exists(usage.meter_key):
             problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
+        elif usage.price_point and not problems:
+            declared = await self.catalog.price_points(
+                customers[usage.customer], usage.meter_key, usage.usage_time or now, usage.price_point
+            )
+            if usage.price_point not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(
+                    Violation(
+                        "price_point",
+                        f"no usage charge on meter {usage.meter_key!r} in force for this customer declares price point "
+                        f"{usage.price_point!r} (declared: {known})",
+                        UNKNOWN_PRICE_POINT,
+                    )
+                )
         if problems:
             metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput("invalid usage record", violations=problems)

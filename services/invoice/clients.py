@@ -135,6 +135,42 @@ class CatalogClient:
                 self._aggregations[meter_key] = cached
         return cached
 
+    async def resolve_customer_id(self, customer_id: str, external_id: str) -> str:
+        """The Tally id of the customer named by id or external id; NotFound (CUSTOMER_NOT_FOUND) if none."""
+        ref = common_pb2.CustomerRef(id=customer_id) if customer_id else common_pb2.CustomerRef(external_id=external_id)
+        try:
+            reply = await self._stub.GetCustomer(catalog_pb2.GetCustomerRequest(customer=ref), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"no customer {customer_id or external_id!r}",
+                    reason="CUSTOMER_NOT_FOUND",
+                    metadata={"id": customer_id} if customer_id else {"external_id": external_id},
+                ) from None
+            raise _translate(error, "customer") from None
+        return reply.customer.id
+
+    async def resolve_subscription_id(self, subscription_id: str, external_id: str) -> str:
+        """The Tally id of the subscription named by id or external id; NotFound (SUBSCRIPTION_NOT_FOUND) if none."""
+        ref = (
+            common_pb2.SubscriptionRef(id=subscription_id)
+            if subscription_id
+            else common_pb2.SubscriptionRef(external_id=external_id)
+        )
+        try:
+            reply = await self._stub.GetSubscription(
+                catalog_pb2.GetSubscriptionRequest(subscription=ref), timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"no subscription {subscription_id or external_id!r}",
+                    reason="SUBSCRIPTION_NOT_FOUND",
+                    metadata={"id": subscription_id} if subscription_id else {"external_id": external_id},
+                ) from None
+            raise _translate(error, "subscription") from None
+        return reply.subscription.id
+
     async def customer(self, customer_id: str) -> Customer:
         try:
             reply = await self._stub.GetCustomer(

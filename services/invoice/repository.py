@@ -55,6 +55,8 @@ def line_to_json(line: InvoiceLine) -> dict:
         "adjusts_invoice_id": line.adjusts_invoice_id,
         "adjusts_period_start": _i(line.adjusts_period_start),
         "adjusts_period_end": _i(line.adjusts_period_end),
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
     }
 
 
@@ -83,6 +85,8 @@ def line_from_json(data: dict) -> InvoiceLine:
         adjusts_invoice_id=data["adjusts_invoice_id"],
         adjusts_period_start=_t(data["adjusts_period_start"]),
         adjusts_period_end=_t(data["adjusts_period_end"]),
+        price_override=data.get("price_override", False),
+        price_point=data.get("price_point", ""),
     )
 
 

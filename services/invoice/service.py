@@ -531,9 +531,18 @@ class InvoiceService:
         customer_id: str = "",
         subscription_id: str = "",
         status: InvoiceStatus | None = None,
+        customer_external_id: str = "",
+        subscription_external_id: str = "",
     ) -> tuple[list[Invoice], str]:
+        """A page of invoices; a customer or subscription filter naming nothing is NOT_FOUND
+        (resolved through the catalog's GetCustomer/GetSubscription), never an empty page."""
         limit = page_size(requested_page_size)
         filters = {"c": customer_id, "s": subscription_id, "st": status.value if status else ""}
+        # External ids are kept apart in the token so an id and an external id never compare equal.
+        if customer_external_id:
+            filters["ce"] = customer_external_id
+        if subscription_external_id:
+            filters["se"] = subscription_external_id
         state = decode_page_token(page_token, kind="invoices")
         after = None
         if state is not None:
@@ -543,6 +552,10 @@ class InvoiceService:
                     violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
                 )
             after = (datetime.fromisoformat(state["t"]), state["i"])
+        if customer_id or customer_external_id:
+            customer_id = await self.catalog.resolve_customer_id(customer_id, customer_external_id)
+        if subscription_id or subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id(subscription_id, subscription_external_id)
         async with self.engine.connect() as conn:
             found = await InvoiceRepository(conn).list(
                 limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status
@@ -586,9 +599,13 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ preview and periods
 
-    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+    async def upcoming_invoice(
+        self, subscription_id: str, as_of: datetime | None = None, *, subscription_external_id: str = ""
+    ) -> Invoice:
         """The current period's invoice to date, with pending adjustments; nothing is stored."""
         as_of = as_of or self.clock()
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         subscription = await self.catalog.subscription(subscription_id)
@@ -608,8 +625,16 @@ class InvoiceService:
         return replace(preview, id="")
 
     async def list_billing_periods(
-        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+        self,
+        subscription_id: str,
+        until: datetime | None,
+        requested_page_size: int,
+        page_token: str,
+        *,
+        subscription_external_id: str = "",
     ) -> tuple[list[tuple[Period, str]], str]:
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         until = until or self.clock()

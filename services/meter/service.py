@@ -43,6 +43,7 @@ from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, TooManyWindows, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.interceptors import is_connection_failure
 from tally.quarantine import Quarantine
 from tally.errors import InvalidInput, NotFound, Violation, Violations
@@ -506,7 +507,7 @@ class UsageQueries:
             problems.add("customer", "name a customer by id or external_id", "REQUIRED")
         if meter is not None:
             for i, key in enumerate(query.group_by):
-                if key not in meter.group_by:
+                if key not in meter.group_by and key != PRICE_POINT_DIMENSION:
                     problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
             for key in query.dimension_filter:
                 if key not in meter.group_by:

@@ -14,7 +14,10 @@ from services.ingest.domain.events import (
     Limits,
     validate_instant,
 )
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import Violation
+
+MAX_PRICE_POINT_CHARS = 128
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -37,6 +40,13 @@ class UsageInput:
     range_start: dt.datetime | None
     range_end: dt.datetime | None
     dimensions: tuple[tuple[str, str], ...] = ()
+    # A price point of the charge on this meter (tally/domain/price_points.py); "" for none.
+    price_point: str = ""
+
+    @property
+    def usage_time(self) -> dt.datetime | None:
+        """The instant the record is attributed to (range start, else timestamp; None: now)."""
+        return self.range_start or self.timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,23 @@ def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> li
             )
     elif usage.timestamp is not None:
         problems.extend(validate_instant(to_micros(usage.timestamp), now_micros=now_micros, limits=limits, field="timestamp"))
+    if any(name == PRICE_POINT_DIMENSION for name, _ in usage.dimensions):
+        problems.append(
+            Violation(
+                f"dimensions[{PRICE_POINT_DIMENSION}]",
+                "is reserved: name a price point with the price_point field",
+                "RESERVED_DIMENSION",
+            )
+        )
+    point = usage.price_point
+    if point and (len(point) > MAX_PRICE_POINT_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in point)):
+        problems.append(
+            Violation(
+                "price_point",
+                f"must be at most {MAX_PRICE_POINT_CHARS} characters without control characters",
+                "PRICE_POINT_INVALID",
+            )
+        )
     return problems
 
 
@@ -120,6 +147,8 @@ def usage_digest(usage: UsageInput, customer_id: str, quantity: Decimal) -> byte
         instant(usage.range_start),
         instant(usage.range_end),
         *(f"{k}={v}" for k, v in sorted(usage.dimensions)),
+        # Only when given, so records without one hash as they always did.
+        *((f"{PRICE_POINT_DIMENSION}={usage.price_point}",) if usage.price_point else ()),
     ]
     canonical = "".join(f"{len(p)}:{p}" for p in parts)
     return hashlib.sha256(canonical.encode()).digest()
@@ -141,5 +170,7 @@ def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> Ac
         usage_time=usage_time,
         range_start=usage.range_start,
         range_end=usage.range_end,
-        dimensions=tuple(sorted(usage.dimensions)),
+        dimensions=tuple(
+            sorted((*usage.dimensions, *(((PRICE_POINT_DIMENSION, usage.price_point),) if usage.price_point else ())))
+        ),
     )

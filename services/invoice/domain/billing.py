@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from services.invoice.domain.invoices import Invoice, InvoiceLine, LineKind
-from services.invoice.domain.plans import FeeTiming, PlanVersion, Subscription, UsageCharge
+from services.invoice.domain.plans import FeeTiming, Phase, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
 from tally.domain.periods import Period, Schedule, period_containing, proration
 
@@ -47,10 +47,14 @@ class PeriodContext:
     currency: str
     is_first_period: bool
 
+    def version_of(self, phase: Phase) -> PlanVersion:
+        """The phase's plan version with the phase's price overrides applied."""
+        return self.versions[phase.plan_version_id].with_overrides(phase.price_overrides)
+
     def parts(self) -> list[tuple[PlanVersion, datetime, datetime]]:
         """(version, start, end) for each phase overlapping the period, in order."""
         return [
-            (self.versions[phase.plan_version_id], start, end)
+            (self.version_of(phase), start, end)
             for phase, start, end in self.subscription.phases_over(self.period.start, self.period.end)
         ]
 
@@ -121,7 +125,7 @@ def _in_advance_lines(context: PeriodContext) -> list[InvoiceLine]:
         phase = context.subscription.phase_at(period.start)
         if phase is None:
             continue
-        version = context.versions[phase.plan_version_id]
+        version = context.version_of(phase)
         for fee in version.fixed_fees:
             if fee.timing is FeeTiming.IN_ADVANCE:
                 lines.append(

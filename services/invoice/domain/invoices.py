@@ -65,6 +65,10 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
+    # The subscription's price override of this charge priced the line.
+    price_override: bool = False
+    # The price point (key) that priced this line's usage; "" otherwise.
+    price_point: str = ""
 
     @property
     def match_key(self) -> str:
@@ -177,6 +181,9 @@ def canonical_line(line: InvoiceLine) -> dict:
         "amount_before_limits": _decimal(line.amount_before_limits),
         "amount": str(line.amount),
         "adjusts": [line.adjusts_invoice_id, _instant(line.adjusts_period_start), _instant(line.adjusts_period_end)],
+        # Only when set, so the content (and hash) of lines without them is what it always was.
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
     }
 
 

@@ -17,6 +17,7 @@ from services.meter.domain.model import (
     MeterDefinition,
     MeterFilter,
 )
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 MISSING: Any = object()
 
@@ -202,6 +203,10 @@ def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribu
 def usage_contribution(meter: MeterDefinition, usage: IncomingUsage) -> Contribution:
     """A usage record counted as given: its quantity is the count of a COUNT meter, else the value."""
     dims = tuple((path, usage.dimensions.get(path, "")) for path in meter.group_by)
+    price_point = usage.dimensions.get(PRICE_POINT_DIMENSION, "")
+    if price_point:
+        # Kept whatever the meter's group-by: the invoice prices it (tally/domain/price_points.py).
+        dims = (*dims, (PRICE_POINT_DIMENSION, price_point))
     count = usage.quantity if meter.aggregation is Aggregation.COUNT else Decimal(1)
     return Contribution(
         entry_id=usage.record_id,

@@ -119,7 +119,7 @@ class StreamEventsResponse(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[EventResult, _Mapping]]] = ..., accepted_count: _Optional[int] = ..., duplicate_count: _Optional[int] = ..., rejected_count: _Optional[int] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("idempotency_key", "customer", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions")
+    __slots__ = ("idempotency_key", "customer", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "price_point")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class RecordUsageRequest(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     customer: _common_pb2.CustomerRef
     meter_key: str
@@ -143,7 +144,8 @@ class RecordUsageRequest(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     range: _common_pb2.TimeRange
     dimensions: _containers.ScalarMap[str, str]
-    def __init__(self, idempotency_key: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    price_point: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
     __slots__ = ("usage_record_id", "idempotency_key", "duplicate")
