@@ -145,6 +145,9 @@ class RunningServer:
         log.info("server_stopped", service=self.app.name)
 
 
+MAX_PENDING_REQUESTS = 10_000
+
+
 def server_options() -> list[tuple[str, object]]:
     """The core channel arguments every Tally server sets."""
     return [
@@ -158,6 +161,14 @@ def server_options() -> list[tuple[str, object]]:
         # tests/integration/test_grpc_details.py checks every option name against the core.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Calls that arrive faster than the server's event loop takes them wait in the core's
+        # pending queue; past grpc.server.max_pending_requests (default 1,000) the core's
+        # backlog protector rejects a random share of new calls and all of them at the hard
+        # limit, before any handler runs, and the client sees CANCELLED. 2,000-call waves of
+        # unary SendEvent lost ~8% that way (docs/operations.md has the figures); with room for
+        # 10,000 pending calls none were. The hard limit still bounds the queue's memory.
+        ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_REQUESTS),
     ]
 
 
