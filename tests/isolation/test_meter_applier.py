@@ -70,7 +70,7 @@ class TestApplierQuarantine:
         assert [(p, reason) for p, _, _, reason in poisoned] == [(2, "OverflowError: date value out of range")]
         assert plan is not None and plan.tally.entries == 2
 
-    def test_a_failing_applier_is_reported_stalled_with_the_reason_and_recovers(self):
+    async def test_a_failing_applier_is_reported_stalled_with_the_reason_and_recovers(self):
         worker = applier(MemoryCatalog(unique("q")))
         assert worker.stall() == (False, "", None)
         worker._failed(RuntimeError("catalog cache is behind"))
