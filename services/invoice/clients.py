@@ -79,6 +79,23 @@ class CatalogClient:
             if not token:
                 return
 
+    async def customer_subscriptions(self, customer_id: str, page_size: int = 1000) -> list[Subscription]:
+        """Every subscription of one customer (any status)."""
+        found: list[Subscription] = []
+        token = ""
+        while True:
+            try:
+                reply = await self._stub.ListSubscriptions(
+                    catalog_pb2.ListSubscriptionsRequest(page_size=page_size, page_token=token, customer_id=customer_id),
+                    timeout=CALL_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, f"subscriptions of {customer_id}") from None
+            found.extend(mapping.subscription_from(s) for s in reply.subscriptions)
+            token = reply.next_page_token
+            if not token:
+                return found
+
     async def subscription(self, subscription_id: str) -> Subscription:
         try:
             reply = await self._stub.GetSubscription(

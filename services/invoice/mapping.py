@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 from google.protobuf import timestamp_pb2
 
 from services.invoice.domain.billing import UsageQuery
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount
+from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
 from services.invoice.domain.plans import (
     Customer,
     DimensionPrice,
@@ -292,13 +292,19 @@ def subscription_from(message: catalog_pb2.Subscription) -> Subscription:
 
 
 def usage_request(customer_id: str, query: UsageQuery) -> meter_pb2.GetUsageRequest:
-    return meter_pb2.GetUsageRequest(
+    request = meter_pb2.GetUsageRequest(
         customer=common_pb2.CustomerRef(id=customer_id),
         meter_key=query.meter_key,
         start=time_to(query.start),
         end=time_to(query.end),
         group_by=list(query.group_by),
     )
+    if query.subscription_id:
+        request.subscription.id = query.subscription_id
+        request.include_unattributed = query.unattributed
+    elif query.unattributed:
+        request.only_unattributed = True
+    return request
 
 
 def batch_usage_request(queries: Sequence[tuple[str, UsageQuery]]) -> meter_pb2.BatchGetUsageRequest:
@@ -404,6 +410,18 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         customer_name=invoice.customer_name,
         customer_email=invoice.customer_email,
         customer_external_id=invoice.customer_external_id,
+        warnings=[warning_to(w) for w in invoice.warnings],
+    )
+
+
+def warning_to(warning: InvoiceWarning) -> invoice_pb2.InvoiceWarning:
+    return invoice_pb2.InvoiceWarning(
+        code=warning.code,
+        description=warning.description,
+        meter_key=warning.meter_key,
+        period=range_to(warning.period_start, warning.period_end),
+        quantity=decimal_to(warning.quantity),
+        competing_subscription_ids=list(warning.competing_subscription_ids),
     )
 
 

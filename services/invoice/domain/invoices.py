@@ -78,6 +78,22 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True)
+class InvoiceWarning:
+    """Usage of the invoice's period that it did not bill, and why (changes no amount)."""
+
+    code: str
+    description: str
+    meter_key: str
+    period_start: datetime
+    period_end: datetime
+    quantity: Decimal
+    competing_subscription_ids: tuple[str, ...] = ()
+
+
+UNATTRIBUTED_USAGE_NOT_BILLED = "UNATTRIBUTED_USAGE_NOT_BILLED"
+
+
+@dataclass(frozen=True)
 class Invoice:
     id: str
     customer_id: str
@@ -98,6 +114,7 @@ class Invoice:
     customer_name: str = ""
     customer_email: str = ""
     customer_external_id: str = ""
+    warnings: tuple[InvoiceWarning, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -204,7 +221,21 @@ def canonical_content(invoice: Invoice) -> bytes:
         "subtotal": str(invoice.subtotal),
         "total": str(invoice.total),
     }
+    if invoice.warnings:
+        # Only when there are some: an invoice without warnings hashes as it always did.
+        body["warnings"] = [canonical_warning(w) for w in invoice.warnings]
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_warning(warning: InvoiceWarning) -> dict:
+    return {
+        "code": warning.code,
+        "description": warning.description,
+        "meter_key": warning.meter_key,
+        "period": [_instant(warning.period_start), _instant(warning.period_end)],
+        "quantity": str(warning.quantity),
+        "competing_subscription_ids": list(warning.competing_subscription_ids),
+    }
 
 
 def content_hash(invoice: Invoice) -> str:

@@ -34,6 +34,8 @@ class IncomingEvent(NamedTuple):
     customer_id: str
     timestamp: datetime
     properties: dict[str, Any]
+    # '' when unattributed.
+    subscription_id: str = ""
 
 
 class IncomingUsage(NamedTuple):
@@ -45,6 +47,7 @@ class IncomingUsage(NamedTuple):
     quantity: Decimal
     timestamp: datetime
     dimensions: dict[str, str]
+    subscription_id: str = ""
 
 
 def property_roots(meters: Iterable[MeterDefinition]) -> frozenset[str]:
@@ -197,6 +200,7 @@ def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribu
         value=value,
         count=Decimal(1),
         unique_value=unique_value,
+        subscription_id=event.subscription_id,
     )
 
 
@@ -217,4 +221,5 @@ def usage_contribution(meter: MeterDefinition, usage: IncomingUsage) -> Contribu
         value=usage.quantity,
         count=count,
         unique_value=None,
+        subscription_id=usage.subscription_id,
     )

@@ -107,7 +107,7 @@ class InvoiceLine(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[LineKind, str]] = ..., description: _Optional[str] = ..., charge_key: _Optional[str] = ..., meter_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierBreakdown, _Mapping]]] = ..., proration: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., adjusts_invoice_id: _Optional[str] = ..., adjusts_period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount_before_limits: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., price_override: _Optional[bool] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
-    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id")
+    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id", "warnings")
     ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class Invoice(_message.Message):
     CUSTOMER_NAME_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EMAIL_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     id: str
     number: str
     customer_id: str
@@ -148,7 +149,24 @@ class Invoice(_message.Message):
     customer_name: str
     customer_email: str
     customer_external_id: str
-    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[InvoiceWarning]
+    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[InvoiceWarning, _Mapping]]] = ...) -> None: ...
+
+class InvoiceWarning(_message.Message):
+    __slots__ = ("code", "description", "meter_key", "period", "quantity", "competing_subscription_ids")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METER_KEY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    COMPETING_SUBSCRIPTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    description: str
+    meter_key: str
+    period: _common_pb2.TimeRange
+    quantity: _common_pb2.Decimal
+    competing_subscription_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[str] = ..., description: _Optional[str] = ..., meter_key: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., competing_subscription_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CloseDuePeriodsRequest(_message.Message):
     __slots__ = ("as_of", "subscription_ids")

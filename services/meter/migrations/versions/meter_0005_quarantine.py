@@ -3,14 +3,14 @@
 Written in the transaction that moves the applier's cursor past them, so each is skipped
 exactly once and nothing is lost silently: GetMeterStatus and /metrics show them.
 
-Revision ID: meter_0004
-Revises: meter_0003
+Revision ID: meter_0005
+Revises: meter_0004
 """
 
 from alembic import op
 
-revision = "meter_0004"
-down_revision = "meter_0003"
+revision = "meter_0005"
+down_revision = "meter_0004"
 branch_labels = None
 depends_on = None
 
