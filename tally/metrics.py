@@ -38,6 +38,11 @@ METER_QUARANTINED_ENTRIES = Counter(
     "tally_meter_quarantined_entries_total", "Log entries the applier could not process and set aside."
 )
 METER_APPLIED_POSITION = Gauge("tally_meter_applied_position", "Last ingest log position applied by the meter.")
+METER_UNUSABLE_VALUES = Counter(
+    "tally_meter_unusable_value_events_total",
+    "Events that matched a meter but gave it no usable value (absent, not a decimal of the grammar, "
+    "out of bounds, or negative where the meter does not allow it); GetMeterStatus has the total.",
+)
 ALERTS_FIRED = Counter("tally_alerts_fired_total", "Threshold alerts recorded.", ["meter_key"])
 INVOICES_CLOSED = Counter("tally_invoices_closed_total", "Invoices created by period close.", ["status"])
 INVOICES_FINALIZED = Counter("tally_invoices_finalized_total", "Invoices finalized.")

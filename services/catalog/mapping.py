@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,6 +31,7 @@ from services.catalog.domain.plans import (
 )
 from services.catalog.service import ApplyResult, CatalogChange
 from services.catalog.subscriptions.domain import Phase, PriceOverride, Subscription, SubscriptionRef
+from tally import wire
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
@@ -53,11 +54,13 @@ def enum_number(enum_type, name: str, prefix: str) -> int:
 
 
 def decimal_in(message: common_pb2.Decimal, present: bool = True) -> Decimal | None:
-    if not present or not message.value.strip():
+    """The value in the grammar's syntax (tally.wire); NaN for any other string, so the
+    domain reports it with the rest; the bounds are the domain's to check."""
+    if not present or not message.value:
         return None
     try:
-        return Decimal(message.value.strip())
-    except InvalidOperation:
+        return wire.parse_decimal_syntax(message.value)
+    except wire.DecimalError:
         return Decimal("NaN")
 
 
@@ -66,7 +69,7 @@ def decimal_field(parent, name: str) -> Decimal | None:
 
 
 def decimal_out(value: Decimal | None) -> common_pb2.Decimal | None:
-    return None if value is None else common_pb2.Decimal(value=format(value, "f"))
+    return None if value is None else common_pb2.Decimal(value=wire.format_decimal(value))
 
 
 def time_in(parent, name: str) -> datetime | None:
@@ -117,6 +120,7 @@ def meter_spec_in(m: pb.Meter) -> MeterSpec:
         ),
         group_by=tuple(m.group_by),
         description=m.description,
+        allow_negative=m.allow_negative,
     )
 
 
@@ -140,6 +144,7 @@ def meter_out(meter: Meter) -> pb.Meter:
         ],
         group_by=list(s.group_by),
         description=s.description,
+        allow_negative=s.allow_negative,
         archived=meter.archived,
         locked=meter.locked,
     )
@@ -177,6 +182,7 @@ def price_in(p: pb.Price) -> Price:
             Tier(decimal_field(t, "up_to"), decimal_field(t, "unit_price"), decimal_field(t, "flat_amount"))
             for t in p.tiers
         ),
+        charge_flat_amount_at_zero=p.charge_flat_amount_at_zero if p.HasField("charge_flat_amount_at_zero") else None,
     )
 
 
@@ -190,6 +196,8 @@ def price_out(price: Price) -> pb.Price:
         _set_decimal(t, "up_to", tier.up_to)
         _set_decimal(t, "unit_price", tier.unit_price)
         _set_decimal(t, "flat_amount", tier.flat_amount)
+    if price.charge_flat_amount_at_zero is not None:
+        out.charge_flat_amount_at_zero = price.charge_flat_amount_at_zero
     return out
 
 

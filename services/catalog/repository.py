@@ -90,6 +90,7 @@ def _meter(row: Any) -> Meter:
             filters=tuple(MeterFilter(f["property"], f["operator"], tuple(f["values"])) for f in row.filters),
             group_by=tuple(row.group_by),
             description=row.description,
+            allow_negative=row.allow_negative,
         ),
         archived=row.archived,
         locked=row.locked,
@@ -111,6 +112,7 @@ def _meter_values(spec: MeterSpec) -> dict[str, Any]:
         ],
         "group_by": list(spec.group_by),
         "description": spec.description,
+        "allow_negative": spec.allow_negative,
     }
 
 
@@ -308,6 +310,7 @@ def _price_json(price: Price | None) -> dict | None:
             {"up_to": _str(x.up_to), "unit_price": _str(x.unit_price), "flat_amount": _str(x.flat_amount)}
             for x in price.tiers
         ],
+        "charge_flat_amount_at_zero": price.charge_flat_amount_at_zero,
     }
 
 
@@ -322,6 +325,8 @@ def _price(data: dict | None) -> Price | None:
         tiers=tuple(
             Tier(_dec(x["up_to"]), _dec(x["unit_price"]), _dec(x["flat_amount"])) for x in data["tiers"]
         ),
+        # Absent from versions stored before the option existed: the default.
+        charge_flat_amount_at_zero=data.get("charge_flat_amount_at_zero"),
     )
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
 
 from services.invoice.domain.billing import UsageQuery
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
+from services.invoice.domain.invoices import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceWarning,
+    LineKind,
+    TierAmount,
+)
 from services.invoice.domain.plans import (
     Customer,
     DimensionPrice,
@@ -27,6 +35,7 @@ from services.invoice.domain.plans import (
     UsageCharge,
 )
 from services.invoice.domain.pricing import UsagePart
+from tally import wire
 from tally.domain.periods import Anchor, Interval, Period
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2
@@ -40,21 +49,21 @@ UTC = timezone.utc
 
 
 def decimal_from(message: common_pb2.Decimal, default: Decimal | None = Decimal(0), field: str = "") -> Decimal | None:
+    """A decimal another service wrote (catalog prices, meter usage): the grammar's syntax
+    (tally.wire), unbounded, since a sum of bounded values may exceed one value's bounds."""
     if not message.value:
         return default
     try:
-        value = Decimal(message.value)
-    except InvalidOperation:
+        return wire.parse_decimal_unbounded(message.value)
+    except wire.DecimalError as error:
         raise InvalidInput(
-            "not a decimal", violations=[Violation(field or "value", f"{message.value!r} is not a decimal number")]
+            "not a decimal",
+            violations=[Violation(field or "value", f"{error.description}, got {wire.shorten(message.value)}", error.reason)],
         ) from None
-    if not value.is_finite():
-        raise InvalidInput("not a finite decimal", violations=[Violation(field or "value", "must be finite")])
-    return value
 
 
 def decimal_to(value: Decimal | None) -> common_pb2.Decimal | None:
-    return None if value is None else common_pb2.Decimal(value=str(value))
+    return None if value is None else common_pb2.Decimal(value=wire.format_decimal(value))
 
 
 def time_from(message: timestamp_pb2.Timestamp) -> datetime:
@@ -65,19 +74,15 @@ def optional_time_from(parent, name: str) -> datetime | None:
     return time_from(getattr(parent, name)) if parent.HasField(name) else None
 
 
-# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
-
-
 def request_time(parent, name: str) -> datetime | None:
-    """A request's optional Timestamp field, INVALID_ARGUMENT (naming it) when out of range."""
+    """A request's optional Timestamp field, INVALID_ARGUMENT (naming it) outside tally.wire's range."""
     if not parent.HasField(name):
         return None
     stamp = getattr(parent, name)
-    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+    if not wire.seconds_in_range(stamp.seconds, stamp.nanos):
         raise InvalidInput(
             f"{name} is not a valid timestamp",
-            violations=[Violation(name, "must be between 0001-01-01 and 9999-12-31 UTC", "INVALID_TIMESTAMP")],
+            violations=[Violation(name, wire.INSTANT_DESCRIPTION, "INVALID_TIMESTAMP")],
         )
     return time_from(stamp)
 
@@ -195,6 +200,9 @@ def price_from(message: catalog_pb2.Price) -> Price:
                 flat_amount=decimal_from(tier.flat_amount),
             )
             for tier in message.tiers
+        ),
+        charge_flat_amount_at_zero=(
+            message.charge_flat_amount_at_zero if message.HasField("charge_flat_amount_at_zero") else True
         ),
     )
 
@@ -335,7 +343,24 @@ _KIND_TO = {
     LineKind.FIXED_FEE: invoice_pb2.LINE_KIND_FIXED_FEE,
     LineKind.USAGE: invoice_pb2.LINE_KIND_USAGE,
     LineKind.ADJUSTMENT: invoice_pb2.LINE_KIND_ADJUSTMENT,
+    LineKind.PRORATION: invoice_pb2.LINE_KIND_PRORATION,
 }
+_INVOICE_KIND_TO = {
+    InvoiceKind.PERIOD_START: invoice_pb2.INVOICE_KIND_PERIOD_START,
+    InvoiceKind.PERIOD_END: invoice_pb2.INVOICE_KIND_PERIOD_END,
+}
+_INVOICE_KIND_FROM = {value: key for key, value in _INVOICE_KIND_TO.items()}
+
+
+def invoice_kind_from(value: int, field: str = "kind") -> InvoiceKind | None:
+    """None for UNSPECIFIED (no filter); INVALID_ARGUMENT for a number the enum does not have."""
+    if value == invoice_pb2.INVOICE_KIND_UNSPECIFIED:
+        return None
+    if value not in _INVOICE_KIND_FROM:
+        raise InvalidInput(
+            "unknown invoice kind", violations=[Violation(field, f"unknown InvoiceKind {value}", "UNKNOWN_ENUM")]
+        )
+    return _INVOICE_KIND_FROM[value]
 
 
 def status_from(value: int, field: str = "status") -> InvoiceStatus | None:
@@ -382,6 +407,8 @@ def line_to(line: InvoiceLine, line_id: str) -> invoice_pb2.InvoiceLine:
         adjusts_period=range_to(line.adjusts_period_start, line.adjusts_period_end),
         usage=decimal_to(line.usage),
         amount_before_limits=decimal_to(line.amount_before_limits),
+        prorated_seconds=line.prorated_seconds or 0,
+        period_seconds=line.period_seconds or 0,
         price_override=line.price_override,
         price_point=line.price_point,
     )
@@ -410,6 +437,7 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         customer_name=invoice.customer_name,
         customer_email=invoice.customer_email,
         customer_external_id=invoice.customer_external_id,
+        kind=_INVOICE_KIND_TO[invoice.kind],
         warnings=[warning_to(w) for w in invoice.warnings],
     )
 
@@ -425,5 +453,7 @@ def warning_to(warning: InvoiceWarning) -> invoice_pb2.InvoiceWarning:
     )
 
 
-def period_to(period: Period, invoice_id: str = "") -> invoice_pb2.BillingPeriod:
-    return invoice_pb2.BillingPeriod(period=range_to(period.start, period.end), invoice_id=invoice_id)
+def period_to(period: Period, invoice_id: str = "", period_start_invoice_id: str = "") -> invoice_pb2.BillingPeriod:
+    return invoice_pb2.BillingPeriod(
+        period=range_to(period.start, period.end), invoice_id=invoice_id, period_start_invoice_id=period_start_invoice_id
+    )

@@ -39,6 +39,7 @@ from tally.metrics import (
     METER_LAG_ENTRIES,
     METER_LAG_SECONDS,
     METER_QUARANTINED_ENTRIES,
+    METER_UNUSABLE_VALUES,
 )
 from tally.quarantine import Quarantine, describe
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -216,6 +217,8 @@ class LogApplier:
                             caught_up=reply.caught_up,
                             tally=tally,
                         )
+                    if tally.unusable_value_events:
+                        METER_UNUSABLE_VALUES.inc(tally.unusable_value_events)
                     if alerts:
                         await self._alerts.notify()
                     for position, entry_id, kind, reason in poisoned:

@@ -138,7 +138,7 @@ class MeterFilter(_message.Message):
     def __init__(self, property: _Optional[str] = ..., operator: _Optional[_Union[FilterOperator, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Meter(_message.Message):
-    __slots__ = ("id", "key", "name", "unit", "event_type", "aggregation", "value_property", "filters", "group_by", "description", "archived", "locked", "create_time", "update_time")
+    __slots__ = ("id", "key", "name", "unit", "event_type", "aggregation", "value_property", "filters", "group_by", "description", "archived", "locked", "create_time", "update_time", "allow_negative")
     ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class Meter(_message.Message):
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
     id: str
     key: str
     name: str
@@ -167,7 +168,8 @@ class Meter(_message.Message):
     locked: bool
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., value_property: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[MeterFilter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., archived: _Optional[bool] = ..., locked: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allow_negative: bool
+    def __init__(self, id: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., value_property: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[MeterFilter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., archived: _Optional[bool] = ..., locked: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allow_negative: _Optional[bool] = ...) -> None: ...
 
 class CreateMeterRequest(_message.Message):
     __slots__ = ("meter",)
@@ -338,18 +340,20 @@ class Tier(_message.Message):
     def __init__(self, up_to: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., flat_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("model", "unit_price", "package_size", "package_price", "tiers")
+    __slots__ = ("model", "unit_price", "package_size", "package_price", "tiers", "charge_flat_amount_at_zero")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FLAT_AMOUNT_AT_ZERO_FIELD_NUMBER: _ClassVar[int]
     model: PricingModel
     unit_price: _common_pb2.Decimal
     package_size: _common_pb2.Decimal
     package_price: _common_pb2.Decimal
     tiers: _containers.RepeatedCompositeFieldContainer[Tier]
-    def __init__(self, model: _Optional[_Union[PricingModel, str]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_size: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ...) -> None: ...
+    charge_flat_amount_at_zero: bool
+    def __init__(self, model: _Optional[_Union[PricingModel, str]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_size: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ..., charge_flat_amount_at_zero: _Optional[bool] = ...) -> None: ...
 
 class DimensionPrice(_message.Message):
     __slots__ = ("match", "price")

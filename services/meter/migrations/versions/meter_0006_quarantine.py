@@ -3,14 +3,14 @@
 Written in the transaction that moves the applier's cursor past them, so each is skipped
 exactly once and nothing is lost silently: GetMeterStatus and /metrics show them.
 
-Revision ID: meter_0005
-Revises: meter_0004
+Revision ID: meter_0006_runtime
+Revises: meter_0005_grammar
 """
 
 from alembic import op
 
-revision = "meter_0005"
-down_revision = "meter_0004"
+revision = "meter_0006_runtime"
+down_revision = "meter_0005_grammar"
 branch_labels = None
 depends_on = None
 
