@@ -85,6 +85,11 @@ class InvoiceServiceStub:
                 request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.SerializeToString,
                 response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.FromString,
                 _registered_method=True)
+        self.GetInvoiceStatus = channel.unary_unary(
+                '/tally.invoice.v1.InvoiceService/GetInvoiceStatus',
+                request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.SerializeToString,
+                response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -166,6 +171,13 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInvoiceStatus(self, request, context):
+        """Failure isolation: subscriptions whose close keeps failing (retried every run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +230,11 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.ListInvoiceLineRecords,
                     request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.FromString,
                     response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.SerializeToString,
+            ),
+            'GetInvoiceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvoiceStatus,
+                    request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.FromString,
+                    response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +508,33 @@ class InvoiceService:
             '/tally.invoice.v1.InvoiceService/ListInvoiceLineRecords',
             tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsRequest.SerializeToString,
             tally_dot_invoice_dot_v1_dot_invoice__pb2.ListInvoiceLineRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvoiceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.invoice.v1.InvoiceService/GetInvoiceStatus',
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.SerializeToString,
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
