@@ -9,6 +9,7 @@ naming at least one field; no call outlives its deadline; no error text leaks in
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -19,6 +20,8 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from tally.grpc_errors import field_violations
 
 from tests.fuzz.rpcs import Rpc
 from tests.fuzz.strategies import Pools
@@ -126,6 +129,17 @@ def judge(rpc: Rpc, error: grpc.RpcError, messages, stats: Stats) -> None:
             found("bad_request", f"INVALID_ARGUMENT without a BadRequest field violation: {details}")
 
 
+TRACE = os.environ.get("TALLY_FUZZ_TRACE", "")
+
+
+def trace(rpc: Rpc, messages, code: str, details: str = "") -> None:
+    """With TALLY_FUZZ_TRACE=<file>, every call and its status code, one JSON line each."""
+    if TRACE:
+        line = {"rpc": rpc.name, "code": code, "details": details[:300], "request": json.loads(request_json(messages))}
+        with open(TRACE, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
 def call(ch: Channels, rpc: Rpc, messages, pools: Pools, stats: Stats) -> None:
     """Make one call (a unary request, a few stream messages, or a short watch) and judge it."""
     channel = ch.channels[rpc.service]
@@ -157,7 +171,14 @@ def call(ch: Channels, rpc: Rpc, messages, pools: Pools, stats: Stats) -> None:
             for reply in replies:
                 harvest(pools, reply)
         stats.by_code["OK"] += 1
+        trace(rpc, messages, "OK")
     except grpc.RpcError as error:
+        if TRACE:
+            try:
+                named = field_violations(error)[:3]
+            except ValueError:
+                named = []
+            trace(rpc, messages, error.code().name, f"{error.details()} {named}")
         if error.code() == grpc.StatusCode.CANCELLED and rpc.server_streaming and not rpc.client_streaming:
             stats.by_code["OK"] += 1  # our own hang-up of a watch
             return

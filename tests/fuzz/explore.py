@@ -40,6 +40,11 @@ def run_seed(server_url: str, fuzz_seed: int, examples: int) -> tuple[dict, list
     return {"seed": fuzz_seed, "cases": stats.cases}, stats.findings
 
 
+def printable(text: str) -> str:
+    """Control characters (NUL, ...) escaped, so the report stays a text file."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
+
+
 def report(findings: list[Finding], runs: list[dict], header: str) -> str:
     groups: dict[str, list[Finding]] = {}
     for finding in findings:
@@ -47,13 +52,13 @@ def report(findings: list[Finding], runs: list[dict], header: str) -> str:
             f"{finding.rpc.split('/')[0]}: {finding.kind} {finding.code}"
         )
         groups.setdefault(title, []).append(finding)
-    lines = [header, "", f"Runs: {', '.join(f'seed {r['seed']} ({r['cases']} cases)' for r in runs)}", ""]
+    lines = [header, "", 'Runs: ' + ', '.join(f"seed {r['seed']} ({r['cases']} cases)" for r in runs), ""]
     for title in sorted(groups):
         lines.append(f"## {title}")
         lines.append("")
         for finding in groups[title]:
-            lines.append(f"- **{finding.rpc}** `{finding.code}`: {finding.message[:400]}")
-            lines.append(f"  - request: `{finding.request[:900]}`")
+            lines.append(f"- **{finding.rpc}** `{finding.code}`: {printable(finding.message[:400])}")
+            lines.append(f"  - request: `{printable(finding.request[:900])}`")
         lines.append("")
     return "\n".join(lines)
 

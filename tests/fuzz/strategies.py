@@ -44,8 +44,8 @@ STRING_EDGES = [
     "", " ", "\x00", "a\x00b", "\t\n\r", "x" * 255, "x" * 256, "x" * 10_000, "\u202eevil", "\ufeffbom",
     "\U0001f600\U0001f680", "e\u0301", "\u0661\u0662", "'; DROP TABLE catalog.meters; --", '{"$gt": ""}',
     "%s%n%x", "../../etc/passwd", "null", "NaN", "0001-01-01T00:00:00Z", "\\", "\u2028", "\x7f", "Ω" * 300,
+    "h" * 1_000_000,
 ]
-HUGE_STRING = "h" * 1_000_000
 
 INT_EDGES = [0, -1, 1, 2, 1000, 1001, 10_000, 10**9, 2**31 - 1, -(2**31)]
 INT64_EDGES = INT_EDGES + [2**53 + 1, 2**63 - 1, -(2**63)]
@@ -54,7 +54,8 @@ INT64_EDGES = INT_EDGES + [2**53 + 1, 2**63 - 1, -(2**63)]
 TS_MIN = -62135596800
 TS_MAX = 253402300799
 TIMESTAMP_EDGES = [
-    (TS_MIN, 0), (TS_MAX, 999_999_999), (TS_MIN - 1, 0), (TS_MAX + 1, 0), (0, 0), (-1, 0),
+    # Valid for protobuf, poison for Python's datetime and Postgres: listed thrice each.
+    (TS_MIN, 0), (TS_MAX, 999_999_999), (TS_MIN, 0), (TS_MAX, 0), (TS_MIN, 1), (TS_MAX - 86400, 0), (TS_MIN - 1, 0), (TS_MAX + 1, 0), (0, 0), (-1, 0),
     (32503680000, 0),  # year 3000
     (1, 1_000_000_000), (1, -1), (2**62, 0), (-(2**62), 0),
 ]
@@ -79,6 +80,37 @@ class Pools:
     refs: dict[str, list[str]] = field(default_factory=dict)
     # Never offered to the fuzzer (the canary's own objects).
     reserved: set[str] = field(default_factory=set)
+    # The seeded world: named by every request except those that archive, cancel, void or
+    # delete, so plausible requests keep reaching live objects for the whole run.
+    protected: set[str] = field(default_factory=set)
+    # Real messages seen in responses, by type: templates for plausible sub-messages.
+    examples: dict[str, list] = field(default_factory=dict)
+    # The types that may be drawn from templates, fixed once the world is seeded, so the shape
+    # of the draws never depends on what the run has seen since (hypothesis checks that).
+    template_types: frozenset[str] = frozenset()
+
+    def protect_all(self) -> None:
+        self.protected = {value for values in self.refs.values() for value in values}
+        self.template_types = frozenset(name for name, found in self.examples.items() if found)
+
+    def add_example(self, message) -> None:
+        name = message.DESCRIPTOR.full_name
+        found = self.examples.setdefault(name, [])
+        if len(found) >= 30 or name.startswith("google.protobuf"):
+            return
+        text = str(message)
+        if RESERVED_PREFIX in text or any(value in text for value in self.reserved):
+            return
+        copy = type(message)()
+        copy.CopyFrom(message)
+        found.append(copy)
+
+    def template(self, full_name: str, n: int):
+        source = TEMPLATE_SOURCES.get(full_name, full_name)
+        if source not in self.template_types:
+            return None
+        found = self.examples.get(source, [])
+        return found[n % len(found)] if found else None
 
     def add(self, kind: str, value: str) -> None:
         if not value or value in self.reserved or value.startswith(RESERVED_PREFIX):
@@ -89,6 +121,32 @@ class Pools:
 
     def get(self, kind: str) -> list[str]:
         return self.refs.get(kind, [])
+
+
+# A request-side message filled from a response-side one with the same field names.
+TEMPLATE_SOURCES = {"tally.catalog.v1.PlanSpec": "tally.catalog.v1.PlanVersion"}
+
+
+def copy_by_name(target, source) -> None:
+    """Copy every field that ``source`` has under the same name and type into ``target``."""
+    by_name = source.DESCRIPTOR.fields_by_name
+    for fld in target.DESCRIPTOR.fields:
+        other = by_name.get(fld.name)
+        if other is None or other.type != fld.type or other.is_repeated != fld.is_repeated:
+            continue
+        if fld.message_type is not None and other.message_type.full_name != fld.message_type.full_name:
+            continue
+        value = getattr(source, fld.name)
+        if fld.message_type is not None and fld.message_type.GetOptions().map_entry:
+            if fld.message_type.fields_by_name["value"].message_type is None:
+                getattr(target, fld.name).update(value)
+        elif fld.is_repeated:
+            getattr(target, fld.name).extend(value)
+        elif fld.message_type is not None:
+            if source.HasField(fld.name):
+                getattr(target, fld.name).CopyFrom(value)
+        elif not (fld.has_presence and not source.HasField(fld.name)):
+            setattr(target, fld.name, value)
 
 
 # Message type (by name) -> the pool its id/key belongs to.
@@ -115,9 +173,9 @@ def reference_kind(message: Descriptor, fld: FieldDescriptor) -> str | None:
     name, parent = fld.name, message.name
     entity = ENTITY_OF_MESSAGE.get(parent) or _entity_of_request(parent)
     direct = {
-        "customer_id": "customer", "meter_key": "meter", "plan_key": "plan", "product_key": "product",
-        "subscription_id": "subscription", "subscription_ids": "subscription", "plan_version_id": "plan_version",
-        "threshold_id": "threshold", "event_type": "event_type", "idempotency_key": "idempotency_key",
+        "customer_id": "customer_id", "meter_key": "meter", "plan_key": "plan", "product_key": "product",
+        "subscription_id": "subscription_id", "subscription_ids": "subscription_id", "plan_version_id": "plan_version_id",
+        "threshold_id": "threshold_id", "event_type": "event_type", "idempotency_key": "idempotency_key",
         "currency": "currency", "timezone": "timezone", "time_zone": "timezone", "value_property": "property",
         "property": "property", "group_by": "dimension", "number": "invoice_number",
     }
@@ -136,19 +194,24 @@ def _real(pools: Pools, kind: str) -> list[str]:
     return pools.get(kind) + (pools.get(kind.removesuffix("_id")) if kind.endswith("_id") else [])
 
 
-def _reference(pools: Pools, kind: str):
-    """A real identifier (three times in four, when there is one) or a fresh one.
+DESTRUCTIVE = ("Archive", "Delete", "Cancel", "Void")
+
+
+def _reference(pools: Pools, kind: str, destructive: bool = False):
+    """A real identifier (seven times in eight, when there is one) or a fresh one.
 
     The pools grow while the run goes on; the draws have the same shape whatever they hold,
     so hypothesis sees one consistent strategy.
     """
 
     def pick(choice: tuple[int, int]) -> str:
-        use_real, n = choice
+        fresh, n = choice
         real = _real(pools, kind)
-        return real[n % len(real)] if real and use_real else f"fz_{kind}_{n}"
+        if destructive:
+            real = [value for value in real if value not in pools.protected]
+        return real[n % len(real)] if real and fresh != 5 else f"fz_{kind}_{n}"
 
-    return st.tuples(st.integers(0, 3), st.integers(0, 10**6)).map(pick)
+    return st.tuples(st.integers(0, 7), st.integers(0, 10**6)).map(pick)
 
 
 def _disguised_reference(pools: Pools, kind: str):
@@ -176,14 +239,16 @@ def plausible_string(pools: Pools, message: Descriptor, fld: FieldDescriptor):
         return st.sampled_from(names)
     if fld.name in ("page_token", "cursor", "after_cursor"):
         return st.just("")
+    if fld.name == "email":
+        return st.sampled_from(["fuzz@example.com", "billing@example.org"])
     if kind:
-        return _reference(pools, kind)
+        return _reference(pools, kind, destructive=message.name.startswith(DESTRUCTIVE))
     return st.sampled_from(["fuzz", "Fuzz name", "a description", "units", "ok"])
 
 
 def hostile_string(pools: Pools, message: Descriptor, fld: FieldDescriptor):
     kind = reference_kind(message, fld)
-    options = [st.sampled_from(STRING_EDGES), safe_text, st.just(HUGE_STRING), _disguised_reference(pools, kind or "key")]
+    options = [st.sampled_from(STRING_EDGES), safe_text, _disguised_reference(pools, kind or "key")]
     if fld.name in ("value", "up_to", "amount") or kind == "property":
         options.append(st.sampled_from(DECIMAL_EDGES))
     return st.one_of(*options)
@@ -202,7 +267,10 @@ def timestamp_value(pools: Pools, hostile: bool):
     if hostile:
         return st.sampled_from(TIMESTAMP_EDGES)
     base = int(pools.now.timestamp())
-    return st.tuples(st.integers(base - 120 * 86400, base + 3600), st.integers(0, 999_999_999))
+    return st.tuples(
+        st.one_of(st.integers(base - 2 * 86400, base + 600), st.integers(base - 30 * 86400, base + 86400)),
+        st.integers(0, 999_999_999),
+    )
 
 
 def struct_value(pools: Pools, hostile: bool, depth: int = 0):
@@ -245,13 +313,33 @@ def _nest(value, depth: int):
 
 @dataclass
 class Mode:
-    """Per-request knobs: how often a field is hostile and how often it is left out."""
+    """Per-request knobs: how often a field is hostile and how often it is left out.
+
+    With ``poison_at`` set, exactly one decision is hostile (the poison_at-th field visited)
+    and the rest of the request is plausible: a valid request with one poison value reaches
+    furthest into the services.
+    """
 
     hostile: float
     absent: float
+    poison_at: int = -1
+    visited: int = 0
+    poisoned: bool = False
+
+    def hostile_here(self, draw, scale: float = 1.0) -> bool:
+        self.visited += 1
+        if self.poison_at >= 0:
+            hit = self.visited - 1 == self.poison_at
+        else:
+            hit = draw(_choice(self.hostile * scale))
+        self.poisoned |= hit
+        return hit
 
 
-modes = st.sampled_from([Mode(0.0, 0.1), Mode(0.0, 0.3), Mode(0.05, 0.1), Mode(0.15, 0.2), Mode(0.4, 0.2), Mode(1.0, 0.3)])
+modes = st.one_of(
+    st.sampled_from([(0.0, 0.05), (0.0, 0.3), (0.05, 0.1), (0.15, 0.2), (0.4, 0.2), (1.0, 0.3)]).map(lambda m: Mode(*m)),
+    st.one_of(st.integers(0, 6), st.integers(0, 24)).map(lambda k: Mode(0.0, 0.05, poison_at=k)),
+)
 
 
 @st.composite
@@ -260,7 +348,8 @@ def _choice(draw, probability: float) -> bool:
         return False
     if probability >= 1:
         return True
-    return draw(st.integers(0, 999)) < probability * 1000
+    # Hypothesis starts from zeros: zero means "no", so early examples are plain, not hostile.
+    return draw(st.integers(0, 999)) >= 1000 - probability * 1000
 
 
 def _scalar(draw, pools: Pools, message: Descriptor, fld: FieldDescriptor, hostile: bool):
@@ -292,7 +381,7 @@ def _scalar(draw, pools: Pools, message: Descriptor, fld: FieldDescriptor, hosti
     if fld.name in ("wait_millis",):
         return draw(st.integers(0, 200))
     if fld.name in ("version", "plan_version", "interval_count"):
-        return draw(st.integers(0, 3))
+        return draw(st.sampled_from([0, 1, 1, 2]))
     return draw(st.integers(0, 100))
 
 
@@ -300,22 +389,34 @@ def _fill_message(draw, pools: Pools, target, mode: Mode, depth: int) -> None:
     descriptor = target.DESCRIPTOR
     full = descriptor.full_name
     if full == "google.protobuf.Timestamp":
-        seconds, nanos = draw(timestamp_value(pools, draw(_choice(mode.hostile))))
+        seconds, nanos = draw(timestamp_value(pools, mode.hostile_here(draw)))
         target.seconds, target.nanos = seconds, nanos
         return
     if full == "google.protobuf.Struct":
-        props = draw(struct_properties(pools, draw(_choice(mode.hostile))))
+        props = draw(struct_properties(pools, mode.hostile_here(draw)))
         _update_struct(target, props)
         return
     if full == "tally.common.v1.Decimal":
-        target.value = draw(decimal_value(draw(_choice(mode.hostile))))
+        target.value = draw(decimal_value(mode.hostile_here(draw)))
         return
     if depth > MAX_DEPTH:
         return
+    if depth > 0 and (full in pools.template_types or TEMPLATE_SOURCES.get(full) in pools.template_types):
+        # Two times in three: a real object of this type (a meter, a plan's charges, a
+        # customer) with some fields drawn anew, so requests get past validation.
+        use, n = draw(st.integers(0, 2)), draw(st.integers(0, 10**6))
+        template = pools.template(full, n) if use else None
+        if template is not None:
+            copy_by_name(target, template)
+            for fld in descriptor.fields:
+                if draw(_choice(0.2)):
+                    target.ClearField(fld.name)
+                    _fill_field(draw, pools, target, descriptor, fld, mode, depth)
+            return
     chosen_oneofs = {}
     for oneof in descriptor.oneofs:
         members = list(oneof.fields)
-        chosen_oneofs[oneof.name] = draw(st.sampled_from(members + [None]))
+        chosen_oneofs[oneof.name] = draw(st.sampled_from(members * 2 + [None]))
     for fld in descriptor.fields:
         if fld.containing_oneof is not None and chosen_oneofs.get(fld.containing_oneof.name) is not fld:
             continue
@@ -326,6 +427,20 @@ def _fill_message(draw, pools: Pools, target, mode: Mode, depth: int) -> None:
         if draw(_choice(mode.absent)) and fld.containing_oneof is None:
             continue
         _fill_field(draw, pools, target, descriptor, fld, mode, depth)
+    _order_range(target, mode)
+
+
+def _order_range(target, mode: Mode) -> None:
+    """In a plausible request a [start, end) range runs forwards (hostile ones may not)."""
+    fields = target.DESCRIPTOR.fields_by_name
+    for start, end in (("start", "end"), ("start_time", "end_time")):
+        if start in fields and end in fields and fields[start].message_type is not None and not mode.poisoned:
+            if target.HasField(start) and target.HasField(end):
+                a, b = getattr(target, start), getattr(target, end)
+                if (a.seconds, a.nanos) > (b.seconds, b.nanos):
+                    saved = (a.seconds, a.nanos)
+                    a.seconds, a.nanos = b.seconds, b.nanos
+                    b.seconds, b.nanos = saved
 
 
 def _update_struct(target, props: dict) -> None:
@@ -336,7 +451,7 @@ def _update_struct(target, props: dict) -> None:
 
 
 def _count(draw, mode: Mode, fld: FieldDescriptor, plausible_max: int) -> int:
-    if draw(_choice(mode.hostile * 0.3)):
+    if mode.hostile_here(draw, 0.3):
         return draw(st.sampled_from([plausible_max + 1, 101, 1001, 10_000]))
     return draw(st.integers(0 if fld.name != "charges" else 1, plausible_max))
 
@@ -360,7 +475,7 @@ def _fill_field(draw, pools: Pools, target, message: Descriptor, fld: FieldDescr
                 for _ in range(min(count, MAX_REQUEST_BYTES // (2 * size)) - 1):
                     container.add().CopyFrom(one)
         else:
-            values = [_scalar(draw, pools, message, fld, draw(_choice(mode.hostile))) for _ in range(min(count, 5))]
+            values = [_scalar(draw, pools, message, fld, mode.hostile_here(draw)) for _ in range(min(count, 5))]
             if count > 5 and values:
                 values = (values * (count // len(values) + 1))[:count] if fld.type != F.TYPE_STRING else [
                     f"{values[0]}_{i}" if isinstance(values[0], str) and len(values[0]) < 1000 else values[0][:16]
@@ -371,14 +486,14 @@ def _fill_field(draw, pools: Pools, target, message: Descriptor, fld: FieldDescr
     if fld.message_type is not None:
         _fill_message(draw, pools, getattr(target, fld.name), mode, depth + 1)
         return
-    setattr(target, fld.name, _scalar(draw, pools, message, fld, draw(_choice(mode.hostile))))
+    setattr(target, fld.name, _scalar(draw, pools, message, fld, mode.hostile_here(draw)))
 
 
 def _fill_map(draw, pools: Pools, container, fld: FieldDescriptor, mode: Mode) -> None:
     key_field, value_field = fld.message_type.fields_by_name["key"], fld.message_type.fields_by_name["value"]
     if value_field.message_type is not None or key_field.type != F.TYPE_STRING:
         return
-    hostile = draw(_choice(mode.hostile))
+    hostile = mode.hostile_here(draw)
     if hostile and draw(_choice(0.3)):
         container.update({f"k{i}": "v" for i in range(10_000)})
         return
@@ -400,4 +515,4 @@ def requests(draw, descriptor: Descriptor, pools: Pools):
         mode = Mode(0.0, 0.1)
         message.Clear()
         _fill_message(draw, pools, message, mode, 0)
-    return message, mode.hostile > 0
+    return message, mode.poisoned

@@ -73,6 +73,8 @@ def harvest(pools: Pools, message, depth: int = 0) -> None:
     if depth > 6:
         return
     entity = ENTITY_OF_MESSAGE.get(message.DESCRIPTOR.name)
+    if depth > 0:
+        pools.add_example(message)
     for fld, value in message.ListFields():
         if fld.message_type is not None:
             if fld.message_type.GetOptions().map_entry:
@@ -204,6 +206,7 @@ def seed_world(ch: Channels, now: datetime) -> Pools:
         subscription_ids=[s.id for s in daily_subs.subscriptions]), timeout=60)
     for invoice_id in closed.invoice_ids:
         pools.add("invoice_id", invoice_id)
+    pools.protect_all()
     return pools
 
 
