@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.fuzz.engine import Finding, Stats, call, request_json
 from tests.fuzz.rpcs import all_rpcs
 from tests.fuzz.strategies import requests
-from tests.fuzz.world import Canary, Channels, seed_world
+from tests.fuzz.world import Canary, Channels, billing_problems, seed_world
 from tests.harness import REPO
 
 # Figures of the runs in this process, printed in pytest's terminal summary.
@@ -60,6 +60,11 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
             ))
         else:
             stats.canaries_ok += 1
+            for problem in billing_problems(ch, pools):
+                stats.record(Finding(
+                    "(after batch)", "billing", "-", problem,
+                    json.dumps([{"rpc": r, "request": json.loads(q)} for r, q in recent]),
+                ))
         recent.clear()
 
     def fuzz_one_rpc(rpc, rpc_seed: int, count: int) -> None:

@@ -54,10 +54,12 @@ INT64_EDGES = INT_EDGES + [2**53 + 1, 2**63 - 1, -(2**63)]
 TS_MIN = -62135596800
 TS_MAX = 253402300799
 TIMESTAMP_EDGES = [
-    # Valid for protobuf, poison for Python's datetime and Postgres: listed thrice each.
-    (TS_MIN, 0), (TS_MAX, 999_999_999), (TS_MIN, 0), (TS_MAX, 0), (TS_MIN, 1), (TS_MAX - 86400, 0), (TS_MIN - 1, 0), (TS_MAX + 1, 0), (0, 0), (-1, 0),
-    (32503680000, 0),  # year 3000
-    (1, 1_000_000_000), (1, -1), (2**62, 0), (-(2**62), 0),
+    # Valid for protobuf and accepted by the request checks, poison for Python's datetime and
+    # Postgres arithmetic: most of the weight.
+    (TS_MIN, 0), (TS_MIN, 0), (TS_MIN, 1), (TS_MIN + 86400, 0), (TS_MAX, 999_999_999), (TS_MAX, 0),
+    (TS_MAX - 86400, 0), (TS_MAX - 40 * 86400, 0),
+    # Outside the Timestamp range, nanos out of range, epoch, year 3000.
+    (TS_MIN - 1, 0), (TS_MAX + 1, 0), (1, 1_000_000_000), (1, -1), (2**62, 0), (0, 0), (-1, 0), (32503680000, 0),
 ]
 FLOAT_EDGES = [1e308, -1e308, 5e-324, math.inf, -math.inf, math.nan, -0.0, 2.0**53 + 1, 1e16, 0.1, -5.0, 1e-7]
 
@@ -300,9 +302,13 @@ def struct_properties(pools: Pools, hostile: bool):
     plain = st.dictionaries(keys, struct_value(pools, hostile), max_size=4)
     if not hostile:
         return plain
+    # The meters' own properties holding an edge number (1e308, NaN, "1_000", 40 nines, ...).
+    edge_numbers = st.dictionaries(
+        st.sampled_from(names), st.sampled_from(FLOAT_EDGES + DECIMAL_EDGES), min_size=1, max_size=3
+    )
     deep = st.integers(8, 12).map(lambda n: _nest({"qty": 1}, n))
     wide = st.just({f"k{i}": i for i in range(2000)})
-    return st.one_of(plain, plain, deep, wide)
+    return st.one_of(edge_numbers, edge_numbers, edge_numbers, plain, deep, wide)
 
 
 def _nest(value, depth: int):
@@ -336,9 +342,13 @@ class Mode:
         return hit
 
 
+# A quarter plausible, half a plausible request with one poison field (most often among the
+# first few fields, where the identifiers and instants of small requests are), a quarter mixes.
 modes = st.one_of(
-    st.sampled_from([(0.0, 0.05), (0.0, 0.3), (0.05, 0.1), (0.15, 0.2), (0.4, 0.2), (1.0, 0.3)]).map(lambda m: Mode(*m)),
-    st.one_of(st.integers(0, 6), st.integers(0, 24)).map(lambda k: Mode(0.0, 0.05, poison_at=k)),
+    st.sampled_from([(0.0, 0.05), (0.0, 0.3)]).map(lambda m: Mode(*m)),
+    st.integers(0, 7).map(lambda k: Mode(0.0, 0.05, poison_at=k)),
+    st.integers(0, 30).map(lambda k: Mode(0.0, 0.05, poison_at=k)),
+    st.sampled_from([(0.05, 0.1), (0.15, 0.2), (0.4, 0.2), (1.0, 0.3)]).map(lambda m: Mode(*m)),
 )
 
 

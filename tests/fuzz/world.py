@@ -207,7 +207,22 @@ def seed_world(ch: Channels, now: datetime) -> Pools:
     for invoice_id in closed.invoice_ids:
         pools.add("invoice_id", invoice_id)
     pools.protect_all()
+    pools.refs["seeded_subscription"] = list(pools.get("subscription_id"))
     return pools
+
+
+def billing_problems(ch: Channels, pools: Pools) -> list[str]:
+    """Each seeded subscription must still get an upcoming invoice (one tenant's poison
+    event must not make its customer unbillable): anything but OK, NOT_FOUND or
+    FAILED_PRECONDITION (a subscription the fuzzer canceled) is a problem."""
+    problems = []
+    for subscription_id in pools.get("seeded_subscription"):
+        try:
+            ch.invoice.UpcomingInvoice(invoice_pb2.UpcomingInvoiceRequest(subscription_id=subscription_id), timeout=20)
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                problems.append(f"UpcomingInvoice for seeded subscription: {error.code().name} {(error.details() or '')[:300]}")
+    return problems
 
 
 @dataclass
