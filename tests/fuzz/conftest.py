@@ -15,6 +15,10 @@ from tally.config import SERVICES
 from tally.migrations import upgrade
 from tests.harness import ServiceProcesses, drop_database, recreate_database
 
+# Small pools: the fuzz cluster shares the Postgres server (and its connection limit) with
+# the rest of the suite; one caller at a time needs few connections.
+FUZZ_ENV = {"TALLY_DB_POOL_SIZE": "3"}
+
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,11 +36,13 @@ def fuzz_cluster(server_url: str, tmp_path_factory):
     url = asyncio.run(recreate_database(server_url, name))
     for service in SERVICES:
         upgrade(service, url)
-    cluster = ServiceProcesses(database_url=url, log_dir=tmp_path_factory.mktemp("fuzz-logs"))
-    asyncio.run(cluster.start_all())
-    yield cluster
-    cluster.stop_all()
-    asyncio.run(drop_database(server_url, name))
+    cluster = ServiceProcesses(database_url=url, log_dir=tmp_path_factory.mktemp("fuzz-logs"), extra_env=FUZZ_ENV)
+    try:
+        asyncio.run(cluster.start_all())
+        yield cluster
+    finally:
+        cluster.stop_all()
+        asyncio.run(drop_database(server_url, name))
 
 
 def pytest_terminal_summary(terminalreporter):

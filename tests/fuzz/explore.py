@@ -20,6 +20,7 @@ from pathlib import Path
 import tally  # noqa: F401 - fork handlers off before grpc is imported
 from tally.config import SERVICES
 from tally.migrations import upgrade
+from tests.fuzz.conftest import FUZZ_ENV
 from tests.fuzz.engine import Finding
 from tests.fuzz.runner import run_fuzz
 from tests.harness import ServiceProcesses, drop_database, recreate_database
@@ -30,9 +31,9 @@ def run_seed(server_url: str, fuzz_seed: int, examples: int) -> tuple[dict, list
     url = asyncio.run(recreate_database(server_url, name))
     for service in SERVICES:
         upgrade(service, url)
-    cluster = ServiceProcesses(database_url=url, log_dir=Path(tempfile.mkdtemp(prefix="fuzz-explore-")))
-    asyncio.run(cluster.start_all())
+    cluster = ServiceProcesses(database_url=url, log_dir=Path(tempfile.mkdtemp(prefix="fuzz-explore-")), extra_env=FUZZ_ENV)
     try:
+        asyncio.run(cluster.start_all())
         stats = run_fuzz(cluster, f"explore-{fuzz_seed}", examples, fuzz_seed)
     finally:
         cluster.stop_all()
