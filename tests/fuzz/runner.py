@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.engine import Finding, Stats, call, request_json
 from tests.fuzz.rpcs import all_rpcs
-from tests.fuzz.strategies import requests
+from tests.fuzz.strategies import SWEEP_EDGES, fields_of_kind, requests, swept_requests
 from tests.fuzz.world import Canary, Channels, billing_problems, seed_world
 from tests.harness import REPO
 
@@ -26,6 +26,8 @@ UTC = timezone.utc
 CALLS_PER_BATCH = 10
 # Each round calls every RPC this many times (one hypothesis run per RPC and round).
 EXAMPLES_PER_RPC_PER_ROUND = 5
+# Sweeps cover the first this-many Timestamp, Decimal and Struct fields of each request.
+SWEEP_FIELDS_PER_KIND = 3
 
 
 def env_int(name: str, default: int) -> int:
@@ -46,7 +48,7 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
     assert canary.check(ch, cluster) == [], "the canary fails before any fuzz case"
     stats.canaries_ok += 1
     recent: list[tuple[str, str]] = []
-    state = {"broken": False}
+    state = {"broken": False, "swept": False}
     started = time.monotonic()
 
     def after_batch() -> None:
@@ -67,7 +69,7 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
                 ))
         recent.clear()
 
-    def fuzz_one_rpc(rpc, rpc_seed: int, count: int) -> None:
+    def fuzz_one_rpc(rpc, rpc_seed: int, count: int, strategy=None) -> None:
         # One hypothesis run per RPC and round: the method is fixed for the run, so every
         # draw depends only on earlier draws (hypothesis checks that), while the rounds
         # interleave all methods and the canary runs after every CALLS_PER_BATCH calls.
@@ -78,10 +80,19 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
         )
         @given(data=st.data())
         def case(data) -> None:
+            # Draw first, decide after: the draws must not depend on the run's state.
+            if strategy is not None:
+                drawn = [data.draw(strategy, label=rpc.name)]
+            else:
+                messages_count = data.draw(st.integers(1, 3), label="stream messages") if rpc.client_streaming else 1
+                drawn = [data.draw(requests(rpc.method.input_type, pools), label=rpc.name) for _ in range(messages_count)]
             if state["broken"]:
                 return  # one tenant's poison stopped everyone: the batch is recorded; nothing after it says more
-            messages_count = data.draw(st.integers(1, 3), label="stream messages") if rpc.client_streaming else 1
-            drawn = [data.draw(requests(rpc.method.input_type, pools), label=rpc.name) for _ in range(messages_count)]
+            if strategy is not None:
+                # A sweep: the first request that holds the swept field is called, once.
+                if state["swept"] or not drawn[0][1]:
+                    return
+                state["swept"] = True
             messages = [message for message, _ in drawn]
             stats.cases += 1
             stats.hostile_calls += any(hostile for _, hostile in drawn)
@@ -100,6 +111,18 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
                 if state["broken"]:
                     break
                 fuzz_one_rpc(rpc, fuzz_seed * 100_003 + round_number * 1_000 + index, EXAMPLES_PER_RPC_PER_ROUND)
+        # Sweeps: every Timestamp, Decimal and Struct field of every request, in turn, gets
+        # each of the edges that poisoned metering or billing before, the rest plausible.
+        for index, rpc in enumerate(order):
+            for kind, edges in SWEEP_EDGES.items():
+                for at in range(min(fields_of_kind(rpc.method.input_type, kind), SWEEP_FIELDS_PER_KIND)):
+                    for number, value in enumerate(edges):
+                        if state["broken"]:
+                            break
+                        state["swept"] = False
+                        strategy = swept_requests(rpc.method.input_type, pools, kind, at, value)
+                        fuzz_one_rpc(rpc, fuzz_seed * 7_919 + index * 1_000 + at * 100 + number, 4, strategy)
+                        state["swept"] = False
         if recent and not state["broken"]:
             after_batch()
     finally:

@@ -331,6 +331,20 @@ class Mode:
     poison_at: int = -1
     visited: int = 0
     poisoned: bool = False
+    # Sweeps: the sweep_at-th field of one kind ("timestamp", "decimal", "struct") gets
+    # exactly sweep_value; everything else is plausible.
+    sweep_kind: str = ""
+    sweep_at: int = -1
+    sweep_value: object = None
+    kind_visited: int = 0
+
+    def swept_here(self, kind: str) -> bool:
+        if kind != self.sweep_kind:
+            return False
+        self.kind_visited += 1
+        hit = self.kind_visited - 1 == self.sweep_at
+        self.poisoned |= hit
+        return hit
 
     def hostile_here(self, draw, scale: float = 1.0) -> bool:
         self.visited += 1
@@ -399,15 +413,19 @@ def _fill_message(draw, pools: Pools, target, mode: Mode, depth: int) -> None:
     descriptor = target.DESCRIPTOR
     full = descriptor.full_name
     if full == "google.protobuf.Timestamp":
-        seconds, nanos = draw(timestamp_value(pools, mode.hostile_here(draw)))
+        if mode.swept_here("timestamp"):
+            seconds, nanos = mode.sweep_value
+        else:
+            seconds, nanos = draw(timestamp_value(pools, mode.hostile_here(draw)))
         target.seconds, target.nanos = seconds, nanos
         return
     if full == "google.protobuf.Struct":
-        props = draw(struct_properties(pools, mode.hostile_here(draw)))
-        _update_struct(target, props)
+        plausible = draw(struct_properties(pools, mode.hostile_here(draw)))
+        _update_struct(target, dict(mode.sweep_value) if mode.swept_here("struct") else plausible)
         return
     if full == "tally.common.v1.Decimal":
-        target.value = draw(decimal_value(mode.hostile_here(draw)))
+        plausible = draw(decimal_value(mode.hostile_here(draw)))
+        target.value = mode.sweep_value if mode.swept_here("decimal") else plausible
         return
     if depth > MAX_DEPTH:
         return
@@ -526,3 +544,39 @@ def requests(draw, descriptor: Descriptor, pools: Pools):
         message.Clear()
         _fill_message(draw, pools, message, mode, 0)
     return message, mode.poisoned
+
+
+# The edge values a sweep puts into each field of their kind, one request per field and value:
+# those the issue saw accepted and then poison metering or billing.
+SWEEP_EDGES = {
+    "timestamp": [(TS_MIN, 0), (TS_MAX, 999_999_999)],
+    "decimal": ["1e999999", "9" * 40, "1e308", "-5", "1_000", "12345678901234567890123456789.000001"],
+    "struct": [{"qty": 1e308}, {"qty": "1_000"}, {"qty": -5}, {"qty": "9" * 40}, {"qty": "abc"}],
+}
+
+
+@st.composite
+def swept_requests(draw, descriptor: Descriptor, pools: Pools, kind: str, at: int, value):
+    """(request, poisoned?): a plausible request whose ``at``-th ``kind`` field is ``value``."""
+    mode = Mode(0.0, 0.0, sweep_kind=kind, sweep_at=at, sweep_value=value)
+    message = GetMessageClass(descriptor)()
+    _fill_message(draw, pools, message, mode, 0)
+    return message, mode.poisoned
+
+
+SWEEP_TYPES = {"timestamp": "google.protobuf.Timestamp", "decimal": "tally.common.v1.Decimal", "struct": "google.protobuf.Struct"}
+
+
+def fields_of_kind(descriptor: Descriptor, kind: str, depth: int = 0) -> int:
+    """How many fields of a kind a request holds (each field once, nested messages included)."""
+    if depth > MAX_DEPTH:
+        return 0
+    wanted, total = SWEEP_TYPES[kind], 0
+    for fld in descriptor.fields:
+        if fld.message_type is None or fld.message_type.GetOptions().map_entry:
+            continue
+        if fld.message_type.full_name == wanted:
+            total += 1
+        elif not fld.message_type.full_name.startswith("google.protobuf"):
+            total += fields_of_kind(fld.message_type, kind, depth + 1)
+    return total

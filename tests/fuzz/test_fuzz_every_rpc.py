@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 class TestEveryRpcSurvivesHostileInput:
     def test_a_short_seeded_run_over_every_rpc_finds_nothing_and_the_canary_is_counted_once(self, fuzz_cluster):
-        stats = run_fuzz(fuzz_cluster, "short", env_int("TALLY_FUZZ_SHORT_EXAMPLES", 300), env_int("TALLY_FUZZ_SEED", 12))
+        stats = run_fuzz(fuzz_cluster, "short", env_int("TALLY_FUZZ_SHORT_EXAMPLES", 580), env_int("TALLY_FUZZ_SEED", 12))
         assert_clean(stats)
 
     @pytest.mark.slow
