@@ -54,6 +54,7 @@ class CatalogCache:
         self._products: dict[str, Product] = {}  # by key
         self._subscriptions: dict[str, Subscription] = {}
         self._subscription_ids_by_customer: dict[str, set[str]] = {}
+        self._subscription_ids_by_external: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,7 +166,12 @@ class CatalogCache:
             self._customer_ids_by_external[customer.external_id] = customer.id
 
     def _put_subscription(self, sub: Subscription) -> None:
+        old = self._subscriptions.get(sub.id)
+        if old is not None and old.external_id and old.external_id != sub.external_id:
+            self._subscription_ids_by_external.pop(old.external_id, None)
         self._subscriptions[sub.id] = sub
+        if sub.external_id:
+            self._subscription_ids_by_external[sub.external_id] = sub.id
         self._subscription_ids_by_customer.setdefault(sub.customer_id, set()).add(sub.id)
 
     # ------------------------------------------------------------ lookups
@@ -229,6 +235,20 @@ class CatalogCache:
 
     def subscription(self, subscription_id: str) -> Subscription | None:
         return self._subscriptions.get(subscription_id)
+
+    def subscription_by_external_id(self, external_id: str) -> Subscription | None:
+        """The subscription whose caller's reference is ``external_id`` (None for "" or unknown)."""
+        subscription_id = self._subscription_ids_by_external.get(external_id) if external_id else None
+        return self._subscriptions.get(subscription_id) if subscription_id else None
+
+    def subscription_by_ref(self, ref: common_pb2.SubscriptionRef) -> Subscription | None:
+        """The subscription ``ref`` names (by id or external_id), from the cache only."""
+        which = ref.WhichOneof("ref")
+        if which == "id":
+            return self.subscription(ref.id)
+        if which == "external_id":
+            return self.subscription_by_external_id(ref.external_id)
+        return None
 
     def subscriptions_for_customer(self, customer_id: str) -> list[Subscription]:
         """Every subscription of the customer (any status), oldest start first."""

@@ -23,13 +23,15 @@ from services.catalog.domain.plans import (
     PlanSpec,
     PlanVersion,
     Price,
+    PricePoint,
     Product,
     ProductSpec,
     Tier,
     UsageCharge,
 )
-from services.catalog.domain.subscriptions import Phase, Subscription
 from services.catalog.service import ApplyResult, CatalogChange
+from services.catalog.subscriptions.domain import Phase, PriceOverride, Subscription, SubscriptionRef
+from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
 
@@ -215,6 +217,14 @@ def charge_in(c: pb.Charge) -> Charge:
                 )
                 for d in u.dimension_prices
             ),
+            price_points=tuple(
+                PricePoint(
+                    key=p.key.strip(),
+                    name=p.name or p.key.strip(),
+                    price=price_in(p.price) if p.HasField("price") else None,
+                )
+                for p in u.price_points
+            ),
         )
     return Charge(key=c.key, name=c.name or c.key, fixed=fixed, usage=usage)
 
@@ -240,6 +250,10 @@ def charge_out(charge: Charge) -> pb.Charge:
             dp.match.update(dict(d.match))
             if d.price is not None:
                 dp.price.CopyFrom(price_out(d.price))
+        for p in u.price_points:
+            pp = out.usage.price_points.add(key=p.key, name=p.name)
+            if p.price is not None:
+                pp.price.CopyFrom(price_out(p.price))
     return out
 
 
@@ -327,6 +341,45 @@ def customer_ref_in(ref: common_pb2.CustomerRef) -> tuple[str, str]:
     return (ref.id, "") if which == "id" else ("", ref.external_id if which == "external_id" else "")
 
 
+def subscription_ref_in(request) -> SubscriptionRef:
+    """The subscription a Get/Cancel/Change request names: ``subscription`` (a SubscriptionRef)
+    or the older ``id`` field; setting both is INVALID_ARGUMENT."""
+    has_ref = request.HasField("subscription")
+    if has_ref and request.id:
+        raise InvalidInput(
+            "name the subscription once",
+            violations=[
+                Violation("subscription", "set either id or subscription, not both", "CONFLICTING_FIELDS")
+            ],
+        )
+    if not has_ref:
+        return SubscriptionRef(id=request.id, field="id")
+    which = request.subscription.WhichOneof("ref")
+    if which == "external_id":
+        return SubscriptionRef(external_id=request.subscription.external_id, field="subscription.external_id")
+    return SubscriptionRef(id=request.subscription.id, field="subscription.id" if which else "subscription")
+
+
+def price_override_in(o: pb.PriceOverride) -> PriceOverride:
+    return PriceOverride(
+        charge_key=o.charge_key.strip(),
+        price=price_in(o.price) if o.HasField("price") else None,
+        included_units=decimal_field(o, "included_units"),
+        minimum_amount=decimal_field(o, "minimum_amount"),
+        maximum_amount=decimal_field(o, "maximum_amount"),
+        amount=decimal_field(o, "amount"),
+    )
+
+
+def price_override_out(o: PriceOverride) -> pb.PriceOverride:
+    out = pb.PriceOverride(charge_key=o.charge_key)
+    if o.price is not None:
+        out.price.CopyFrom(price_out(o.price))
+    for name in ("included_units", "minimum_amount", "maximum_amount", "amount"):
+        _set_decimal(out, name, getattr(o, name))
+    return out
+
+
 def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subscription:
     now = now or datetime.now(UTC)
     current = sub.current_phase
@@ -340,6 +393,7 @@ def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subsc
         status=enum_number(pb.SubscriptionStatus, sub.status(now), "SUBSCRIPTION_STATUS_"),
         cancel_at_period_end=sub.cancel_at_period_end,
         metadata=dict(sub.metadata),
+        external_id=sub.external_id,
     )
     _set_time(out, "start_time", sub.start_time)
     _set_time(out, "cancel_at", sub.cancel_at)
@@ -347,6 +401,7 @@ def subscription_out(sub: Subscription, now: datetime | None = None) -> pb.Subsc
     _set_time(out, "create_time", sub.created_at)
     for phase in sub.phases:
         out.phases.append(phase_out(phase))
+    out.price_overrides.extend(price_override_out(o) for o in current.price_overrides)
     return out
 
 
@@ -356,6 +411,7 @@ def phase_out(phase: Phase) -> pb.SubscriptionPhase:
     )
     _set_time(out, "start_time", phase.start_time)
     _set_time(out, "end_time", phase.end_time)
+    out.price_overrides.extend(price_override_out(o) for o in phase.price_overrides)
     return out
 
 

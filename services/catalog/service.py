@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,22 +28,21 @@ from services.catalog.domain.plans import (
     validate_plan,
     validate_product,
 )
-from services.catalog.domain.subscriptions import ANCHORS, Phase, Subscription
 from services.catalog.notifier import ChangeNotifier
+from services.catalog.shared import Page, Transactions, find_customer
+from services.catalog.shared import after_cursor as _after
+from services.catalog.shared import now as _now
+from services.catalog.shared import page_of as _page
+from services.catalog.subscriptions import repository as sub_repo
+from services.catalog.subscriptions.service import SubscriptionService
 from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
-from tally.pagination import decode_page_token, encode_page_token, page_size
+from tally.pagination import page_size
 
 log = structlog.get_logger()
 
 # Watchers re-read the change feed at least this often, even without a notification.
 WATCH_POLL_SECONDS = 0.5
 WATCH_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -67,36 +65,22 @@ class _DryRun(Exception):
     pass
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _page(items: list[Any], limit: int, kind: str, cursor) -> Page:
-    token = encode_page_token({"after": cursor(items[-1])}, kind=kind) if len(items) == limit else ""
-    return Page(items, token)
-
-
-def _after(token: str, kind: str) -> Any:
-    state = decode_page_token(token, kind=kind)
-    return None if state is None else state["after"]
-
-
 class CatalogService:
+    """Meters, products, plans, customers, ApplyCatalog and the change feed; subscriptions are
+    ``self.subscriptions`` (services/catalog/subscriptions/)."""
+
     def __init__(self, engine: AsyncEngine, notifier: ChangeNotifier | None = None) -> None:
         self._engine = engine
         self._notifier = notifier
+        self._tx = Transactions(engine)
+        self.subscriptions = SubscriptionService(self._tx)
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction holding the change-feed lock from its first statement."""
-        async with self._engine.begin() as conn:
-            await repo.lock_changes(conn)
-            yield conn
+        return self._tx.write()
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            yield conn
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._tx.read()
 
     # ------------------------------------------------------------ meters
 
@@ -375,17 +359,7 @@ class CatalogService:
     async def _find_customer(
         self, conn: AsyncConnection, *, id: str | None, external_id: str | None, for_update: bool = False
     ) -> Customer:
-        if not id and not external_id:
-            raise InvalidInput(
-                "name the customer",
-                violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
-            )
-        customer = await repo.get_customer(
-            conn, id=id or None, external_id=external_id, for_update=for_update
-        )
-        if customer is None:
-            raise NotFound(f"no customer {id or external_id!r}", reason="CUSTOMER_NOT_FOUND")
-        return customer
+        return await find_customer(conn, id=id, external_id=external_id, for_update=for_update)
 
     async def list_customers(self, *, size: int, token: str, include_archived: bool, query: str) -> Page:
         limit = page_size(size)
@@ -427,157 +401,6 @@ class CatalogService:
                 customer = await repo.update_customer(conn, id, archived=True)
                 await repo.record_change(conn, "customer", id)
         return customer
-
-    # ------------------------------------------------------------ subscriptions
-
-    async def _version_for(self, conn: AsyncConnection, plan_key: str, version: int) -> PlanVersion:
-        v = Violations()
-        if not plan_key:
-            v.add("plan_key", "is required", "REQUIRED")
-        if version < 0:
-            v.add("plan_version", "must be 0 (latest) or a published version number", "NEGATIVE")
-        v.raise_if_any("invalid plan reference")
-        row = await repo.get_plan_row(conn, key=plan_key)
-        if row is None:
-            raise NotFound(f"no plan with key {plan_key!r}", reason="PLAN_NOT_FOUND")
-        if row.archived:
-            raise FailedPrecondition(f"plan {plan_key!r} is archived", reason="PLAN_ARCHIVED")
-        found = await repo.get_version(conn, plan_key=plan_key, version=version)
-        if found is None:
-            raise NotFound(f"plan {plan_key!r} has no version {version}", reason="PLAN_VERSION_NOT_FOUND")
-        return found
-
-    async def _lock_meters(self, conn: AsyncConnection, plan_version_id: str) -> None:
-        for meter_id in await repo.lock_meters_of_version(conn, plan_version_id):
-            await repo.record_change(conn, "meter", meter_id)
-
-    async def create_subscription(
-        self,
-        *,
-        customer_id: str,
-        customer_external_id: str,
-        plan_key: str,
-        plan_version: int,
-        start_time: datetime | None,
-        anchor: str,
-        metadata: tuple[tuple[str, str], ...],
-    ) -> Subscription:
-        anchor = anchor or "CALENDAR"
-        if anchor not in ANCHORS:
-            raise InvalidInput(
-                "invalid anchor",
-                violations=[
-                    Violation(
-                        "anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM"
-                    )
-                ],
-            )
-        now = _now()
-        async with self._write() as conn:
-            customer = await self._find_customer(
-                conn, id=customer_id, external_id=customer_external_id or None
-            )
-            if customer.archived:
-                raise FailedPrecondition(f"customer {customer.id} is archived", reason="CUSTOMER_ARCHIVED")
-            version = await self._version_for(conn, plan_key, plan_version)
-            self._check_currency(customer, version)
-            start = start_time or now
-            sub = Subscription(
-                id=repo.new_id("sub"),
-                customer_id=customer.id,
-                start_time=start,
-                anchor=anchor,
-                cancel_at_period_end=False,
-                cancel_at=None,
-                canceled_time=None,
-                phases=(Phase(version.id, version.plan_key, version.version, start),),
-                metadata=metadata,
-                created_at=now,
-            )
-            await repo.insert_subscription(conn, sub)
-            await self._lock_meters(conn, version.id)
-            await repo.record_change(conn, "subscription", sub.id)
-        log.info(
-            "subscription_created",
-            subscription_id=sub.id,
-            customer_id=customer.id,
-            plan_version_id=version.id,
-        )
-        return sub
-
-    @staticmethod
-    def _check_currency(customer: Customer, version: PlanVersion) -> None:
-        if customer.spec.currency and customer.spec.currency != version.content.currency:
-            raise FailedPrecondition(
-                f"customer bills in {customer.spec.currency}, "
-                f"plan {version.plan_key} in {version.content.currency}",
-                reason="CURRENCY_MISMATCH",
-            )
-
-    async def get_subscription(self, id: str) -> Subscription:
-        async with self._read() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id])
-        if not found:
-            raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
-        return found[0]
-
-    async def list_subscriptions(
-        self, *, size: int, token: str, customer_id: str, plan_key: str, status: str
-    ) -> Page:
-        limit = page_size(size)
-        async with self._read() as conn:
-            ids = await repo.list_subscription_ids(
-                conn,
-                after_id=_after(token, "subscriptions"),
-                limit=limit,
-                customer_id=customer_id,
-                plan_key=plan_key,
-                status=status,
-                now=_now(),
-            )
-            items = await repo.subscriptions_by_ids(conn, ids)
-        return _page(items, limit, "subscriptions", lambda s: s.id)
-
-    async def cancel_subscription(self, id: str, *, at_period_end: bool, at: datetime | None) -> Subscription:
-        now = _now()
-        async with self._write() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
-            if not found:
-                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
-            after = found[0].cancel(now=now, at_period_end=at_period_end, at=at)
-            await repo.save_subscription(conn, found[0], after)
-            await repo.record_change(conn, "subscription", id)
-        log.info(
-            "subscription_canceled",
-            subscription_id=id,
-            at_period_end=at_period_end,
-            cancel_at=at.isoformat() if at else None,
-        )
-        return after
-
-    async def change_subscription_plan(
-        self, id: str, *, plan_key: str, plan_version: int, effective_time: datetime | None
-    ) -> Subscription:
-        now = _now()
-        async with self._write() as conn:
-            found = await repo.subscriptions_by_ids(conn, [id], for_update=True)
-            if not found:
-                raise NotFound(f"no subscription {id!r}", reason="SUBSCRIPTION_NOT_FOUND")
-            version = await self._version_for(conn, plan_key, plan_version)
-            customer = await self._find_customer(conn, id=found[0].customer_id, external_id=None)
-            self._check_currency(customer, version)
-            phase = Phase(version.id, version.plan_key, version.version, effective_time or now)
-            after = found[0].change_plan(phase, now=now)
-            await repo.save_subscription(conn, found[0], after)
-            await self._lock_meters(conn, version.id)
-            await repo.record_change(conn, "subscription", id)
-        log.info(
-            "subscription_plan_changed",
-            subscription_id=id,
-            plan_version_id=version.id,
-            effective_time=phase.start_time.isoformat(),
-        )
-        return after
 
     # ------------------------------------------------------------ declarative catalog
 
@@ -713,7 +536,7 @@ class CatalogService:
             "product": repo.products_by_ids,
             "customer": repo.customers_by_ids,
             "plan_version": repo.versions_by_ids,
-            "subscription": repo.subscriptions_by_ids,
+            "subscription": sub_repo.subscriptions_by_ids,
         }
         for kind, kind_ids in ids.items():
             if kind == "plan":

@@ -174,7 +174,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateSubscription(self, request, context):
         customer_id, external_id = m.customer_ref_in(request.customer)
         anchor = m.enum_name(pb.BillingAnchor, request.anchor, "BILLING_ANCHOR_")
-        sub = await self._service.create_subscription(
+        sub = await self._service.subscriptions.create(
             customer_id=customer_id,
             customer_external_id=external_id,
             plan_key=request.plan_key,
@@ -182,11 +182,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             start_time=m.time_in(request, "start_time"),
             anchor=anchor,
             metadata=tuple(sorted(request.metadata.items())),
+            external_id=request.external_id.strip(),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.CreateSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def GetSubscription(self, request, context):
-        sub = await self._service.get_subscription(_required(request.id, "id"))
+        sub = await self._service.subscriptions.get(m.subscription_ref_in(request))
         return pb.GetSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def ListSubscriptions(self, request, context):
@@ -195,10 +197,28 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             raise InvalidInput(
                 "invalid status", violations=[Violation("status", f"unknown value {status}", "UNKNOWN_ENUM")]
             )
-        page = await self._service.list_subscriptions(
+        customer_id, customer_external_id = request.customer_id, ""
+        if request.HasField("customer"):
+            if customer_id:
+                raise InvalidInput(
+                    "name the customer once",
+                    violations=[
+                        Violation(
+                            "customer", "set either customer_id or customer, not both", "CONFLICTING_FIELDS"
+                        )
+                    ],
+                )
+            customer_id, customer_external_id = m.customer_ref_in(request.customer)
+            if not customer_id and not customer_external_id:
+                raise InvalidInput(
+                    "empty customer filter",
+                    violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
+                )
+        page = await self._service.subscriptions.list(
             size=request.page_size,
             token=request.page_token,
-            customer_id=request.customer_id,
+            customer_id=customer_id,
+            customer_external_id=customer_external_id,
             plan_key=request.plan_key,
             status=status,
         )
@@ -208,19 +228,20 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def CancelSubscription(self, request, context):
         which = request.WhichOneof("when")
-        sub = await self._service.cancel_subscription(
-            _required(request.id, "id"),
+        sub = await self._service.subscriptions.cancel(
+            m.subscription_ref_in(request),
             at_period_end=which == "at_period_end" and request.at_period_end,
             at=m.time_in(request, "at") if which == "at" else None,
         )
         return pb.CancelSubscriptionResponse(subscription=m.subscription_out(sub))
 
     async def ChangeSubscriptionPlan(self, request, context):
-        sub = await self._service.change_subscription_plan(
-            _required(request.id, "id"),
+        sub = await self._service.subscriptions.change_plan(
+            m.subscription_ref_in(request),
             plan_key=request.plan_key,
             plan_version=request.plan_version,
             effective_time=m.time_in(request, "effective_time"),
+            price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
         return pb.ChangeSubscriptionPlanResponse(subscription=m.subscription_out(sub))
 

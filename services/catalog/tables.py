@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -132,6 +133,8 @@ subscriptions = Table(
     Column("metadata", JSONB, nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # The caller's own reference; NULL when none was given, unique otherwise.
+    Column("external_id", Text, nullable=True, unique=True),
 )
 
 # The plan version in force over [start_time, end_time); end_time NULL on the open phase.
@@ -143,5 +146,7 @@ subscription_phases = Table(
     Column("plan_version_id", Text, ForeignKey("catalog.plan_versions.id"), nullable=False, index=True),
     _ts("start_time"),
     _ts("end_time", nullable=True),
+    # The phase's price overrides (PriceOverride as JSON, decimals as strings); [] for none.
+    Column("price_overrides", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     PrimaryKeyConstraint("subscription_id", "seq"),
 )

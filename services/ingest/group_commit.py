@@ -24,14 +24,14 @@ ARRIVAL_YIELDS = 4
 
 def merge(batches: list[PreparedBatch]) -> PreparedBatch:
     """One batch holding every event of ``batches`` in order (batch i, event j -> offset + j)."""
-    columns: list[list] = [[] for _ in range(8)]
+    columns: list[list] = [[] for _ in range(9)]
     offset = 0
     for batch in batches:
         columns[0].extend(offset + index for index in batch.indexes)
         for target, column in zip(
             columns[1:],
             (batch.keys, batch.payload_hashes, batch.event_types, batch.customer_ids, batch.timestamps,
-             batch.properties, batch.metered),
+             batch.properties, batch.metered, batch.subscription_ids),
         ):
             target.extend(column)
         offset += len(batch.keys)
@@ -105,6 +105,7 @@ class GroupCommitter:
                         outcome.event_ids[offset : offset + size],
                         outcome.keys[offset : offset + size],
                         {i - offset: v for i, v in outcome.violations.items() if offset <= i < offset + size},
+                        None if outcome.subscription_ids is None else outcome.subscription_ids[offset : offset + size],
                     )
                 )
             offset += size

@@ -7,6 +7,7 @@ import math
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from services.ingest.domain.attribution import SubscriptionRef
 from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventBatch, EventInput, PropertiesShape
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
@@ -68,6 +69,13 @@ def customer_ref_from_proto(ref: common_pb2.CustomerRef) -> CustomerRef:
     return CustomerRef()
 
 
+def subscription_ref_from_proto(ref: common_pb2.SubscriptionRef) -> SubscriptionRef:
+    """The named subscription; both fields empty stays a (malformed) ref, refused by validation."""
+    if ref.WhichOneof("ref") == "external_id":
+        return SubscriptionRef(external_id=ref.external_id)
+    return SubscriptionRef(id=ref.id)
+
+
 # Shapes of flat properties documents by size: one object per size, not one per event.
 _FLAT_SHAPES: dict[int, PropertiesShape] = {}
 
@@ -122,8 +130,15 @@ def events_from_proto(events) -> EventBatch:
     shapes: list[PropertiesShape] = []
     by_external: dict[str, CustomerRef] = {}
     by_id: dict[str, CustomerRef] = {}
+    subscriptions: list[SubscriptionRef | None] | None = None
     flat_shape = _flat_shape
-    for event in events:
+    for position, event in enumerate(events):
+        if event.HasField("subscription"):
+            if subscriptions is None:
+                subscriptions = [None] * position
+            subscriptions.append(subscription_ref_from_proto(event.subscription))
+        elif subscriptions is not None:
+            subscriptions.append(None)
         keys.append(event.idempotency_key)
         types.append(event.event_type)
         customer = event.customer
@@ -155,7 +170,7 @@ def events_from_proto(events) -> EventBatch:
             raw, shape = _properties(props)
         properties.append(raw)
         shapes.append(shape)
-    return EventBatch(keys, types, customers, timestamps, properties, shapes)
+    return EventBatch(keys, types, customers, timestamps, properties, shapes, subscriptions)
 
 
 def _instant(ts: timestamp_pb2.Timestamp) -> dt.datetime:
@@ -174,6 +189,8 @@ def usage_from_proto(request: ingest_pb2.RecordUsageRequest) -> UsageInput:
         range_start=_instant(request.range.start) if has_range and request.range.HasField("start") else None,
         range_end=_instant(request.range.end) if has_range and request.range.HasField("end") else None,
         dimensions=tuple(sorted(request.dimensions.items())),
+        subscription=subscription_ref_from_proto(request.subscription) if request.HasField("subscription") else None,
+        price_point=request.price_point,
     )
 
 
@@ -205,8 +222,11 @@ def _fill_results(results, batch: BatchOutcome) -> tuple[int, int, int]:
     add = results.add
     violations = batch.violations
     statuses = [_STATUS[status] for status in batch.statuses]
+    subscriptions = batch.subscription_ids
     for index, (status, event_id, key) in enumerate(zip(statuses, batch.event_ids, batch.keys)):
-        if index in violations:
+        if subscriptions is not None and subscriptions[index]:
+            add(index=index, status=status, event_id=event_id, idempotency_key=key, subscription_id=subscriptions[index])
+        elif index in violations:
             add(
                 index=index,
                 status=status,
@@ -238,6 +258,7 @@ def send_event_to_proto(outcome: EventOutcome) -> ingest_pb2.SendEventResponse:
         event_id=outcome.event_id,
         idempotency_key=outcome.idempotency_key,
         duplicate=outcome.status is EventStatus.DUPLICATE,
+        subscription_id=outcome.subscription_id,
     )
 
 
@@ -247,8 +268,12 @@ def void_to_proto(event_id: str, already_voided: bool, void_time: dt.datetime) -
     return response
 
 
-def usage_recorded_to_proto(record_id: str, key: str, duplicate: bool) -> ingest_pb2.RecordUsageResponse:
-    return ingest_pb2.RecordUsageResponse(usage_record_id=record_id, idempotency_key=key, duplicate=duplicate)
+def usage_recorded_to_proto(
+    record_id: str, key: str, duplicate: bool, subscription_id: str = ""
+) -> ingest_pb2.RecordUsageResponse:
+    return ingest_pb2.RecordUsageResponse(
+        usage_record_id=record_id, idempotency_key=key, duplicate=duplicate, subscription_id=subscription_id
+    )
 
 
 def _timestamp(instant: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -269,12 +294,13 @@ def stored_event_to_proto(stored: StoredEvent) -> ingest_pb2.StoredEvent:
         voided=stored.voided,
         void_reason=stored.void_reason,
         metered=stored.metered,
+        subscription_id=event.subscription_id,
     )
     message.properties.MergeFromString(event.properties)
     return message
 
 
-def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIngestStatsResponse:
+def stats_to_proto(counts: IngestCounts, head_position: int, catalog_revision: int = 0) -> ingest_pb2.GetIngestStatsResponse:
     return ingest_pb2.GetIngestStatsResponse(
         events_total=counts.events,
         usage_records_total=counts.usage_records,
@@ -282,6 +308,7 @@ def stats_to_proto(counts: IngestCounts, head_position: int) -> ingest_pb2.GetIn
         unmetered_total=sum(n for _, n in counts.unmetered_by_type),
         unmetered_by_type=[ingest_pb2.EventTypeCount(event_type=t, count=n) for t, n in counts.unmetered_by_type],
         head_position=head_position,
+        catalog_revision=catalog_revision,
     )
 
 
@@ -299,6 +326,8 @@ def _fill_logged_event(target: ingest_pb2.LoggedEvent, event: LoggedEvent) -> No
     _set_micros(target.timestamp, event.timestamp_micros)
     if event.properties:
         target.properties.MergeFromString(event.properties)
+    if event.subscription_id:
+        target.subscription_id = event.subscription_id
 
 
 def _entry_to_proto(entry: LogEntry, target: ingest_pb2.LogEntry) -> None:
@@ -320,6 +349,7 @@ def _entry_to_proto(entry: LogEntry, target: ingest_pb2.LogEntry) -> None:
             usage.range.start.FromDatetime(body.range_start)
             usage.range.end.FromDatetime(body.range_end)
         usage.dimensions.update(body.dimensions)
+        usage.subscription_id = body.subscription_id
     elif isinstance(body, LoggedVoid):
         void = target.void
         void.event_id = body.event.event_id
@@ -349,7 +379,7 @@ def log_page_to_proto(page: LogPage) -> ingest_pb2.ReadLogResponse:
         stamp.seconds = seconds
         stamp.nanos = rest * 1000
         event = target.event
-        event_id, key, event_type, customer_id, micros, properties = body
+        event_id, key, event_type, customer_id, micros, properties, subscription_id = body
         event.event_id = event_id
         event.idempotency_key = key
         event.event_type = event_type
@@ -360,6 +390,8 @@ def log_page_to_proto(page: LogPage) -> ingest_pb2.ReadLogResponse:
         stamp.nanos = rest * 1000
         if properties:
             event.properties.MergeFromString(properties)
+        if subscription_id:
+            event.subscription_id = subscription_id
     if page.next_cursor.watermark is not None:
         response.watermark.FromDatetime(page.next_cursor.watermark)
     if page.head.ingest_time is not None:

@@ -43,13 +43,16 @@ tx AS MATERIALIZED (
 INSERT_EVENTS = f"""
 WITH {TX_CTE}
 INSERT INTO ingest.events
-    (xid, ingest_time, idempotency_key, payload_hash, event_type, customer_id, event_time, properties, metered)
+    (xid, ingest_time, idempotency_key, payload_hash, event_type, customer_id, event_time, properties, metered,
+     subscription_id)
 SELECT tx.xid, tx.ingest_time, e.key, substring(e.blob FROM 1 FOR 32), ($3::text[])[e.t], ($4::text[])[e.c],
-       'epoch'::timestamptz + e.micros * interval '1 microsecond', substring(e.blob FROM 33), ($5::bool[])[e.t]
+       'epoch'::timestamptz + e.micros * interval '1 microsecond', substring(e.blob FROM 33), ($5::bool[])[e.t],
+       ($9::text[])[e.s]
 FROM tx, unnest(
     $1::text[], $2::bytea[],
-    string_to_array($6, ',')::int4[], string_to_array($7, ',')::int4[], string_to_array($8, ',')::int8[]
-) AS e(key, blob, t, c, micros)
+    string_to_array($6, ',')::int4[], string_to_array($7, ',')::int4[], string_to_array($8, ',')::int8[],
+    string_to_array($10, ',')::int4[]
+) AS e(key, blob, t, c, micros, s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, event_id::text
 """
@@ -58,14 +61,14 @@ INSERT_NEW_EVENTS = INSERT_EVENTS.replace("ON CONFLICT (idempotency_key) DO NOTH
 assert INSERT_NEW_EVENTS != INSERT_EVENTS
 
 SELECT_EVENT_KEYS = """
-SELECT idempotency_key, event_id::text, payload_hash
+SELECT idempotency_key, event_id::text, payload_hash, subscription_id
 FROM ingest.events WHERE idempotency_key = ANY($1::text[])
 """
 
 SELECT_EVENT = """
 SELECT e.event_id::text, e.idempotency_key, e.event_type, e.customer_id, e.properties,
        (extract(epoch FROM e.event_time) * 1000000)::int8 AS event_micros,
-       e.ingest_time, e.metered, v.reason AS void_reason, v.ingest_time AS void_time
+       e.ingest_time, e.metered, v.reason AS void_reason, v.ingest_time AS void_time, e.subscription_id
 FROM ingest.events e
 LEFT JOIN ingest.voids v ON v.event_xid = e.xid AND v.event_position = e.position
 WHERE e.idempotency_key = $1
@@ -91,14 +94,14 @@ INSERT_USAGE = f"""
 WITH {TX_CTE}
 INSERT INTO ingest.usage_records
     (xid, ingest_time, idempotency_key, payload_hash, customer_id, meter_key, quantity, memo,
-     usage_time, range_start, range_end, dimensions)
-SELECT tx.xid, tx.ingest_time, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb FROM tx
+     usage_time, range_start, range_end, dimensions, subscription_id)
+SELECT tx.xid, tx.ingest_time, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11 FROM tx
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING usage_record_id::text
 """
 
 SELECT_USAGE_KEY = """
-SELECT usage_record_id::text, payload_hash FROM ingest.usage_records WHERE idempotency_key = $1
+SELECT usage_record_id::text, payload_hash, subscription_id FROM ingest.usage_records WHERE idempotency_key = $1
 """
 
 # The log: rows strictly after the cursor and strictly below the horizon (snapshot xmin).
@@ -107,7 +110,7 @@ READ_ALONG_THE_INDEX = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort
 READ_EVENTS = """
 SELECT xid::text::int8 AS xid, position, (extract(epoch FROM ingest_time) * 1000000)::int8 AS ingest_micros,
        event_id::text, idempotency_key, event_type, customer_id,
-       (extract(epoch FROM event_time) * 1000000)::int8 AS event_micros, properties
+       (extract(epoch FROM event_time) * 1000000)::int8 AS event_micros, properties, subscription_id
 FROM ingest.events e
 WHERE (e.xid, e.position) > ($1::xid8, $2::int8) AND e.xid < $3::xid8
 -- Qualified: the bare name would sort by the int8 output column, not along the index.
@@ -118,7 +121,7 @@ LIMIT $4
 READ_USAGE = """
 SELECT xid::text::int8 AS xid, position, (extract(epoch FROM ingest_time) * 1000000)::int8 AS ingest_micros,
        usage_record_id::text, idempotency_key, customer_id,
-       meter_key, quantity, memo, usage_time, range_start, range_end, dimensions::text AS dimensions
+       meter_key, quantity, memo, usage_time, range_start, range_end, dimensions::text AS dimensions, subscription_id
 FROM ingest.usage_records u
 WHERE (u.xid, u.position) > ($1::xid8, $2::int8) AND u.xid < $3::xid8
 ORDER BY u.xid, u.position
@@ -128,7 +131,7 @@ LIMIT $4
 READ_VOIDS = """
 SELECT v.xid::text::int8 AS xid, v.position, (extract(epoch FROM v.ingest_time) * 1000000)::int8 AS ingest_micros,
        v.reason, e.event_id::text, e.idempotency_key, e.event_type, e.customer_id,
-       (extract(epoch FROM e.event_time) * 1000000)::int8 AS event_micros, e.properties
+       (extract(epoch FROM e.event_time) * 1000000)::int8 AS event_micros, e.properties, e.subscription_id
 FROM ingest.voids v
 JOIN ingest.events e ON e.xid = v.event_xid AND e.position = v.event_position
 WHERE (v.xid, v.position) > ($1::xid8, $2::int8) AND v.xid < $3::xid8
@@ -190,10 +193,11 @@ class WriteConflict(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoredKeys:
-    """After an insert: event id per key written now, (event id, payload hash) per key held before."""
+    """After an insert: event id per key written now, (event id, payload hash, subscription id)
+    per key held before."""
 
     inserted: dict[str, str]
-    held: dict[str, tuple[str, bytes]]
+    held: dict[str, tuple[str, bytes, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,8 @@ class StoredKey:
     payload_hash: bytes
     # True when this call wrote the row.
     inserted: bool
+    # The stored record's subscription ('' when unattributed).
+    subscription_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +231,13 @@ class IngestCounts:
 
 def _logged_event(row: asyncpg.Record) -> LoggedEvent:
     return LoggedEvent(
-        row["event_id"], row["idempotency_key"], row["event_type"], row["customer_id"], row["event_micros"], row["properties"]
+        row["event_id"],
+        row["idempotency_key"],
+        row["event_type"],
+        row["customer_id"],
+        row["event_micros"],
+        row["properties"],
+        row["subscription_id"],
     )
 
 
@@ -249,9 +261,11 @@ class IngestRepository:
         """
         types: dict[str, int] = {}
         customers: dict[str, int] = {}
+        subscriptions: dict[str, int] = {}
         # Postgres arrays are 1-based.
         type_of = [types.setdefault(t, len(types) + 1) for t in batch.event_types]
         customer_of = [customers.setdefault(c, len(customers) + 1) for c in batch.customer_ids]
+        subscription_of = [subscriptions.setdefault(s, len(subscriptions) + 1) for s in batch.subscription_ids]
         metered = dict(zip(batch.event_types, batch.metered))
         args = (
             batch.keys,
@@ -262,6 +276,8 @@ class IngestRepository:
             ",".join(map(str, type_of)),
             ",".join(map(str, customer_of)),
             ",".join(map(str, batch.timestamps)),
+            list(subscriptions),
+            ",".join(map(str, subscription_of)),
         )
         rows = None
         try:
@@ -275,11 +291,11 @@ class IngestRepository:
         except asyncpg.DeadlockDetectedError as error:
             raise WriteConflict(str(error)) from error
         inserted = dict(rows)
-        held: dict[str, tuple[str, bytes]] = {}
+        held: dict[str, tuple[str, bytes, str]] = {}
         if len(inserted) < len(batch):
             missing = [key for key in batch.keys if key not in inserted]
-            for key, event_id, payload_hash in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
-                held[key] = (event_id, bytes(payload_hash))
+            for key, event_id, payload_hash, subscription_id in await self.conn.fetch(SELECT_EVENT_KEYS, missing):
+                held[key] = (event_id, bytes(payload_hash), subscription_id)
         return StoredKeys(inserted, held)
 
     async def get_event(self, idempotency_key: str) -> StoredEvent | None:
@@ -318,11 +334,12 @@ class IngestRepository:
             usage.range_start,
             usage.range_end,
             json.dumps(dict(usage.dimensions), sort_keys=True),
+            usage.subscription_id,
         )
         if record_id is not None:
-            return StoredKey(record_id, usage.payload_hash, True)
+            return StoredKey(record_id, usage.payload_hash, True, usage.subscription_id)
         row = await self.conn.fetchrow(SELECT_USAGE_KEY, usage.idempotency_key)
-        return StoredKey(row["usage_record_id"], bytes(row["payload_hash"]), False)
+        return StoredKey(row["usage_record_id"], bytes(row["payload_hash"]), False, row["subscription_id"])
 
     # ------------------------------------------------------------------ log
 
@@ -355,8 +372,10 @@ class IngestRepository:
             usage_rows = await self.conn.fetch(READ_USAGE, *args)
             void_rows = await self.conn.fetch(READ_VOIDS, *args)
         events = [
-            LogEntry(LogPosition(xid, position), ingest, LoggedEvent(event_id, key, event_type, customer, micros, props))
-            for xid, position, ingest, event_id, key, event_type, customer, micros, props in event_rows
+            LogEntry(
+                LogPosition(xid, position), ingest, LoggedEvent(event_id, key, event_type, customer, micros, props, sub)
+            )
+            for xid, position, ingest, event_id, key, event_type, customer, micros, props, sub in event_rows
         ]
         others: list[LogEntry] = []
         for row in usage_rows:
@@ -371,6 +390,7 @@ class IngestRepository:
                 range_start=row["range_start"],
                 range_end=row["range_end"],
                 dimensions=json.loads(row["dimensions"]),
+                subscription_id=row["subscription_id"],
             )
             others.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_micros"], usage))
         for row in void_rows:

@@ -10,11 +10,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from services.ingest.domain.attribution import (
+    Coverage,
+    NamedSubscription,
+    SubscriptionRef,
+    attribute,
+    check_named,
+    ref_violation,
+)
 from services.ingest.domain.events import (
     CustomerRef,
     UNKNOWN_CUSTOMER,
@@ -34,7 +42,7 @@ from services.ingest.domain.log import (
     next_page,
 )
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
-from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, validate_usage
+from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, to_micros, usage_instant, validate_usage
 from services.ingest.group_commit import GroupCommitter
 from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
 from tally import metrics
@@ -44,6 +52,7 @@ log = structlog.get_logger()
 
 CONFLICT_REASON = "IDEMPOTENCY_KEY_CONFLICT"
 UNKNOWN_METER = "UNKNOWN_METER"
+UNKNOWN_PRICE_POINT = "UNKNOWN_PRICE_POINT"
 # Long polls re-check the log at least this often, for writers in other processes.
 POLL_INTERVAL_SECONDS = 0.05
 # Unary events are written in groups, this many at once (see group_commit.py). Measured on
@@ -64,6 +73,19 @@ class CatalogDirectory(Protocol):
         """True when at least one meter reads this event type."""
 
     async def meter_exists(self, key: str) -> bool: ...
+
+    async def resolve_subscriptions(self, refs: set[SubscriptionRef]) -> dict[SubscriptionRef, NamedSubscription | None]:
+        """Id and customer of each named subscription; None for one the catalog does not know."""
+
+    def subscription_coverage(self, customer_id: str) -> Sequence[Coverage]:
+        """The customer's subscriptions as stretches of time and the meters each charges."""
+
+    def meter_keys_for_event_type(self, event_type: str) -> frozenset[str]:
+        """The keys of the meters reading this event type."""
+
+    @property
+    def revision(self) -> int:
+        """The catalog revision the directory reflects."""
 
 
 def _single(_index: int) -> str:
@@ -157,6 +179,8 @@ class IngestService:
     async def _prepare(self, batch: EventBatch, *, prefix: Callable[[int], str]) -> PreparedBatch:
         refs = resolvable_refs(batch.customers)
         customers = await self.catalog.resolve_customers(refs) if refs else {}
+        named_refs = {ref for ref in batch.named_subscriptions() if ref_violation(ref, "") is None}
+        named = await self.catalog.resolve_subscriptions(named_refs) if named_refs else {}
         return prepare_events(
             batch,
             customers=customers,
@@ -164,6 +188,9 @@ class IngestService:
             now_micros=self.clock(),
             limits=self.limits,
             prefix=prefix,
+            named=named,
+            coverage_of=self.catalog.subscription_coverage,
+            meter_keys_of=self.catalog.meter_keys_for_event_type,
         )
 
     async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
@@ -277,16 +304,19 @@ class IngestService:
         statuses = [EventStatus.REJECTED] * size
         event_ids = [""] * size
         keys = [""] * size
+        subscriptions = [""] * size
         violations = {index: tuple(problems) for index, problems in prepared.rejected.items()}
         inserted, held = stored.inserted, stored.held
         # The digest each key was stored (or first sent) with in this batch.
         first_digest = dict(zip(unique.keys, unique.payload_hashes)) if unique is not prepared else None
         claimed: set[str] = set()
         accepted, duplicate = EventStatus.ACCEPTED, EventStatus.DUPLICATE
-        for index, key, digest in zip(prepared.indexes, prepared.keys, prepared.payload_hashes):
+        columns = zip(prepared.indexes, prepared.keys, prepared.payload_hashes, prepared.subscription_ids)
+        for index, key, digest, subscription_id in columns:
             keys[index] = key
             event_id = inserted.get(key)
             if event_id is not None:
+                subscriptions[index] = subscription_id
                 if first_digest is None:
                     statuses[index], event_ids[index] = accepted, event_id
                 elif first_digest[key] != digest:
@@ -297,12 +327,16 @@ class IngestService:
                     claimed.add(key)
                     statuses[index], event_ids[index] = accepted, event_id
                 continue
-            event_id, held_digest = held[key]
+            event_id, held_digest, held_subscription = held[key]
             if held_digest != digest:
                 violations[index] = (_conflict_violation(prefix(index), key),)
             else:
                 statuses[index], event_ids[index] = duplicate, event_id
-        return BatchOutcome(statuses, event_ids, keys, violations)
+                # A duplicate reports what was stored with the key.
+                subscriptions[index] = held_subscription
+        for index in violations:
+            subscriptions[index] = ""
+        return BatchOutcome(statuses, event_ids, keys, violations, subscriptions)
 
     @staticmethod
     def _count(outcome: BatchOutcome, prepared: PreparedBatch, source: str) -> None:
@@ -325,20 +359,38 @@ class IngestService:
 
     # ------------------------------------------------------------------ usage
 
-    async def record_usage(self, usage: UsageInput) -> tuple[str, str, bool]:
-        """Store a usage record: (usage record id, idempotency key, duplicate)."""
+    async def record_usage(self, usage: UsageInput) -> tuple[str, str, bool, str]:
+        """Store a usage record: (usage record id, idempotency key, duplicate, subscription id)."""
         now = EPOCH + dt.timedelta(microseconds=self.clock())
         problems = validate_usage(usage, now=now, limits=self.limits)
+        customer_id = None
         if not any(p.field == "customer" for p in problems):
             customers = await self.catalog.resolve_customers({usage.customer})
-            if customers.get(usage.customer) is None:
+            customer_id = customers.get(usage.customer)
+            if customer_id is None:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
-        if usage.meter_key.strip() and not await self.catalog.meter_exists(usage.meter_key):
+        meter_known = usage.meter_key.strip() and await self.catalog.meter_exists(usage.meter_key)
+        if usage.meter_key.strip() and not meter_known:
             problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
+        elif usage.price_point and not problems:
+            declared = await self.catalog.price_points(
+                customer_id, usage.meter_key, usage.usage_time or now, usage.price_point
+            )
+            if usage.price_point not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(
+                    Violation(
+                        "price_point",
+                        f"no usage charge on meter {usage.meter_key!r} in force for this customer declares price point "
+                        f"{usage.price_point!r} (declared: {known})",
+                        UNKNOWN_PRICE_POINT,
+                    )
+                )
+        subscription_id = await self._usage_subscription(usage, customer_id, bool(meter_known), now, problems)
         if problems:
             metrics.EVENTS_REJECTED.labels(problems[0].reason).inc()
             raise InvalidInput("invalid usage record", violations=problems)
-        accepted = accept_usage(usage, customer_id=customers[usage.customer], now=now)
+        accepted = accept_usage(usage, customer_id=customer_id, now=now, subscription_id=subscription_id)
         async with self.store.connection() as repo:
             stored = await repo.insert_usage(accepted)
         if stored.payload_hash != accepted.payload_hash:
@@ -349,7 +401,33 @@ class IngestService:
             )
         self._notify_committed()
         (metrics.EVENTS_ACCEPTED if stored.inserted else metrics.EVENTS_DUPLICATE).labels("usage").inc()
-        return stored.record_id, accepted.idempotency_key, not stored.inserted
+        return stored.record_id, accepted.idempotency_key, not stored.inserted, stored.subscription_id
+
+    async def _usage_subscription(
+        self, usage: UsageInput, customer_id: str | None, meter_known: bool, now: dt.datetime, problems: list[Violation]
+    ) -> str:
+        """The subscription a usage record belongs to (named or by the rule); problems go to ``problems``."""
+        if usage.subscription is not None:
+            wrong = ref_violation(usage.subscription, "subscription")
+            if wrong is None and customer_id is not None:
+                named = await self.catalog.resolve_subscriptions({usage.subscription})
+                subscription_id, wrong = check_named(usage.subscription, named.get(usage.subscription), customer_id, "subscription")
+                if wrong is None:
+                    return subscription_id
+            if wrong is not None:
+                problems.append(wrong)
+            return ""
+        if customer_id is None or not meter_known or problems:
+            return ""
+        subscription_id, ambiguous = attribute(
+            self.catalog.subscription_coverage(customer_id),
+            frozenset((usage.meter_key,)),
+            to_micros(usage_instant(usage, now)),
+            "subscription",
+        )
+        if ambiguous is not None:
+            problems.append(ambiguous)
+        return subscription_id
 
     # ------------------------------------------------------------------ void, get, stats
 
@@ -377,12 +455,12 @@ class IngestService:
             raise NotFound(f"no event with idempotency key {idempotency_key!r}", metadata={"idempotency_key": idempotency_key})
         return stored
 
-    async def ingest_stats(self) -> tuple[IngestCounts, int]:
-        """Totals, unmetered events by type, and the log head position."""
+    async def ingest_stats(self) -> tuple[IngestCounts, int, int]:
+        """Totals, unmetered events by type, the log head position and the catalog revision seen."""
         async with self.store.connection() as repo:
             counts = await repo.counts()
             head = await repo.head()
-        return counts, head.position
+        return counts, head.position, self.catalog.revision
 
     # ------------------------------------------------------------------ log
 

@@ -40,8 +40,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 yield mapping.stream_ack_to_proto(batch_ids.popleft(), batch)
 
     async def RecordUsage(self, request, context):
-        record_id, key, duplicate = await self.service.record_usage(mapping.usage_from_proto(request))
-        return mapping.usage_recorded_to_proto(record_id, key, duplicate)
+        record_id, key, duplicate, subscription_id = await self.service.record_usage(mapping.usage_from_proto(request))
+        return mapping.usage_recorded_to_proto(record_id, key, duplicate, subscription_id)
 
     async def VoidEvent(self, request, context):
         event_id, already_voided, void_time = await self.service.void_event(request.idempotency_key, request.reason)
@@ -52,8 +52,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.GetEventResponse(event=mapping.stored_event_to_proto(stored))
 
     async def GetIngestStats(self, request, context):
-        counts, head = await self.service.ingest_stats()
-        return mapping.stats_to_proto(counts, head)
+        counts, head, revision = await self.service.ingest_stats()
+        return mapping.stats_to_proto(counts, head, revision)
 
     async def ReadLog(self, request, context):
         cursor = mapping.cursor_from_proto(request.cursor)

@@ -1,6 +1,6 @@
 """SQLAlchemy tables of the ingest schema. Only services.ingest touches them.
 
-They describe what migrations/versions/ingest_0002_log.py creates; the hot path writes and
+They describe what migrations/versions/ingest_0002_log.py and ingest_0003 create; the hot path writes and
 reads them with raw SQL in repository.py.
 """
 
@@ -51,6 +51,8 @@ events = Table(
     Column("event_time", TIMESTAMP(timezone=True), nullable=False),
     Column("properties", LargeBinary, nullable=False),
     Column("metered", Boolean, nullable=False),
+    # '' when unattributed (migration ingest_0003).
+    Column("subscription_id", Text, nullable=False, server_default=""),
     UniqueConstraint("idempotency_key", name="events_idempotency_key_key"),
 )
 
@@ -69,6 +71,7 @@ usage_records = Table(
     Column("range_start", TIMESTAMP(timezone=True)),
     Column("range_end", TIMESTAMP(timezone=True)),
     Column("dimensions", JSONB, nullable=False),
+    Column("subscription_id", Text, nullable=False, server_default=""),
     UniqueConstraint("idempotency_key", name="usage_records_idempotency_key_key"),
 )
 

@@ -62,6 +62,23 @@ class CatalogClient:
             if not token:
                 return
 
+    async def customer_subscriptions(self, customer_id: str, page_size: int = 1000) -> list[Subscription]:
+        """Every subscription of one customer (any status)."""
+        found: list[Subscription] = []
+        token = ""
+        while True:
+            try:
+                reply = await self._stub.ListSubscriptions(
+                    catalog_pb2.ListSubscriptionsRequest(page_size=page_size, page_token=token, customer_id=customer_id),
+                    timeout=CALL_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, f"subscriptions of {customer_id}") from None
+            found.extend(mapping.subscription_from(s) for s in reply.subscriptions)
+            token = reply.next_page_token
+            if not token:
+                return found
+
     async def subscription(self, subscription_id: str) -> Subscription:
         try:
             reply = await self._stub.GetSubscription(
@@ -117,6 +134,42 @@ class CatalogClient:
             if reply.meter.locked:
                 self._aggregations[meter_key] = cached
         return cached
+
+    async def resolve_customer_id(self, customer_id: str, external_id: str) -> str:
+        """The Tally id of the customer named by id or external id; NotFound (CUSTOMER_NOT_FOUND) if none."""
+        ref = common_pb2.CustomerRef(id=customer_id) if customer_id else common_pb2.CustomerRef(external_id=external_id)
+        try:
+            reply = await self._stub.GetCustomer(catalog_pb2.GetCustomerRequest(customer=ref), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"no customer {customer_id or external_id!r}",
+                    reason="CUSTOMER_NOT_FOUND",
+                    metadata={"id": customer_id} if customer_id else {"external_id": external_id},
+                ) from None
+            raise _translate(error, "customer") from None
+        return reply.customer.id
+
+    async def resolve_subscription_id(self, subscription_id: str, external_id: str) -> str:
+        """The Tally id of the subscription named by id or external id; NotFound (SUBSCRIPTION_NOT_FOUND) if none."""
+        ref = (
+            common_pb2.SubscriptionRef(id=subscription_id)
+            if subscription_id
+            else common_pb2.SubscriptionRef(external_id=external_id)
+        )
+        try:
+            reply = await self._stub.GetSubscription(
+                catalog_pb2.GetSubscriptionRequest(subscription=ref), timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"no subscription {subscription_id or external_id!r}",
+                    reason="SUBSCRIPTION_NOT_FOUND",
+                    metadata={"id": subscription_id} if subscription_id else {"external_id": external_id},
+                ) from None
+            raise _translate(error, "subscription") from None
+        return reply.subscription.id
 
     async def customer(self, customer_id: str) -> Customer:
         try:

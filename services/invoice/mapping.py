@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from google.protobuf import timestamp_pb2
 
 from services.invoice.domain.billing import UsageQuery
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount
+from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
 from services.invoice.domain.plans import (
     Customer,
     DimensionPrice,
@@ -18,6 +19,8 @@ from services.invoice.domain.plans import (
     Phase,
     PlanVersion,
     Price,
+    PriceOverride,
+    PricePoint,
     PricingModel,
     Subscription,
     Tier,
@@ -93,6 +96,75 @@ def range_to(start: datetime | None, end: datetime | None) -> common_pb2.TimeRan
     return common_pb2.TimeRange(start=time_to(start), end=time_to(end))
 
 
+# ------------------------------------------------------------------ list filters
+
+# Longest id or external id a filter accepts (the catalog's own bound on external ids).
+MAX_REF_CHARS = 256
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    customer_id: str = ""
+    customer_external_id: str = ""
+    subscription_id: str = ""
+    subscription_external_id: str = ""
+
+
+def _ref_value(problems: list[Violation], field: str, value: str) -> str:
+    if len(value) > MAX_REF_CHARS:
+        problems.append(Violation(field, f"must be at most {MAX_REF_CHARS} characters", "TOO_LONG"))
+    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        problems.append(Violation(field, "must not contain control characters", "CONTROL_CHARACTER"))
+    return value
+
+
+def list_filters_from(request: invoice_pb2.ListInvoicesRequest) -> ListFilters:
+    """The customer and subscription a ListInvoices names, by the old id fields or by ref; both at
+    once, an empty ref, or an unusable value is INVALID_ARGUMENT (every problem at once)."""
+    problems: list[Violation] = []
+    found: dict[str, str] = {}
+    for old, new, prefix in (("customer_id", "customer", "customer"), ("subscription_id", "subscription", "subscription")):
+        legacy = getattr(request, old)
+        if request.HasField(new):
+            ref = getattr(request, new)
+            which = ref.WhichOneof("ref")
+            if legacy:
+                problems.append(Violation(new, f"set either {old} or {new}, not both", "CONFLICTING_FIELDS"))
+            elif which is None or not getattr(ref, which):
+                problems.append(Violation(new, f"set {new}.id or {new}.external_id", "REQUIRED"))
+            else:
+                key = f"{prefix}_id" if which == "id" else f"{prefix}_external_id"
+                found[key] = _ref_value(problems, f"{new}.{which}", getattr(ref, which))
+        elif legacy:
+            found[f"{prefix}_id"] = _ref_value(problems, old, legacy)
+    if problems:
+        raise InvalidInput("invalid invoice filters", violations=problems)
+    return ListFilters(**found)
+
+
+def subscription_ref_from(request) -> tuple[str, str]:
+    """(subscription id, external id), one of them set, from ``subscription_id`` or the
+    ``subscription`` ref (UpcomingInvoice, ListBillingPeriods); INVALID_ARGUMENT otherwise."""
+    problems: list[Violation] = []
+    if request.HasField("subscription"):
+        which = request.subscription.WhichOneof("ref")
+        if request.subscription_id:
+            problems.append(Violation("subscription", "set either subscription_id or subscription, not both", "CONFLICTING_FIELDS"))
+        elif which is None or not getattr(request.subscription, which):
+            problems.append(Violation("subscription", "set subscription.id or subscription.external_id", "REQUIRED"))
+        else:
+            value = _ref_value(problems, f"subscription.{which}", getattr(request.subscription, which))
+            if not problems:
+                return (value, "") if which == "id" else ("", value)
+    elif not request.subscription_id:
+        problems.append(Violation("subscription_id", "required: set subscription_id or subscription", "REQUIRED"))
+    else:
+        _ref_value(problems, "subscription_id", request.subscription_id)
+    if problems:
+        raise InvalidInput("name the subscription", violations=problems)
+    return request.subscription_id, ""
+
+
 # ------------------------------------------------------------------ catalog -> domain
 
 _INTERVALS = {
@@ -149,6 +221,18 @@ def charge_from(message: catalog_pb2.Charge) -> FixedFee | UsageCharge:
         dimension_prices=tuple(
             DimensionPrice(tuple(sorted(dp.match.items())), price_from(dp.price)) for dp in usage.dimension_prices
         ),
+        price_points=tuple(PricePoint(p.key, p.name, price_from(p.price)) for p in usage.price_points),
+    )
+
+
+def price_override_from(message: catalog_pb2.PriceOverride) -> PriceOverride:
+    return PriceOverride(
+        charge_key=message.charge_key,
+        price=price_from(message.price) if message.HasField("price") else None,
+        included_units=decimal_from(message.included_units, None) if message.HasField("included_units") else None,
+        minimum_amount=decimal_from(message.minimum_amount, None) if message.HasField("minimum_amount") else None,
+        maximum_amount=decimal_from(message.maximum_amount, None) if message.HasField("maximum_amount") else None,
+        amount=decimal_from(message.amount, None) if message.HasField("amount") else None,
     )
 
 
@@ -184,6 +268,7 @@ def subscription_from(message: catalog_pb2.Subscription) -> Subscription:
             plan_version=phase.plan_version,
             start=time_from(phase.start_time),
             end=optional_time_from(phase, "end_time"),
+            price_overrides=tuple(price_override_from(o) for o in phase.price_overrides),
         )
         for phase in message.phases
     )
@@ -207,13 +292,19 @@ def subscription_from(message: catalog_pb2.Subscription) -> Subscription:
 
 
 def usage_request(customer_id: str, query: UsageQuery) -> meter_pb2.GetUsageRequest:
-    return meter_pb2.GetUsageRequest(
+    request = meter_pb2.GetUsageRequest(
         customer=common_pb2.CustomerRef(id=customer_id),
         meter_key=query.meter_key,
         start=time_to(query.start),
         end=time_to(query.end),
         group_by=list(query.group_by),
     )
+    if query.subscription_id:
+        request.subscription.id = query.subscription_id
+        request.include_unattributed = query.unattributed
+    elif query.unattributed:
+        request.only_unattributed = True
+    return request
 
 
 def batch_usage_request(queries: Sequence[tuple[str, UsageQuery]]) -> meter_pb2.BatchGetUsageRequest:
@@ -291,6 +382,8 @@ def line_to(line: InvoiceLine, line_id: str) -> invoice_pb2.InvoiceLine:
         adjusts_period=range_to(line.adjusts_period_start, line.adjusts_period_end),
         usage=decimal_to(line.usage),
         amount_before_limits=decimal_to(line.amount_before_limits),
+        price_override=line.price_override,
+        price_point=line.price_point,
     )
 
 
@@ -317,6 +410,18 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         customer_name=invoice.customer_name,
         customer_email=invoice.customer_email,
         customer_external_id=invoice.customer_external_id,
+        warnings=[warning_to(w) for w in invoice.warnings],
+    )
+
+
+def warning_to(warning: InvoiceWarning) -> invoice_pb2.InvoiceWarning:
+    return invoice_pb2.InvoiceWarning(
+        code=warning.code,
+        description=warning.description,
+        meter_key=warning.meter_key,
+        period=range_to(warning.period_start, warning.period_end),
+        quantity=decimal_to(warning.quantity),
+        competing_subscription_ids=list(warning.competing_subscription_ids),
     )
 
 

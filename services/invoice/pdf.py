@@ -118,6 +118,11 @@ def render_invoice_pdf(invoice: Invoice, *, seller_name: str, seller_details: st
         )
     )
     story.append(table)
+    if invoice.warnings:
+        # Usage of the period this invoice did not bill (docs/billing-attribution.md).
+        story.append(Spacer(1, 4 * mm))
+        notes = [f"Not billed: {w.description} ({_day(w.period_start)} to {_day(w.period_end)})" for w in invoice.warnings]
+        story.append(Paragraph("<br/>".join(escape(n) for n in notes), small))
     if invoice.content_hash:
         story.append(Spacer(1, 4 * mm))
         story.append(Paragraph(f"Content SHA-256: {invoice.content_hash}", styles["Code"]))

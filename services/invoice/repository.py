@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, LineKind, TierAmount
+from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
 from services.invoice.tables import invoices, number_counters
 
 
@@ -55,6 +55,8 @@ def line_to_json(line: InvoiceLine) -> dict:
         "adjusts_invoice_id": line.adjusts_invoice_id,
         "adjusts_period_start": _i(line.adjusts_period_start),
         "adjusts_period_end": _i(line.adjusts_period_end),
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
     }
 
 
@@ -83,6 +85,8 @@ def line_from_json(data: dict) -> InvoiceLine:
         adjusts_invoice_id=data["adjusts_invoice_id"],
         adjusts_period_start=_t(data["adjusts_period_start"]),
         adjusts_period_end=_t(data["adjusts_period_end"]),
+        price_override=data.get("price_override", False),
+        price_point=data.get("price_point", ""),
     )
 
 
@@ -109,7 +113,32 @@ def _row(invoice: Invoice) -> dict:
         "customer_name": invoice.customer_name,
         "customer_email": invoice.customer_email,
         "customer_external_id": invoice.customer_external_id,
+        "warnings": [warning_to_json(w) for w in invoice.warnings],
     }
+
+
+def warning_to_json(warning: InvoiceWarning) -> dict:
+    return {
+        "code": warning.code,
+        "description": warning.description,
+        "meter_key": warning.meter_key,
+        "period_start": warning.period_start.isoformat(),
+        "period_end": warning.period_end.isoformat(),
+        "quantity": str(warning.quantity),
+        "competing_subscription_ids": list(warning.competing_subscription_ids),
+    }
+
+
+def warning_from_json(data: dict) -> InvoiceWarning:
+    return InvoiceWarning(
+        code=data["code"],
+        description=data["description"],
+        meter_key=data["meter_key"],
+        period_start=datetime.fromisoformat(data["period_start"]),
+        period_end=datetime.fromisoformat(data["period_end"]),
+        quantity=Decimal(data["quantity"]),
+        competing_subscription_ids=tuple(data["competing_subscription_ids"]),
+    )
 
 
 def invoice_from_row(row) -> Invoice:
@@ -133,6 +162,7 @@ def invoice_from_row(row) -> Invoice:
         customer_name=row.customer_name,
         customer_email=row.customer_email,
         customer_external_id=row.customer_external_id,
+        warnings=tuple(warning_from_json(w) for w in row.warnings),
     )
 
 

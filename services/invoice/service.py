@@ -19,12 +19,14 @@ from services.invoice.domain.billing import (
     adjustment_lines,
     billed_usage_span,
     price_period,
+    unattributed_warnings,
     usage_queries,
 )
 from services.invoice.domain.invoices import (
     Invoice,
     InvoiceLine,
     InvoiceStatus,
+    InvoiceWarning,
     LineKind,
     invoice_number,
     number_sequence,
@@ -112,6 +114,10 @@ class _Account:
     customer: Customer
     versions: dict[str, PlanVersion]
     schedule: Schedule
+    # The customer's other subscriptions (their versions are in ``versions``) and when each
+    # stops charging; filled by _with_others before pricing.
+    others: tuple[Subscription, ...] = ()
+    others_end: dict[str, datetime | None] = field(default_factory=dict)
 
     def currency(self, period: Period) -> str:
         phase = self.subscription.phase_at(period.start) or self.subscription.phases[-1]
@@ -193,6 +199,23 @@ class InvoiceService:
         first = versions[subscription.phases[0].plan_version_id]
         return _Account(subscription, customer, versions, subscription.schedule(first, customer.timezone))
 
+    async def _with_others(self, account: _Account) -> _Account:
+        """The account with the customer's other subscriptions, which decide who bills the
+        unattributed usage (docs/billing-attribution.md). One catalog call per priced account."""
+        subscription = account.subscription
+        others = tuple(
+            s for s in await self.catalog.customer_subscriptions(subscription.customer_id) if s.id != subscription.id
+        )
+        versions = dict(account.versions)
+        ends: dict[str, datetime | None] = {}
+        for other in others:
+            for phase in other.phases:
+                if phase.plan_version_id not in versions:
+                    versions[phase.plan_version_id] = await self.catalog.plan_version(phase.plan_version_id)
+            first = versions[other.phases[0].plan_version_id]
+            ends[other.id] = other.schedule(first, account.customer.timezone).end
+        return replace(account, versions=versions, others=others, others_end=ends)
+
     async def _close_page(
         self,
         page: list[Subscription],
@@ -221,6 +244,19 @@ class InvoiceService:
         due_accounts = [found for found in await asyncio.gather(*(due_of(s) for s in page)) if found]
         if not due_accounts:
             return
+
+        async def with_others(account: _Account, due: list[Period]) -> tuple[_Account, list[Period]] | None:
+            try:
+                async with self._limit:
+                    return await self._with_others(account), due
+            except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
+                result.failed += 1
+                log.warning("subscription_close_failed", subscription_id=account.subscription.id, error=str(error))
+                return None
+
+        due_accounts = [found for found in await asyncio.gather(*(with_others(a, d) for a, d in due_accounts)) if found]
+        if not due_accounts:
+            return
         async with self.engine.connect() as conn:
             history = await InvoiceRepository(conn).history([a.subscription.id for a, _ in due_accounts], since)
 
@@ -235,8 +271,10 @@ class InvoiceService:
                     for index, period in enumerate(due):
                         # Adjustments go on one invoice only: the earliest not yet finalized.
                         adjust = index == 0 and not has_draft
-                        lines = await self._price(account, period, history[subscription.id], "", adjust, as_of, usage)
-                        drafts.append(self._new_draft(account, period, lines))
+                        lines, warnings = await self._price(
+                            account, period, history[subscription.id], "", adjust, as_of, usage
+                        )
+                        drafts.append(self._new_draft(account, period, lines, warnings))
                     return drafts
                 except DomainError as error:
                     result.failed += 1
@@ -361,14 +399,14 @@ class InvoiceService:
     async def _reprice_and_finalize(self, draft: Invoice, as_of: datetime, customers: dict[str, Customer]) -> bool:
         """Re-price a draft from fresh usage and finalize it; False if someone else did first."""
         subscription = await self.catalog.subscription(draft.subscription_id)
-        account = await self._account(subscription, customers)
+        account = await self._with_others(await self._account(subscription, customers))
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
             history = (await InvoiceRepository(conn).history([subscription.id], since))[subscription.id]
         earliest_draft = next((i for i in history if i.status is InvoiceStatus.DRAFT), None)
         adjust = earliest_draft is None or earliest_draft.id == draft.id
         period = self._period_of(account, draft)
-        lines = await self._price(account, period, history, draft.id, adjust, as_of)
+        lines, warnings = await self._price(account, period, history, draft.id, adjust, as_of)
         now = self.clock()
         async with transaction(self.engine) as conn:
             repo = InvoiceRepository(conn)
@@ -378,6 +416,7 @@ class InvoiceService:
             repriced = replace(
                 current,
                 lines=tuple(lines),
+                warnings=tuple(warnings),
                 customer_name=account.customer.name,
                 customer_email=account.customer.email,
                 customer_external_id=account.customer.external_id,
@@ -404,22 +443,23 @@ class InvoiceService:
         with_adjustments: bool,
         as_of: datetime,
         usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None,
-    ) -> list[InvoiceLine]:
-        """The period's lines from fresh usage, plus adjustments for billed earlier periods.
+    ) -> tuple[list[InvoiceLine], list[InvoiceWarning]]:
+        """The period's lines from fresh usage, plus adjustments for billed earlier periods,
+        and the period's warnings.
 
         ``usage`` holds usage already read for the period (by customer id and query); what
         it lacks is read from the meter.
         """
-        lines = await self._price_period(account, period, usage)
+        lines, warnings = await self._price_period(account, period, usage)
         if not with_adjustments:
-            return lines
+            return lines, warnings
         others = [i for i in history if i.id != exclude_id]
         billed = [i for i in others if i.status.value in BILLED and i.period_start < period.start]
         if not billed:
-            return lines
+            return lines, warnings
         adjustments = [line for i in others for line in i.lines if line.kind is LineKind.ADJUSTMENT]
         if await self._usage_unchanged_since_billing(account, billed, adjustments):
-            return lines
+            return lines, warnings
         for original in billed:
             earlier = [
                 line
@@ -427,9 +467,9 @@ class InvoiceService:
                 for line in invoice.lines
                 if line.kind is LineKind.ADJUSTMENT and line.adjusts_invoice_id == original.id
             ]
-            fresh = await self._price_period(account, self._period_of(account, original))
+            fresh, _ = await self._price_period(account, self._period_of(account, original))
             lines.extend(adjustment_lines(original, fresh, earlier))
-        return lines
+        return lines, warnings
 
     async def _usage_unchanged_since_billing(
         self, account: _Account, billed: list[Invoice], adjustments: list[InvoiceLine]
@@ -443,6 +483,9 @@ class InvoiceService:
         subscription = account.subscription
         if subscription.cancel_at is not None or subscription.cancel_at_period_end:
             return False
+        if account.others:
+            # Who takes the unattributed usage may differ part by part: price every period again.
+            return False
         span = billed_usage_span(billed, adjustments)
         if span is None:
             return False
@@ -452,7 +495,10 @@ class InvoiceService:
                 return False
         keys = list(totals)
         found = await asyncio.gather(
-            *(self.meter.usage(subscription.customer_id, UsageQuery(key, start, end)) for key in keys)
+            *(
+                self.meter.usage(subscription.customer_id, UsageQuery(key, start, end, (), subscription.id, True))
+                for key in keys
+            )
         )
         return all(part.total == totals[key] for key, part in zip(keys, found))
 
@@ -464,20 +510,25 @@ class InvoiceService:
             versions=account.versions,
             currency=account.currency(period),
             is_first_period=period.start == account.schedule.start,
+            others=account.others,
+            others_end=account.others_end,
         )
 
     async def _price_period(
         self, account: _Account, period: Period, usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None
-    ) -> list[InvoiceLine]:
+    ) -> tuple[list[InvoiceLine], list[InvoiceWarning]]:
         context = self._period_context(account, period)
         customer_id = account.subscription.customer_id
         queries = usage_queries(context)
         known = usage or {}
         missing = [q for q in queries if (customer_id, q) not in known]
         fetched = dict(zip(missing, await asyncio.gather(*(self.meter.usage(customer_id, q) for q in missing))))
-        return price_period(context, {q: known[(customer_id, q)] if q not in fetched else fetched[q] for q in queries})
+        found = {q: known[(customer_id, q)] if q not in fetched else fetched[q] for q in queries}
+        return price_period(context, found), unattributed_warnings(context, found)
 
-    def _new_draft(self, account: _Account, period: Period, lines: list[InvoiceLine]) -> Invoice:
+    def _new_draft(
+        self, account: _Account, period: Period, lines: list[InvoiceLine], warnings: Sequence[InvoiceWarning] = ()
+    ) -> Invoice:
         invoice_id = f"inv_{uuid.uuid4().hex}"
         return Invoice(
             id=invoice_id,
@@ -487,6 +538,7 @@ class InvoiceService:
             period_start=period.start,
             period_end=period.end,
             lines=tuple(lines),
+            warnings=tuple(warnings),
             status=InvoiceStatus.DRAFT,
             create_time=self.clock(),
             grace_end_time=period.end + timedelta(seconds=self.settings.grace_seconds),
@@ -515,9 +567,18 @@ class InvoiceService:
         customer_id: str = "",
         subscription_id: str = "",
         status: InvoiceStatus | None = None,
+        customer_external_id: str = "",
+        subscription_external_id: str = "",
     ) -> tuple[list[Invoice], str]:
+        """A page of invoices; a customer or subscription filter naming nothing is NOT_FOUND
+        (resolved through the catalog's GetCustomer/GetSubscription), never an empty page."""
         limit = page_size(requested_page_size)
         filters = {"c": customer_id, "s": subscription_id, "st": status.value if status else ""}
+        # External ids are kept apart in the token so an id and an external id never compare equal.
+        if customer_external_id:
+            filters["ce"] = customer_external_id
+        if subscription_external_id:
+            filters["se"] = subscription_external_id
         state = decode_page_token(page_token, kind="invoices")
         after = None
         if state is not None:
@@ -527,6 +588,10 @@ class InvoiceService:
                     violations=[Violation("page_token", "filters changed since the token was issued", "INVALID_PAGE_TOKEN")],
                 )
             after = (datetime.fromisoformat(state["t"]), state["i"])
+        if customer_id or customer_external_id:
+            customer_id = await self.catalog.resolve_customer_id(customer_id, customer_external_id)
+        if subscription_id or subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id(subscription_id, subscription_external_id)
         async with self.engine.connect() as conn:
             found = await InvoiceRepository(conn).list(
                 limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status
@@ -570,13 +635,17 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ preview and periods
 
-    async def upcoming_invoice(self, subscription_id: str, as_of: datetime | None = None) -> Invoice:
+    async def upcoming_invoice(
+        self, subscription_id: str, as_of: datetime | None = None, *, subscription_external_id: str = ""
+    ) -> Invoice:
         """The current period's invoice to date, with pending adjustments; nothing is stored."""
         as_of = as_of or self.clock()
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         subscription = await self.catalog.subscription(subscription_id)
-        account = await self._account(subscription, {})
+        account = await self._with_others(await self._account(subscription, {}))
         period = period_containing(account.schedule, as_of)
         if period is None:
             raise NotFound(
@@ -587,13 +656,21 @@ class InvoiceService:
         async with self.engine.connect() as conn:
             history = (await InvoiceRepository(conn).history([subscription_id], since))[subscription_id]
         has_draft = any(i.status is InvoiceStatus.DRAFT for i in history)
-        lines = await self._price(account, period, history, "", not has_draft, as_of)
-        preview = self._new_draft(account, period, lines)
+        lines, warnings = await self._price(account, period, history, "", not has_draft, as_of)
+        preview = self._new_draft(account, period, lines, warnings)
         return replace(preview, id="")
 
     async def list_billing_periods(
-        self, subscription_id: str, until: datetime | None, requested_page_size: int, page_token: str
+        self,
+        subscription_id: str,
+        until: datetime | None,
+        requested_page_size: int,
+        page_token: str,
+        *,
+        subscription_external_id: str = "",
     ) -> tuple[list[tuple[Period, str]], str]:
+        if subscription_external_id:
+            subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
             raise InvalidInput("subscription_id is required", violations=[Violation("subscription_id", "required", "REQUIRED")])
         until = until or self.clock()

@@ -30,11 +30,14 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         return invoice_pb2.GetInvoiceResponse(invoice=mapping.invoice_to(invoice))
 
     async def ListInvoices(self, request, context):
+        filters = mapping.list_filters_from(request)
         found, token = await self.service.list_invoices(
             requested_page_size=request.page_size,
             page_token=request.page_token,
-            customer_id=request.customer_id,
-            subscription_id=request.subscription_id,
+            customer_id=filters.customer_id,
+            customer_external_id=filters.customer_external_id,
+            subscription_id=filters.subscription_id,
+            subscription_external_id=filters.subscription_external_id,
             status=mapping.status_from(request.status),
         )
         return invoice_pb2.ListInvoicesResponse(invoices=[mapping.invoice_to(i) for i in found], next_page_token=token)
@@ -52,15 +55,20 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         return invoice_pb2.VoidInvoiceResponse(invoice=mapping.invoice_to(invoice))
 
     async def UpcomingInvoice(self, request, context):
-        invoice = await self.service.upcoming_invoice(request.subscription_id, mapping.request_time(request, "as_of"))
+        subscription_id, external_id = mapping.subscription_ref_from(request)
+        invoice = await self.service.upcoming_invoice(
+            subscription_id, mapping.request_time(request, "as_of"), subscription_external_id=external_id
+        )
         return invoice_pb2.UpcomingInvoiceResponse(invoice=mapping.invoice_to(invoice))
 
     async def ListBillingPeriods(self, request, context):
+        subscription_id, external_id = mapping.subscription_ref_from(request)
         found, token = await self.service.list_billing_periods(
-            request.subscription_id,
+            subscription_id,
             mapping.request_time(request, "until"),
             request.page_size,
             request.page_token,
+            subscription_external_id=external_id,
         )
         return invoice_pb2.ListBillingPeriodsResponse(
             periods=[mapping.period_to(period, invoice_id) for period, invoice_id in found], next_page_token=token

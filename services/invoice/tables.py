@@ -50,6 +50,8 @@ invoices = Table(
     Column("customer_name", Text, nullable=False, server_default=""),
     Column("customer_email", Text, nullable=False, server_default=""),
     Column("customer_external_id", Text, nullable=False, server_default=""),
+    # Usage of the period the invoice did not bill, and why (migration invoice_0003).
+    Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     UniqueConstraint("subscription_id", "period_start", name="invoices_one_per_subscription_period"),
     Index("invoices_customer_idx", "customer_id", "create_time", "id"),
     Index("invoices_list_idx", "create_time", "id"),

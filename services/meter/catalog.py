@@ -79,6 +79,17 @@ class CachedCatalog:
         found = await self._cache.resolve_customer(common_pb2.CustomerRef(external_id=external_id))
         return found.id if found is not None else None
 
+    async def resolve_subscription(self, subscription_id: str, external_id: str) -> tuple[str, str] | None:
+        ref = common_pb2.SubscriptionRef(id=subscription_id) if subscription_id else common_pb2.SubscriptionRef(
+            external_id=external_id
+        )
+        found = self._cache.subscription_by_ref(ref)
+        if found is None:
+            # Created a moment ago: wait for the cache to reflect the catalog of now.
+            await self.sync()
+            found = self._cache.subscription_by_ref(ref)
+        return (found.id, found.customer_id) if found is not None else None
+
     def billing(self, customer_id: str, instant: datetime, meter_key: str) -> BillingContext:
         for sub in reversed(self._cache.subscriptions_for_customer(customer_id)):
             phase = _phase_at(sub, instant)

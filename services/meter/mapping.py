@@ -177,6 +177,7 @@ def log_item(entry: ingest_pb2.LogEntry):
             quantity=Decimal(usage.quantity.value or "0"),
             timestamp=to_datetime(instant),
             dimensions=dict(usage.dimensions),
+            subscription_id=usage.subscription_id,
         )
     if kind == "void":
         return entry.void.event_id
@@ -189,7 +190,9 @@ def _event(event: ingest_pb2.LoggedEvent, roots: frozenset[str] | None) -> Incom
     else:
         fields = event.properties.fields
         properties = {key: _value_to_python(fields[key]) for key in roots if key in fields}
-    return IncomingEvent(event.event_id, event.event_type, event.customer_id, to_datetime(event.timestamp), properties)
+    return IncomingEvent(
+        event.event_id, event.event_type, event.customer_id, to_datetime(event.timestamp), properties, event.subscription_id
+    )
 
 
 # ---------------------------------------------------------------- requests
@@ -220,6 +223,7 @@ def usage_to_proto(result) -> meter_pb2.GetUsageResponse:
         value=decimal_to_proto(result.value),
         breakdown=[dimension_values(dims, value) for dims, value in result.breakdown],
         applied_position=result.applied_position,
+        subscription_id=result.subscription_id,
     )
 
 

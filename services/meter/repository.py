@@ -19,7 +19,13 @@ import asyncpg
 
 from services.meter.domain.model import Contribution, Dimensions
 
-WindowKey = tuple[str, str, datetime, str]  # customer_id, meter_key, window_start, dims_key
+WindowKey = tuple[str, str, datetime, str, str]  # customer_id, meter_key, window_start, dims_key, subscription_id
+
+# Which subscriptions' usage a query reads: (everything, a, b). Everything: the customer's
+# whole usage; else the usage attributed to subscription a or b ('' is unattributed), so
+# (False, sub, sub) is one subscription's usage and (False, sub, '') adds the unattributed.
+SubscriptionScope = tuple[bool, str, str]
+ALL_SUBSCRIPTIONS: SubscriptionScope = (True, "", "")
 
 ALERT_INSERT_LOCK = 0x7A11_A1E7  # serializes alert inserts so sequence order is commit order
 
@@ -41,11 +47,12 @@ def dims_key(dimensions: Dimensions) -> str:
 _CONTRIBUTIONS = """
     SELECT e.entry_id, ($2::text[])[e.m] AS meter_key, ($3::text[])[e.c] AS customer_id, ($4::text[])[e.d] AS dims_key,
            e.ts, date_bin('1 minute', e.ts, '1970-01-01 00:00+00') AS window_start,
-           e.value::numeric AS value, e.count::numeric AS count, e.unique_value, e.position
+           e.value::numeric AS value, e.count::numeric AS count, e.unique_value, e.position,
+           ($13::text[])[e.s] AS subscription_id
     FROM unnest($1::text[], string_to_array($5, ',')::int4[], string_to_array($6, ',')::int4[],
                 string_to_array($7, ',')::int4[], $8::timestamptz[], string_to_array($9, ','), string_to_array($10, ','),
-                $11::text[], string_to_array($12, ',')::int8[])
-         AS e(entry_id, m, c, d, ts, value, count, unique_value, position)"""
+                $11::text[], string_to_array($12, ',')::int8[], string_to_array($14, ',')::int4[])
+         AS e(entry_id, m, c, d, ts, value, count, unique_value, position, s)"""
 
 NewContribution = tuple[Contribution, int]  # the contribution and the log position of its entry
 
@@ -61,10 +68,11 @@ async def insert_contributions(conn: asyncpg.Connection, rows: Sequence[NewContr
         f"""
         WITH x AS ({_CONTRIBUTIONS})
         INSERT INTO meter.contributions
-            (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+            (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position,
+             subscription_id)
         SELECT * FROM x WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
         ON CONFLICT (entry_id, meter_key) DO NOTHING
-        RETURNING customer_id, meter_key, window_start, dims_key
+        RETURNING customer_id, meter_key, window_start, dims_key, subscription_id
         """,
         *_contribution_columns(rows),
     )
@@ -76,39 +84,41 @@ WITH x AS ({_CONTRIBUTIONS}
 ),
 inserted AS (
     INSERT INTO meter.contributions
-        (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position)
+        (entry_id, meter_key, customer_id, dims_key, ts, window_start, value, count, unique_value, position,
+         subscription_id)
     SELECT * FROM x WHERE NOT EXISTS (SELECT 1 FROM meter.voided_entries v WHERE v.entry_id = x.entry_id)
     ON CONFLICT (entry_id, meter_key) DO NOTHING
-    RETURNING customer_id, meter_key, window_start, dims_key, ts, entry_id, value, count, unique_value
+    RETURNING customer_id, meter_key, window_start, dims_key, ts, entry_id, value, count, unique_value, subscription_id
 ),
 uniques AS (
-    INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims)
-    SELECT DISTINCT customer_id, meter_key, window_start, dims_key, unique_value, dims_key::jsonb
+    INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims, subscription_id)
+    SELECT DISTINCT customer_id, meter_key, window_start, dims_key, unique_value, dims_key::jsonb, subscription_id
     FROM inserted WHERE unique_value IS NOT NULL
     ON CONFLICT DO NOTHING
 ),
 summarized AS (
-    SELECT customer_id, meter_key, window_start, dims_key,
+    SELECT customer_id, meter_key, window_start, dims_key, subscription_id,
            sum(count) AS count, sum(value) AS total, min(value) AS minimum, max(value) AS maximum,
            (array_agg(ts ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_ts,
            (array_agg(entry_id ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_id,
            (array_agg(value ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_value,
            min(ts) AS first_ts
     FROM inserted
-    GROUP BY customer_id, meter_key, window_start, dims_key
+    GROUP BY customer_id, meter_key, window_start, dims_key, subscription_id
 ),
 days AS (
-    INSERT INTO meter.day_buckets AS d (customer_id, meter_key, day, dims_key, dims, count, total, minimum, maximum,
-                                        latest_ts, latest_id, latest_value)
-    SELECT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00'), dims_key, dims_key::jsonb,
+    INSERT INTO meter.day_buckets AS d (customer_id, meter_key, day, dims_key, subscription_id, dims, count, total,
+                                        minimum, maximum, latest_ts, latest_id, latest_value)
+    SELECT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00'), dims_key, subscription_id,
+           dims_key::jsonb,
            sum(count), sum(total), min(minimum), max(maximum),
            (array_agg(latest_ts ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1],
            (array_agg(latest_id ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1],
            (array_agg(latest_value ORDER BY latest_ts DESC, latest_id COLLATE "C" DESC))[1]
     FROM summarized
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (customer_id, meter_key, day, dims_key) DO UPDATE SET
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (customer_id, meter_key, day, dims_key, subscription_id) DO UPDATE SET
         count = d.count + excluded.count,
         total = d.total + excluded.total,
         minimum = least(d.minimum, excluded.minimum),
@@ -120,13 +130,13 @@ days AS (
         latest_id = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (d.latest_ts, d.latest_id COLLATE "C")
                          THEN excluded.latest_id ELSE d.latest_id END
 )
-INSERT INTO meter.buckets AS b (customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
-                                latest_ts, latest_id, latest_value, first_ts, integral)
-SELECT customer_id, meter_key, window_start, dims_key, dims_key::jsonb, count, total, minimum, maximum,
+INSERT INTO meter.buckets AS b (customer_id, meter_key, window_start, dims_key, subscription_id, dims, count, total,
+                                minimum, maximum, latest_ts, latest_id, latest_value, first_ts, integral)
+SELECT customer_id, meter_key, window_start, dims_key, subscription_id, dims_key::jsonb, count, total, minimum, maximum,
        latest_ts, latest_id, latest_value, first_ts, 0
 FROM summarized
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (customer_id, meter_key, window_start, dims_key, subscription_id) DO UPDATE SET
     count = b.count + excluded.count,
     total = b.total + excluded.total,
     minimum = least(b.minimum, excluded.minimum),
@@ -138,7 +148,7 @@ ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
     latest_id = CASE WHEN (excluded.latest_ts, excluded.latest_id COLLATE "C") > (b.latest_ts, b.latest_id COLLATE "C")
                      THEN excluded.latest_id ELSE b.latest_id END,
     first_ts = least(b.first_ts, excluded.first_ts)
-RETURNING customer_id, meter_key, window_start, dims_key
+RETURNING customer_id, meter_key, window_start, dims_key, subscription_id
 """
 
 
@@ -159,10 +169,12 @@ def _contribution_columns(rows: Sequence[NewContribution]) -> list:
     meters: dict[str, int] = {}
     customers: dict[str, int] = {}
     dimension_sets: dict[Dimensions, int] = {}
+    subscriptions: dict[str, int] = {}
     # Postgres arrays are 1-based.
     meter_of = [meters.setdefault(c.meter_key, len(meters) + 1) for c, _ in rows]
     customer_of = [customers.setdefault(c.customer_id, len(customers) + 1) for c, _ in rows]
     dims_of = [dimension_sets.setdefault(c.dimensions, len(dimension_sets) + 1) for c, _ in rows]
+    subscription_of = [subscriptions.setdefault(c.subscription_id, len(subscriptions) + 1) for c, _ in rows]
     uniques = [c.unique_value for c, _ in rows]
     return [
         [c.entry_id for c, _ in rows],
@@ -178,6 +190,8 @@ def _contribution_columns(rows: Sequence[NewContribution]) -> list:
         # unnest pads a shorter array with NULLs: no unique values, no array to send.
         uniques if any(u is not None for u in uniques) else [],
         ",".join([str(p) for _, p in rows]),
+        list(subscriptions),
+        ",".join(map(str, subscription_of)),
     ]
 
 
@@ -196,7 +210,7 @@ async def void_entries(conn: asyncpg.Connection, entry_ids: Sequence[str], posit
     records = await conn.fetch(
         """
         DELETE FROM meter.contributions WHERE entry_id = ANY($1::text[])
-        RETURNING customer_id, meter_key, window_start, dims_key
+        RETURNING customer_id, meter_key, window_start, dims_key, subscription_id
         """,
         list(entry_ids),
     )
@@ -205,23 +219,25 @@ async def void_entries(conn: asyncpg.Connection, entry_ids: Sequence[str], posit
 
 _TOUCHED = """
     touched AS (
-        SELECT DISTINCT customer_id, meter_key, window_start, dims_key
-        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(customer_id, meter_key, window_start, dims_key)
+        SELECT DISTINCT customer_id, meter_key, window_start, dims_key, subscription_id
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+             AS t(customer_id, meter_key, window_start, dims_key, subscription_id)
     )"""
 
 _RECOMPUTE_BUCKETS = f"""
 WITH {_TOUCHED},
 contributed AS (
-    SELECT t.customer_id, t.meter_key, t.window_start, t.dims_key, c.ts, c.entry_id, c.value, c.count,
-           lead(c.ts) OVER (PARTITION BY t.customer_id, t.meter_key, t.window_start, t.dims_key
+    SELECT t.customer_id, t.meter_key, t.window_start, t.dims_key, t.subscription_id, c.ts, c.entry_id, c.value, c.count,
+           lead(c.ts) OVER (PARTITION BY t.customer_id, t.meter_key, t.window_start, t.dims_key, t.subscription_id
                             ORDER BY c.ts, c.entry_id COLLATE "C") AS next_ts
     FROM touched t
     JOIN meter.contributions c
       ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
      AND c.ts >= t.window_start AND c.ts < t.window_start + interval '1 minute' AND c.dims_key = t.dims_key
+     AND c.subscription_id = t.subscription_id
 ),
 summarized AS (
-    SELECT customer_id, meter_key, window_start, dims_key,
+    SELECT customer_id, meter_key, window_start, dims_key, subscription_id,
            dims_key::jsonb AS dims,
            sum(count) AS count, sum(value) AS total, min(value) AS minimum, max(value) AS maximum,
            (array_agg(ts ORDER BY ts DESC, entry_id COLLATE "C" DESC))[1] AS latest_ts,
@@ -230,23 +246,23 @@ summarized AS (
            min(ts) AS first_ts,
            sum(value * extract(epoch FROM coalesce(next_ts, window_start + interval '1 minute') - ts)) AS integral
     FROM contributed
-    GROUP BY customer_id, meter_key, window_start, dims_key
+    GROUP BY customer_id, meter_key, window_start, dims_key, subscription_id
 ),
 emptied AS (
     DELETE FROM meter.buckets b USING touched t
     WHERE b.customer_id = t.customer_id AND b.meter_key = t.meter_key
-      AND b.window_start = t.window_start AND b.dims_key = t.dims_key
+      AND b.window_start = t.window_start AND b.dims_key = t.dims_key AND b.subscription_id = t.subscription_id
       AND NOT EXISTS (
           SELECT 1 FROM summarized s
           WHERE s.customer_id = t.customer_id AND s.meter_key = t.meter_key
-            AND s.window_start = t.window_start AND s.dims_key = t.dims_key)
+            AND s.window_start = t.window_start AND s.dims_key = t.dims_key AND s.subscription_id = t.subscription_id)
 )
-INSERT INTO meter.buckets (customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
-                           latest_ts, latest_id, latest_value, first_ts, integral)
-SELECT customer_id, meter_key, window_start, dims_key, dims, count, total, minimum, maximum,
+INSERT INTO meter.buckets (customer_id, meter_key, window_start, dims_key, subscription_id, dims, count, total,
+                           minimum, maximum, latest_ts, latest_id, latest_value, first_ts, integral)
+SELECT customer_id, meter_key, window_start, dims_key, subscription_id, dims, count, total, minimum, maximum,
        latest_ts, latest_id, latest_value, first_ts, integral
 FROM summarized
-ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
+ON CONFLICT (customer_id, meter_key, window_start, dims_key, subscription_id) DO UPDATE SET
     count = excluded.count, total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,
     latest_ts = excluded.latest_ts, latest_id = excluded.latest_id, latest_value = excluded.latest_value,
     first_ts = excluded.first_ts, integral = excluded.integral
@@ -255,11 +271,13 @@ ON CONFLICT (customer_id, meter_key, window_start, dims_key) DO UPDATE SET
 
 _RECOMPUTE_DAYS = """
 WITH touched AS (
-    SELECT DISTINCT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00') AS day, dims_key
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(customer_id, meter_key, window_start, dims_key)
+    SELECT DISTINCT customer_id, meter_key, date_bin('1 day', window_start, '2000-01-01 00:00+00') AS day, dims_key,
+           subscription_id
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+         AS t(customer_id, meter_key, window_start, dims_key, subscription_id)
 ),
 summarized AS (
-    SELECT t.customer_id, t.meter_key, t.day, t.dims_key,
+    SELECT t.customer_id, t.meter_key, t.day, t.dims_key, t.subscription_id,
            sum(b.count) AS count, sum(b.total) AS total, min(b.minimum) AS minimum, max(b.maximum) AS maximum,
            (array_agg(b.latest_ts ORDER BY b.latest_ts DESC, b.latest_id COLLATE "C" DESC))[1] AS latest_ts,
            (array_agg(b.latest_id ORDER BY b.latest_ts DESC, b.latest_id COLLATE "C" DESC))[1] AS latest_id,
@@ -268,20 +286,24 @@ summarized AS (
     JOIN meter.buckets b
       ON b.customer_id = t.customer_id AND b.meter_key = t.meter_key
      AND b.window_start >= t.day AND b.window_start < t.day + interval '1 day' AND b.dims_key = t.dims_key
-    GROUP BY 1, 2, 3, 4
+     AND b.subscription_id = t.subscription_id
+    GROUP BY 1, 2, 3, 4, 5
 ),
 emptied AS (
     DELETE FROM meter.day_buckets d USING touched t
     WHERE d.customer_id = t.customer_id AND d.meter_key = t.meter_key AND d.day = t.day AND d.dims_key = t.dims_key
+      AND d.subscription_id = t.subscription_id
       AND NOT EXISTS (
           SELECT 1 FROM summarized s
-          WHERE s.customer_id = t.customer_id AND s.meter_key = t.meter_key AND s.day = t.day AND s.dims_key = t.dims_key)
+          WHERE s.customer_id = t.customer_id AND s.meter_key = t.meter_key AND s.day = t.day AND s.dims_key = t.dims_key
+            AND s.subscription_id = t.subscription_id)
 )
-INSERT INTO meter.day_buckets (customer_id, meter_key, day, dims_key, dims, count, total, minimum, maximum,
-                               latest_ts, latest_id, latest_value)
-SELECT customer_id, meter_key, day, dims_key, dims_key::jsonb, count, total, minimum, maximum, latest_ts, latest_id, latest_value
+INSERT INTO meter.day_buckets (customer_id, meter_key, day, dims_key, subscription_id, dims, count, total, minimum,
+                               maximum, latest_ts, latest_id, latest_value)
+SELECT customer_id, meter_key, day, dims_key, subscription_id, dims_key::jsonb, count, total, minimum, maximum,
+       latest_ts, latest_id, latest_value
 FROM summarized
-ON CONFLICT (customer_id, meter_key, day, dims_key) DO UPDATE SET
+ON CONFLICT (customer_id, meter_key, day, dims_key, subscription_id) DO UPDATE SET
     count = excluded.count, total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,
     latest_ts = excluded.latest_ts, latest_id = excluded.latest_id, latest_value = excluded.latest_value
 """
@@ -304,20 +326,21 @@ async def recompute_windows(conn: asyncpg.Connection, keys: Sequence[WindowKey],
         WITH {_TOUCHED}
         DELETE FROM meter.bucket_uniques u USING touched t
         WHERE u.customer_id = t.customer_id AND u.meter_key = t.meter_key
-          AND u.window_start = t.window_start AND u.dims_key = t.dims_key
+          AND u.window_start = t.window_start AND u.dims_key = t.dims_key AND u.subscription_id = t.subscription_id
         """,
         *columns,
     )
     await conn.execute(
         f"""
         WITH {_TOUCHED}
-        INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims)
-        SELECT DISTINCT ON (t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value)
-               t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value, t.dims_key::jsonb
+        INSERT INTO meter.bucket_uniques (customer_id, meter_key, window_start, dims_key, value, dims, subscription_id)
+        SELECT DISTINCT ON (t.customer_id, t.meter_key, t.window_start, t.dims_key, t.subscription_id, c.unique_value)
+               t.customer_id, t.meter_key, t.window_start, t.dims_key, c.unique_value, t.dims_key::jsonb, t.subscription_id
         FROM touched t
         JOIN meter.contributions c
           ON c.customer_id = t.customer_id AND c.meter_key = t.meter_key
          AND c.ts >= t.window_start AND c.ts < t.window_start + interval '1 minute' AND c.dims_key = t.dims_key
+         AND c.subscription_id = t.subscription_id
         WHERE c.unique_value IS NOT NULL
         """,
         *columns,
@@ -342,6 +365,7 @@ class ApplierState:
     unknown_customer_entries: int
     unusable_value_events: int
     last_apply_time: datetime | None
+    unattributed_entries: int = 0
 
 
 @dataclass
@@ -353,6 +377,8 @@ class Tally:
     unknown_meter_records: int = 0
     unknown_customer_entries: int = 0
     unusable_value_events: int = 0
+    # Metered entries attributed to no subscription.
+    unattributed_entries: int = 0
 
 
 async def load_state(conn: asyncpg.Connection, consumer: str = "main") -> ApplierState:
@@ -360,7 +386,7 @@ async def load_state(conn: asyncpg.Connection, consumer: str = "main") -> Applie
         """
         SELECT cursor, applied_position, applied_ingest_time, applied_watermark, head_position, head_ingest_time,
                caught_up, entries_applied, unmetered_events, unknown_meter_records, unknown_customer_entries,
-               unusable_value_events, last_apply_time
+               unusable_value_events, last_apply_time, unattributed_entries
         FROM meter.applier_state WHERE consumer = $1
         """,
         consumer,
@@ -397,6 +423,7 @@ async def save_progress(
             unknown_meter_records = unknown_meter_records + $11,
             unknown_customer_entries = unknown_customer_entries + $12,
             unusable_value_events = unusable_value_events + $13,
+            unattributed_entries = unattributed_entries + $14,
             last_apply_time = CASE WHEN $9 > 0 THEN now() ELSE last_apply_time END
         WHERE consumer = $1
         """,
@@ -413,6 +440,7 @@ async def save_progress(
         tally.unknown_meter_records,
         tally.unknown_customer_entries,
         tally.unusable_value_events,
+        tally.unattributed_entries,
     )
 
 
@@ -435,6 +463,7 @@ async def summary_rows(
     dimension_filter: dict[str, str],
     with_latest: bool,
     days: tuple[datetime, datetime] | None = None,
+    scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
     """Per (dims, point) sums, counts, min, max (and latest) over [start, end).
 
@@ -461,6 +490,12 @@ async def summary_rows(
         args.append(value)
         return f"${len(args)}"
 
+    # The subscriptions read, as a condition on a source's alias ('' reads them all).
+    scoped = "" if scope[0] else f" AND {{alias}}.subscription_id IN ({param(scope[1])}, {param(scope[2])})"
+
+    def only(alias: str) -> str:
+        return scoped.format(alias=alias)
+
     parts = []
     if day_start < day_end:
         parts.append(
@@ -469,7 +504,7 @@ async def summary_rows(
                    d.latest_ts, d.latest_id, d.latest_value
             FROM meter.day_buckets d
             WHERE d.customer_id = $1 AND d.meter_key = $2 AND d.day >= {param(day_start)} AND d.day < {param(day_end)}
-              AND d.dims @> $4::jsonb"""
+              AND d.dims @> $4::jsonb{only("d")}"""
         )
     for low, high in ((inner_start, day_start), (day_end, inner_end)):
         if low < high:
@@ -479,7 +514,7 @@ async def summary_rows(
                    b.latest_ts, b.latest_id, b.latest_value
             FROM meter.buckets b
             WHERE b.customer_id = $1 AND b.meter_key = $2
-              AND b.window_start >= {param(low)} AND b.window_start < {param(high)} AND b.dims @> $4::jsonb"""
+              AND b.window_start >= {param(low)} AND b.window_start < {param(high)} AND b.dims @> $4::jsonb{only("b")}"""
             )
     if start < inner_start or inner_end < end:
         edge = (
@@ -491,7 +526,7 @@ async def summary_rows(
             SELECT c.dims_key, c.dims_key::jsonb AS dims, c.ts AS t, c.count, c.value AS total, c.value AS minimum,
                    c.value AS maximum, c.ts AS latest_ts, c.entry_id AS latest_id, c.value AS latest_value
             FROM meter.contributions c
-            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {edge} AND c.dims_key::jsonb @> $4::jsonb"""
+            WHERE c.customer_id = $1 AND c.meter_key = $2 AND {edge} AND c.dims_key::jsonb @> $4::jsonb{only("c")}"""
         )
     if not parts:
         return []
@@ -511,13 +546,22 @@ async def summary_rows(
 
 async def batch_summary_rows(
     conn: asyncpg.Connection,
-    queries: Sequence[tuple[str, str, tuple[datetime, datetime, datetime, datetime], tuple[datetime, datetime] | None, dict[str, str]]],
+    queries: Sequence[
+        tuple[
+            str,
+            str,
+            tuple[datetime, datetime, datetime, datetime],
+            tuple[datetime, datetime] | None,
+            dict[str, str],
+            SubscriptionScope,
+        ]
+    ],
     with_latest: bool,
 ) -> list[asyncpg.Record]:
     """``summary_rows`` of many single-period queries in one statement, per (query, dims).
 
-    Each query is (customer_id, meter_key, span, days, dimension_filter) as in ``summary_rows``;
-    the ``query`` column of a row is the 1-based position of its query.
+    Each query is (customer_id, meter_key, span, days, dimension_filter, scope) as in
+    ``summary_rows``; the ``query`` column of a row is the 1-based position of its query.
     """
     latest = (
         """, (array_agg(x.latest_ts ORDER BY x.latest_ts DESC, x.latest_id COLLATE "C" DESC))[1] AS latest_ts,
@@ -526,10 +570,11 @@ async def batch_summary_rows(
         if with_latest
         else ""
     )
-    columns: list[list] = [[] for _ in range(9)]
-    for customer_id, meter_key, span, days, dimension_filter in queries:
+    columns: list[list] = [[] for _ in range(12)]
+    for customer_id, meter_key, span, days, dimension_filter, scope in queries:
         day_start, day_end = days if days is not None else (span[2], span[2])
-        for column, value in zip(columns, (customer_id, meter_key, *span, day_start, day_end, json.dumps(dimension_filter))):
+        values = (customer_id, meter_key, *span, day_start, day_end, json.dumps(dimension_filter), *scope)
+        for column, value in zip(columns, values):
             column.append(value)
     return await conn.fetch(
         f"""
@@ -537,29 +582,33 @@ async def batch_summary_rows(
                sum(x.count) AS count, sum(x.total) AS total, min(x.minimum) AS minimum, max(x.maximum) AS maximum
                {latest}
         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
-                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[])
-             WITH ORDINALITY AS q(customer_id, meter_key, s, inner_s, inner_e, e, day_s, day_e, filter, idx)
+                    $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bool[], $11::text[],
+                    $12::text[])
+             WITH ORDINALITY AS q(customer_id, meter_key, s, inner_s, inner_e, e, day_s, day_e, filter, every, sub_a,
+                                  sub_b, idx)
         CROSS JOIN LATERAL (
             SELECT d.dims_key, d.dims, d.count, d.total, d.minimum, d.maximum, d.latest_ts, d.latest_id, d.latest_value
             FROM meter.day_buckets d
             WHERE d.customer_id = q.customer_id AND d.meter_key = q.meter_key AND d.day >= q.day_s AND d.day < q.day_e
-              AND d.dims @> q.filter::jsonb
+              AND d.dims @> q.filter::jsonb AND (q.every OR d.subscription_id IN (q.sub_a, q.sub_b))
             UNION ALL
             SELECT b.dims_key, b.dims, b.count, b.total, b.minimum, b.maximum, b.latest_ts, b.latest_id, b.latest_value
             FROM meter.buckets b
             WHERE b.customer_id = q.customer_id AND b.meter_key = q.meter_key
               AND b.window_start >= q.inner_s AND b.window_start < q.day_s AND b.dims @> q.filter::jsonb
+              AND (q.every OR b.subscription_id IN (q.sub_a, q.sub_b))
             UNION ALL
             SELECT b.dims_key, b.dims, b.count, b.total, b.minimum, b.maximum, b.latest_ts, b.latest_id, b.latest_value
             FROM meter.buckets b
             WHERE b.customer_id = q.customer_id AND b.meter_key = q.meter_key
               AND b.window_start >= q.day_e AND b.window_start < q.inner_e AND b.dims @> q.filter::jsonb
+              AND (q.every OR b.subscription_id IN (q.sub_a, q.sub_b))
             UNION ALL
             SELECT c.dims_key, c.dims_key::jsonb, c.count, c.value, c.value, c.value, c.ts, c.entry_id, c.value
             FROM meter.contributions c
             WHERE c.customer_id = q.customer_id AND c.meter_key = q.meter_key
               AND ((c.ts >= q.s AND c.ts < q.inner_s) OR (c.ts >= q.inner_e AND c.ts < q.e))
-              AND c.dims_key::jsonb @> q.filter::jsonb
+              AND c.dims_key::jsonb @> q.filter::jsonb AND (q.every OR c.subscription_id IN (q.sub_a, q.sub_b))
         ) x
         GROUP BY q.idx, x.dims_key
         """,
@@ -574,6 +623,7 @@ async def unique_rows(
     span: tuple[datetime, datetime, datetime, datetime],
     boundaries: Sequence[datetime],
     dimension_filter: dict[str, str],
+    scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
     """Distinct (dims, point, value) of a COUNT_UNIQUE meter over [start, end)."""
     return await conn.fetch(
@@ -583,12 +633,12 @@ async def unique_rows(
             SELECT u.dims_key, u.dims, u.window_start AS t, u.value
             FROM meter.bucket_uniques u
             WHERE u.customer_id = $1 AND u.meter_key = $2 AND u.window_start >= $4 AND u.window_start < $5
-              AND u.dims @> $8::jsonb
+              AND u.dims @> $8::jsonb AND ($9 OR u.subscription_id IN ($10, $11))
             UNION ALL
             SELECT c.dims_key, c.dims_key::jsonb, c.ts, c.unique_value
             FROM meter.contributions c
             WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $8::jsonb
-              AND c.unique_value IS NOT NULL
+              AND c.unique_value IS NOT NULL AND ($9 OR c.subscription_id IN ($10, $11))
         ) x
         """,
         customer_id,
@@ -596,6 +646,7 @@ async def unique_rows(
         *span,
         list(boundaries),
         json.dumps(dimension_filter),
+        *scope,
     )
 
 
@@ -605,42 +656,55 @@ async def weighted_rows(
     meter_key: str,
     span: tuple[datetime, datetime, datetime, datetime],
     dimension_filter: dict[str, str],
+    scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
-    """Pieces of a WEIGHTED_SUM meter inside [start, end): whole buckets and edge contributions."""
+    """Pieces of a WEIGHTED_SUM meter inside [start, end): whole buckets and edge contributions.
+
+    Each subscription's usage is its own series (a gauge per subscription).
+    """
     return await conn.fetch(
         f"""
-        SELECT b.dims_key, b.dims::text AS dims, b.first_ts, b.window_start + interval '1 minute' AS piece_end,
-               b.integral, b.latest_value, b.latest_id AS tiebreak
+        SELECT b.dims_key, b.subscription_id, b.dims::text AS dims, b.first_ts,
+               b.window_start + interval '1 minute' AS piece_end, b.integral, b.latest_value, b.latest_id AS tiebreak
         FROM meter.buckets b
         WHERE b.customer_id = $1 AND b.meter_key = $2 AND b.window_start >= $4 AND b.window_start < $5
-          AND b.dims @> $7::jsonb
+          AND b.dims @> $7::jsonb AND ($8 OR b.subscription_id IN ($9, $10))
         UNION ALL
-        SELECT c.dims_key, c.dims_key, c.ts, c.ts, 0, c.value, c.entry_id
+        SELECT c.dims_key, c.subscription_id, c.dims_key, c.ts, c.ts, 0, c.value, c.entry_id
         FROM meter.contributions c
         WHERE c.customer_id = $1 AND c.meter_key = $2 AND {_EDGE} AND c.dims_key::jsonb @> $7::jsonb
+          AND ($8 OR c.subscription_id IN ($9, $10))
         """,
         customer_id,
         meter_key,
         *span,
         json.dumps(dimension_filter),
+        *scope,
     )
 
 
 async def carry_in_rows(
-    conn: asyncpg.Connection, customer_id: str, meter_key: str, before: datetime, dimension_filter: dict[str, str]
+    conn: asyncpg.Connection,
+    customer_id: str,
+    meter_key: str,
+    before: datetime,
+    dimension_filter: dict[str, str],
+    scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
-    """The value in force at ``before`` per dimension set: each one's latest contribution before it."""
+    """The value in force at ``before`` per dimension set and subscription: each one's latest contribution before it."""
     return await conn.fetch(
         """
-        SELECT DISTINCT ON (dims_key) dims_key, dims_key AS dims, value
+        SELECT DISTINCT ON (dims_key, subscription_id) dims_key, subscription_id, dims_key AS dims, value
         FROM meter.contributions
         WHERE customer_id = $1 AND meter_key = $2 AND ts < $3 AND dims_key::jsonb @> $4::jsonb
-        ORDER BY dims_key, ts DESC, entry_id DESC
+          AND ($5 OR subscription_id IN ($6, $7))
+        ORDER BY dims_key, subscription_id, ts DESC, entry_id DESC
         """,
         customer_id,
         meter_key,
         before,
         json.dumps(dimension_filter),
+        *scope,
     )
 
 

@@ -42,6 +42,7 @@ from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
 from tally.domain.periods import Schedule
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
 
@@ -68,6 +69,8 @@ class CatalogView(Protocol):
     def customer_known(self, customer_id: str) -> bool: ...
     def customer_time_zone(self, customer_id: str) -> str: ...
     async def resolve_customer_id(self, customer_id: str, external_id: str) -> str | None: ...
+    async def resolve_subscription(self, subscription_id: str, external_id: str) -> tuple[str, str] | None:
+        """(id, customer id) of the subscription named by id or external id; None if unknown."""
     def billing(self, customer_id: str, instant: datetime, meter_key: str) -> BillingContext: ...
     async def sync(self) -> None: ...
 
@@ -138,6 +141,8 @@ def plan_entries(entries: Sequence[tuple[int, object]], catalog: CatalogView, on
             matched = [m for m in meters if meter_matches(m, item)]
             if counting and not matched:
                 tally.unmetered_events += 1
+            elif counting and not item.subscription_id:
+                tally.unattributed_entries += 1
             for meter in matched:
                 try:
                     contribution = event_contribution(meter, item)
@@ -156,6 +161,8 @@ def plan_entries(entries: Sequence[tuple[int, object]], catalog: CatalogView, on
                 if counting:
                     tally.unknown_meter_records += 1
                 continue
+            if counting and not item.subscription_id:
+                tally.unattributed_entries += 1
             contribution = usage_contribution(meter, item)
             rows.setdefault((contribution.entry_id, meter.key), (contribution, position))
         elif isinstance(item, str):
@@ -180,7 +187,7 @@ async def write_plan(conn: asyncpg.Connection, plan: ApplyPlan, catalog: Catalog
     await repo.recompute_windows(conn, recompute, unique_meters)
     inserted = [*merged, *recompute[: len(recompute) - len(removed)]]
     batch = AppliedBatch(tally=tally)
-    for customer_id, meter_key, start, _dims in inserted:
+    for customer_id, meter_key, start, _dims, _subscription in inserted:
         batch.touched.setdefault((customer_id, meter_key), set()).add(start)
     return batch
 
@@ -278,6 +285,17 @@ class UsageQuery:
     end: datetime
     group_by: tuple[str, ...] = ()
     dimension_filter: dict[str, str] = field(default_factory=dict)
+    # A subscription of the customer, by id or external id: only its usage (plus the
+    # customer's unattributed usage with include_unattributed). Neither: the customer's total.
+    subscription_id: str = ""
+    subscription_external_id: str = ""
+    include_unattributed: bool = False
+    # Only the customer's unattributed usage (no subscription named).
+    only_unattributed: bool = False
+
+    @property
+    def names_subscription(self) -> bool:
+        return bool(self.subscription_id or self.subscription_external_id)
 
 
 @dataclass(frozen=True)
@@ -289,6 +307,7 @@ class UsageResult:
     value: Decimal
     breakdown: list[tuple[dict[str, str], Decimal]]
     applied_position: int
+    subscription_id: str = ""
 
 
 def _group(dims: dict[str, str], group_by: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -339,26 +358,28 @@ async def compute_points(
     points: Sequence[tuple[datetime, datetime]],
     group_by: Sequence[str],
     dimension_filter: dict[str, str],
+    scope: repo.SubscriptionScope = repo.ALL_SUBSCRIPTIONS,
 ) -> list[PointValue]:
-    """The exact value of each consecutive point [start, end) (and per group-by values)."""
+    """The exact value of each consecutive point [start, end) (and per group-by values), over
+    the usage of the subscriptions ``scope`` names (all of the customer's by default)."""
     start, end = points[0][0], points[-1][1]
     inner_start, inner_end = aligned_span(start, end)
     span = (start, inner_start, inner_end, end)
     boundaries = [p[0] for p in points] + [end]
     agg = meter.aggregation
     if agg is Aggregation.WEIGHTED_SUM:
-        return await _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter)
+        return await _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter, scope)
     # Day roll-ups serve a single period; a series' points may cut through a UTC day.
     days = whole_days(inner_start, inner_end) if len(points) == 1 else None
     rows = await repo.summary_rows(
-        conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST, days
+        conn, customer_id, meter.key, span, boundaries, dimension_filter, agg is Aggregation.LATEST, days, scope
     )
     totals, groups = _fold_summaries(agg, rows, len(points), group_by, lambda row: row["point"] - 1)
     if agg is not Aggregation.COUNT_UNIQUE:
         return _summary_points(agg, totals, groups)
     distinct: list[set[str]] = [set() for _ in points]
     distinct_groups: list[dict[tuple, set[str]]] = [defaultdict(set) for _ in points]
-    for row in await repo.unique_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter):
+    for row in await repo.unique_rows(conn, customer_id, meter.key, span, boundaries, dimension_filter, scope):
         index = row["point"] - 1
         if not 0 <= index < len(points):
             continue
@@ -377,17 +398,22 @@ async def compute_points(
     return result
 
 
-async def _weighted_points(conn, meter, customer_id, points, span, group_by, dimension_filter) -> list[PointValue]:
-    pieces: dict[str, list[tuple[tuple[datetime, str], Piece]]] = defaultdict(list)
-    dims_of: dict[str, dict[str, str]] = {}
-    for row in await repo.weighted_rows(conn, customer_id, meter.key, span, dimension_filter):
-        dims_of[row["dims_key"]] = json.loads(row["dims"])
+async def _weighted_points(
+    conn, meter, customer_id, points, span, group_by, dimension_filter, scope=repo.ALL_SUBSCRIPTIONS
+) -> list[PointValue]:
+    # One time-weighted series per dimension set and subscription.
+    pieces: dict[tuple[str, str], list[tuple[tuple[datetime, str], Piece]]] = defaultdict(list)
+    dims_of: dict[tuple[str, str], dict[str, str]] = {}
+    for row in await repo.weighted_rows(conn, customer_id, meter.key, span, dimension_filter, scope):
+        series = (row["dims_key"], row["subscription_id"])
+        dims_of[series] = json.loads(row["dims"])
         piece = Piece(row["first_ts"], row["piece_end"], row["integral"], row["latest_value"])
-        pieces[row["dims_key"]].append(((row["first_ts"], row["tiebreak"]), piece))
-    carry: dict[str, Decimal] = {}
-    for row in await repo.carry_in_rows(conn, customer_id, meter.key, span[0], dimension_filter):
-        dims_of[row["dims_key"]] = json.loads(row["dims"])
-        carry[row["dims_key"]] = row["value"]
+        pieces[series].append(((row["first_ts"], row["tiebreak"]), piece))
+    carry: dict[tuple[str, str], Decimal] = {}
+    for row in await repo.carry_in_rows(conn, customer_id, meter.key, span[0], dimension_filter, scope):
+        series = (row["dims_key"], row["subscription_id"])
+        dims_of[series] = json.loads(row["dims"])
+        carry[series] = row["value"]
     totals = [ZERO] * len(points)
     groups: list[dict[tuple, Decimal]] = [defaultdict(lambda: ZERO) for _ in points]
     for key, dims in dims_of.items():
@@ -422,6 +448,11 @@ class ResolvedQuery:
     end: datetime
     group_by: tuple[str, ...]
     dimension_filter: dict[str, str]
+    scope: repo.SubscriptionScope = repo.ALL_SUBSCRIPTIONS
+
+    @property
+    def subscription_id(self) -> str:
+        return "" if self.scope[0] else self.scope[1]
 
 
 async def compute_many(conn: asyncpg.Connection, queries: Sequence[ResolvedQuery]) -> list[PointValue]:
@@ -438,7 +469,7 @@ async def compute_many(conn: asyncpg.Connection, queries: Sequence[ResolvedQuery
             q = queries[i]
             inner_start, inner_end = aligned_span(q.start, q.end)
             span = (q.start, inner_start, inner_end, q.end)
-            specs.append((q.customer_id, q.meter.key, span, whole_days(inner_start, inner_end), q.dimension_filter))
+            specs.append((q.customer_id, q.meter.key, span, whole_days(inner_start, inner_end), q.dimension_filter, q.scope))
         with_latest = any(queries[i].meter.aggregation is Aggregation.LATEST for i in batched)
         rows_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
         for row in await repo.batch_summary_rows(conn, specs, with_latest):
@@ -449,13 +480,17 @@ async def compute_many(conn: asyncpg.Connection, queries: Sequence[ResolvedQuery
             values[i] = _summary_points(agg, totals, groups)[0]
     for i, q in enumerate(queries):
         if values[i] is None:
-            values[i] = (await compute_points(conn, q.meter, q.customer_id, [(q.start, q.end)], q.group_by, q.dimension_filter))[0]
+            values[i] = (
+                await compute_points(conn, q.meter, q.customer_id, [(q.start, q.end)], q.group_by, q.dimension_filter, q.scope)
+            )[0]
     return values
 
 
 def _usage_result(query: ResolvedQuery, point: PointValue, applied: int) -> UsageResult:
     breakdown = sorted(((dict(g), v) for g, v in point.breakdown.items()), key=lambda item: sorted(item[0].items()))
-    return UsageResult(query.customer_id, query.meter.key, query.start, query.end, point.total, breakdown, applied)
+    return UsageResult(
+        query.customer_id, query.meter.key, query.start, query.end, point.total, breakdown, applied, query.subscription_id
+    )
 
 
 class UsageQueries:
@@ -476,9 +511,20 @@ class UsageQueries:
             meter = await fresh_meter(self._catalog, query.meter_key)
         if not query.customer_id and not query.customer_external_id:
             problems.add("customer", "name a customer by id or external_id", "REQUIRED")
+        if query.include_unattributed and not query.names_subscription:
+            problems.add(
+                "include_unattributed", "applies to a subscription's usage: name the subscription", "SUBSCRIPTION_REQUIRED"
+            )
+        if query.only_unattributed and (query.names_subscription or query.include_unattributed):
+            problems.add(
+                "only_unattributed", "reads usage attributed to no subscription: name none", "SUBSCRIPTION_CONFLICT"
+            )
+        reference = query.subscription_id or query.subscription_external_id
+        if len(reference) > 256 or "\x00" in reference:
+            problems.add("subscription", "must be at most 256 characters, without NUL", "INVALID_SUBSCRIPTION_REF")
         if meter is not None:
             for i, key in enumerate(query.group_by):
-                if key not in meter.group_by:
+                if key not in meter.group_by and key != PRICE_POINT_DIMENSION:
                     problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")
             for key in query.dimension_filter:
                 if key not in meter.group_by:
@@ -491,7 +537,28 @@ class UsageQueries:
         customer_id = await self._catalog.resolve_customer_id(query.customer_id, query.customer_external_id)
         if customer_id is None:
             raise NotFound("no such customer", reason="CUSTOMER_NOT_FOUND", metadata={"external_id": query.customer_external_id, **metadata})
-        return ResolvedQuery(meter, customer_id, query.start, query.end, query.group_by, query.dimension_filter)
+        scope = repo.ALL_SUBSCRIPTIONS
+        if query.only_unattributed:
+            scope = (False, "", "")
+        elif query.names_subscription:
+            scope = await self._subscription_scope(query, customer_id, metadata)
+        return ResolvedQuery(meter, customer_id, query.start, query.end, query.group_by, query.dimension_filter, scope)
+
+    async def _subscription_scope(self, query: UsageQuery, customer_id: str, metadata: dict[str, str]) -> repo.SubscriptionScope:
+        named = query.subscription_id or query.subscription_external_id
+        found = await self._catalog.resolve_subscription(query.subscription_id, query.subscription_external_id)
+        if found is None:
+            raise NotFound(
+                f"no subscription {named!r}", reason="SUBSCRIPTION_NOT_FOUND", metadata={"subscription": named, **metadata}
+            )
+        subscription_id, owner = found
+        if owner != customer_id:
+            field = f"queries[{metadata['query_index']}].subscription" if "query_index" in metadata else "subscription"
+            raise InvalidInput(
+                "the subscription belongs to another customer",
+                violations=[Violation(field, f"subscription {named!r} is not the customer's", "SUBSCRIPTION_OF_ANOTHER_CUSTOMER")],
+            )
+        return (False, subscription_id, "" if query.include_unattributed else subscription_id)
 
     async def _applied_position(self, conn: asyncpg.Connection, local: int | None) -> int:
         if local is None:
@@ -505,7 +572,13 @@ class UsageQueries:
         async with self._pool.acquire() as conn:
             local = self._local_applied_position()
             points = await compute_points(
-                conn, resolved.meter, resolved.customer_id, [(query.start, query.end)], query.group_by, query.dimension_filter
+                conn,
+                resolved.meter,
+                resolved.customer_id,
+                [(query.start, query.end)],
+                query.group_by,
+                query.dimension_filter,
+                resolved.scope,
             )
             applied = await self._applied_position(conn, local)
         return _usage_result(resolved, points[0], applied)
@@ -555,7 +628,7 @@ class UsageQueries:
         if len(windows) > 10_000:
             raise InvalidInput("too many points", violations=[Violation("granularity", "the series would exceed 10,000 points", "TOO_MANY_POINTS")])
         async with self._pool.acquire() as conn:
-            points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter)
+            points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter, resolved.scope)
         return [(s, e, p.total) for (s, e), p in zip(windows, points)]
 
     async def status(self) -> repo.ApplierState:

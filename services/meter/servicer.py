@@ -20,6 +20,9 @@ THRESHOLD_PAGE = "meter.thresholds"
 def _usage_query(request, problems: Violations, group_by=()) -> UsageQuery:
     start, end = mapping.required_range(request.start, request.end, request.HasField("start"), request.HasField("end"), problems)
     which = request.customer.WhichOneof("ref")
+    subscription = request.subscription.WhichOneof("ref") if request.HasField("subscription") else None
+    if request.HasField("subscription") and not (request.subscription.id or request.subscription.external_id):
+        problems.add("subscription", "name a subscription by id or external_id", "SUBSCRIPTION_REF_EMPTY")
     return UsageQuery(
         customer_id=request.customer.id if which == "id" else "",
         customer_external_id=request.customer.external_id if which == "external_id" else "",
@@ -28,6 +31,10 @@ def _usage_query(request, problems: Violations, group_by=()) -> UsageQuery:
         end=end,
         group_by=tuple(group_by),
         dimension_filter=dict(request.dimension_filter),
+        subscription_id=request.subscription.id if subscription == "id" else "",
+        subscription_external_id=request.subscription.external_id if subscription == "external_id" else "",
+        include_unattributed=request.include_unattributed,
+        only_unattributed=request.only_unattributed,
     )
 
 
@@ -100,6 +107,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             unusable_value_events=state.unusable_value_events,
             caught_up=state.caught_up,
             entries_applied=state.entries_applied,
+            unattributed_entries=state.unattributed_entries,
         )
 
     async def BackfillMeter(self, request, context):

@@ -35,9 +35,17 @@ def send(
     prop: list[str] = typer.Option([], "--property", "-p", help="key=value, repeatable"),
     properties_json: str = typer.Option(None, "--properties", help="Properties as a JSON object"),
     when: str = typer.Option(None, "--timestamp", help="When it happened, ISO 8601 (default: now)"),
-    key: str = typer.Option("", "--key", help="Idempotency key (default: derived by ingest)"),
+    key: str = typer.Option(
+        "", "--key", help="Idempotency key. Without one ingest generates a new key: each run is a new event"
+    ),
+    subscription: str = typer.Option(
+        None, "--subscription", help="The subscription the usage belongs to (id; default: ingest attributes it)"
+    ),
 ) -> None:
-    """Send one event and print whether it was stored or was a duplicate."""
+    """Send one event and print whether it was stored or was a duplicate.
+
+    Without --key every run stores a new event: pass --key to make a retry count once.
+    """
     properties: dict = {}
     if properties_json:
         try:
@@ -52,12 +60,20 @@ def send(
         event.properties.CopyFrom(to_struct(properties))
     if when:
         event.timestamp.CopyFrom(timestamp(when, "--timestamp"))
+    if subscription is not None:
+        event.subscription.id = subscription
     reply = call("ingest", lambda stub: stub.SendEvent(ingest_pb2.SendEventRequest(event=event), timeout=TIMEOUT))
     if MODE.json:
-        print_json({"event_id": reply.event_id, "idempotency_key": reply.idempotency_key, "duplicate": reply.duplicate})
+        print_json({
+            "event_id": reply.event_id,
+            "idempotency_key": reply.idempotency_key,
+            "duplicate": reply.duplicate,
+            "subscription_id": reply.subscription_id,
+        })
         return
     state = "duplicate (already stored)" if reply.duplicate else "stored"
-    console().print(f"{state}: {reply.event_id}  key {reply.idempotency_key}", highlight=False)
+    attributed = f"  subscription {reply.subscription_id}" if reply.subscription_id else ""
+    console().print(f"{state}: {reply.event_id}  key {reply.idempotency_key}{attributed}", highlight=False)
 
 
 class EventsPerSecond(ProgressColumn):

@@ -83,6 +83,8 @@ def build_event(
     properties: Mapping[str, Any] | None = None,
     timestamp: datetime | None = None,
     idempotency_key: str | None = None,
+    subscription: str | None = None,
+    subscription_id: str | None = None,
 ) -> ingest_pb2.Event:
     """An ingest Event with a key and a timestamp fixed now, so every resend is identical.
 
@@ -92,9 +94,14 @@ def build_event(
         properties: JSON-like values; Decimal values travel as exact decimal strings.
         timestamp: when it happened (timezone-aware); defaults to now, in UTC.
         idempotency_key: defaults to a fresh uuid4.
+        subscription: the subscription's external id (your own reference), when the usage
+            belongs to one of several subscriptions of the customer (docs/billing-attribution.md).
+        subscription_id: Tally's subscription id, instead of ``subscription``.
     """
     if (customer is None) == (customer_id is None):
         raise ValueError("name the customer by exactly one of customer (external id) or customer_id")
+    if subscription is not None and subscription_id is not None:
+        raise ValueError("name the subscription by at most one of subscription (external id) or subscription_id")
     if timestamp is None:
         timestamp = datetime.now(timezone.utc)
     elif timestamp.tzinfo is None:
@@ -112,6 +119,10 @@ def build_event(
     )
     if properties:
         event.properties.CopyFrom(to_struct(properties))
+    if subscription is not None:
+        event.subscription.external_id = subscription
+    elif subscription_id is not None:
+        event.subscription.id = subscription_id
     return event
 
 
@@ -269,6 +280,8 @@ class AsyncEventSender:
         properties: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         idempotency_key: str | None = None,
+        subscription: str | None = None,
+        subscription_id: str | None = None,
     ) -> str:
         """Buffer one event and return its idempotency key; waits while the buffer is full."""
         event = build_event(
@@ -278,6 +291,8 @@ class AsyncEventSender:
             properties=properties,
             timestamp=timestamp,
             idempotency_key=idempotency_key,
+            subscription=subscription,
+            subscription_id=subscription_id,
         )
         await self.send_event(event)
         return event.idempotency_key

@@ -60,6 +60,8 @@ class EventSender:
         properties: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         idempotency_key: str | None = None,
+        subscription: str | None = None,
+        subscription_id: str | None = None,
     ) -> str:
         """Buffer one event and return its idempotency key."""
         return self._run(
@@ -70,6 +72,8 @@ class EventSender:
                 properties=properties,
                 timestamp=timestamp,
                 idempotency_key=idempotency_key,
+                subscription=subscription,
+                subscription_id=subscription_id,
             )
         )
 

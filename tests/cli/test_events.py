@@ -42,6 +42,20 @@ class TestSendEvent:
         assert stored.customer_id == customer["id"]
         assert stored.properties["minutes"] == "12.5"
 
+    def test_sending_the_same_event_twice_without_a_key_stores_two_events(self, cli, services, make_customer, voip_plan):
+        customer = make_customer()
+        args = ["--json", "events", "send", "--type", voip_plan.event_type, "--customer", customer["external_id"],
+                "-p", "minutes=3"]
+        first, again = cli(*args), cli(*args)
+        assert first.exit_code == 0 and again.exit_code == 0, (first.output, again.output)
+        one, two = json.loads(first.stdout), json.loads(again.stdout)
+        assert one["duplicate"] is False and two["duplicate"] is False
+        assert one["event_id"] != two["event_id"] and one["idempotency_key"] != two["idempotency_key"]
+        for sent in (one, two):
+            assert stored_event(services, sent["idempotency_key"]).event_id == sent["event_id"]
+        plain = cli(*args[1:])
+        assert plain.stdout.startswith("stored: "), plain.output
+
     def test_an_unknown_customer_is_a_readable_error_naming_the_field(self, cli, voip_plan):
         result = cli("events", "send", "--type", voip_plan.event_type, "--customer", unique("nobody"))
         assert result.exit_code == 1

@@ -46,6 +46,13 @@ class TestBuildEvent:
         with pytest.raises(ValueError, match="timezone-aware"):
             build_event("x", customer="a", timestamp=datetime(2026, 1, 1))
 
+    def test_a_subscription_may_be_named_by_reference_or_id_but_not_both(self):
+        assert build_event("api_request", customer="acct_1", subscription="team-plan").subscription.external_id == "team-plan"
+        assert build_event("api_request", customer="acct_1", subscription_id="sub_1").subscription.id == "sub_1"
+        assert not build_event("api_request", customer="acct_1").HasField("subscription")
+        with pytest.raises(ValueError):
+            build_event("api_request", customer="acct_1", subscription="team-plan", subscription_id="sub_1")
+
     def test_the_customer_must_be_named_exactly_once(self):
         with pytest.raises(ValueError):
             build_event("x")

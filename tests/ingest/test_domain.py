@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
+import time
+import uuid
 
 import pytest
 from google.protobuf import struct_pb2
@@ -11,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.ingest import mapping
+from services.ingest.domain.attribution import Coverage, NamedSubscription, SubscriptionRef
 from services.ingest.domain.events import (
     MAX_PROPERTIES_DEPTH,
     CustomerRef,
@@ -19,6 +23,7 @@ from services.ingest.domain.events import (
     Limits,
     PropertiesShape,
     content_digest,
+    generated_key,
     prepare_events,
     validate_event,
 )
@@ -100,12 +105,20 @@ class TestPrepareEvents:
         assert (problem.field, problem.reason) == ("events[0].customer", "UNKNOWN_CUSTOMER")
         assert "acct_alice" in problem.description
 
-    def test_a_missing_key_is_derived_from_the_content(self):
-        first = prepare(event(idempotency_key=""))
+    def test_a_missing_key_is_generated_anew_for_every_event_even_with_the_same_content(self):
+        first = prepare(event(idempotency_key=""), event(idempotency_key=""))
         again = prepare(event(idempotency_key=""))
-        other = prepare(event(idempotency_key="", properties=b"\x0a\x00"))
-        assert first.keys[0].startswith("sha256:") and first.keys == again.keys
-        assert other.keys != first.keys
+        keys = [*first.keys, *again.keys]
+        assert len(set(keys)) == 3
+        for key in keys:
+            parsed = uuid.UUID(key)
+            assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+
+    def test_generated_keys_are_time_ordered_uuid7s(self):
+        before = time.time_ns() // 1_000_000
+        key = uuid.UUID(generated_key())
+        after = time.time_ns() // 1_000_000
+        assert before <= key.int >> 80 <= after
 
     def test_the_payload_hash_is_the_content_digest(self):
         sent = event(properties=b"\x0a\x03abc")
@@ -275,3 +288,77 @@ class TestGroupMerge:
         two = prepare(event(idempotency_key="k2"))
         merged = merge([one, two])
         assert merged.keys == ["k1", "k2"] and merged.indexes == [0, 1]
+
+
+HOUR = 3_600_000_000
+
+
+def attributed(*events: EventInput, coverage=(), named=None, meters=frozenset({"calls"})):
+    return prepare_events(
+        EventBatch.of(list(events)),
+        customers={ALICE: "cus_alice", BOB: "cus_bob"},
+        is_metered=lambda event_type: True,
+        now_micros=NOW,
+        limits=LIMITS,
+        prefix=lambda i: f"events[{i}]",
+        named=named or {},
+        coverage_of=lambda customer_id: coverage if customer_id == "cus_alice" else (),
+        meter_keys_of=lambda event_type: meters,
+    )
+
+
+BOB = CustomerRef("", "acct_bob")
+
+
+class TestAttribution:
+    def test_the_one_subscription_charging_a_meter_of_the_event_at_its_time_takes_it(self):
+        coverage = (
+            Coverage("sub_old", NOW - 10 * HOUR, NOW - HOUR, frozenset({"calls"})),
+            Coverage("sub_new", NOW - HOUR, None, frozenset({"calls"})),
+            Coverage("sub_other_meter", NOW - 10 * HOUR, None, frozenset({"minutes"})),
+        )
+        prepared = attributed(event(timestamp_micros=NOW - 2 * HOUR), event(idempotency_key="k2"), coverage=coverage)
+        assert prepared.subscription_ids == ["sub_old", "sub_new"] and prepared.rejected == {}
+
+    def test_no_candidate_leaves_the_event_unattributed(self):
+        coverage = (Coverage("sub_later", NOW + HOUR, None, frozenset({"calls"})),)
+        prepared = attributed(event(), coverage=coverage)
+        assert prepared.subscription_ids == [""] and prepared.rejected == {}
+
+    def test_two_candidates_refuse_the_event_naming_both(self):
+        coverage = (
+            Coverage("sub_a", NOW - HOUR, None, frozenset({"calls"})),
+            Coverage("sub_b", NOW - HOUR, NOW + HOUR, frozenset({"calls", "minutes"})),
+        )
+        prepared = attributed(event(), coverage=coverage)
+        [problem] = prepared.rejected[0]
+        assert (problem.field, problem.reason) == ("events[0].subscription", "SUBSCRIPTION_AMBIGUOUS")
+        assert "sub_a" in problem.description and "sub_b" in problem.description
+
+    def test_a_named_subscription_must_exist_and_be_the_customers(self):
+        mine, theirs, gone = SubscriptionRef(id="sub_a"), SubscriptionRef(id="sub_b"), SubscriptionRef(id="sub_x")
+        named = {mine: NamedSubscription("sub_a", "cus_alice"), theirs: NamedSubscription("sub_b", "cus_bob"), gone: None}
+        prepared = attributed(
+            event(subscription=mine),
+            event(idempotency_key="k2", subscription=theirs),
+            event(idempotency_key="k3", subscription=gone),
+            event(idempotency_key="k4", subscription=SubscriptionRef()),
+            named=named,
+        )
+        assert prepared.subscription_ids == ["sub_a"]
+        reasons = {index: [p.reason for p in problems] for index, problems in prepared.rejected.items()}
+        assert reasons == {
+            1: ["SUBSCRIPTION_OF_ANOTHER_CUSTOMER"],
+            2: ["SUBSCRIPTION_NOT_FOUND"],
+            3: ["SUBSCRIPTION_REF_EMPTY"],
+        }
+
+    def test_a_named_subscription_is_part_of_the_payload_hash_and_an_unnamed_event_hashes_as_before(self):
+        plain = event()
+        named = event(subscription=SubscriptionRef(id="sub_a"))
+        assert content_digest(plain, "cus_alice") == hashlib.sha256(
+            f"api_request\x00cus_alice\x00{NOW}\x00".encode()
+        ).digest()
+        assert content_digest(named, "cus_alice") != content_digest(plain, "cus_alice")
+        prepared = attributed(named, named={SubscriptionRef(id="sub_a"): NamedSubscription("sub_a", "cus_alice")})
+        assert prepared.payload_hashes == [content_digest(named, "cus_alice")]

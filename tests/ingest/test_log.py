@@ -150,6 +150,7 @@ class TestLogGaps:
                         timestamps=[1_700_000_000_000_000],
                         properties=[b""],
                         metered=[True],
+                        subscription_ids=[""],
                         rejected={},
                     )
                     for key in keys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import datetime as dt
 
 import grpc
@@ -16,10 +17,13 @@ from tests.ingest.helpers import (
     logged_keys,
     now,
     read_log_through_sentinel,
+    ts,
     reason,
     violations,
 )
 from tally.grpc_errors import error_info
+from tally_gen.catalog.v1 import catalog_pb2
+from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -74,14 +78,29 @@ class TestSendEvent:
         stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=key))).event
         assert dict(stored.properties) == {"n": 1}
 
-    async def test_a_missing_key_is_derived_from_the_content_and_returned(self, ingest_stack, customer):
+    async def test_an_event_without_a_key_gets_a_generated_key_and_each_call_counts_once(self, ingest_stack, customer):
+        # The same content twice, even with the same timestamp: two calls, two events.
         when = now()
         first = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "y"}))
         again = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "y"}))
-        other = await send(ingest_stack, event(customer, timestamp=when, properties={"x": "z"}))
-        assert first.idempotency_key.startswith("sha256:") and len(first.idempotency_key) == 71
-        assert again.idempotency_key == first.idempotency_key and again.duplicate
-        assert other.idempotency_key != first.idempotency_key and not other.duplicate
+        assert not first.duplicate and not again.duplicate
+        assert first.event_id != again.event_id and first.idempotency_key != again.idempotency_key
+        assert uuid.UUID(first.idempotency_key).version == 7
+        for reply in (first, again):
+            stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=reply.idempotency_key))).event
+            assert stored.event_id == reply.event_id
+
+    async def test_identical_key_less_events_without_timestamps_sent_seconds_apart_are_two_events(self, ingest_stack, customer):
+        first = await send(ingest_stack, event(customer, properties={"x": "y"}))
+        again = await send(ingest_stack, event(customer, properties={"x": "y"}))
+        assert (first.duplicate, again.duplicate) == (False, False)
+        assert first.event_id != again.event_id
+
+    async def test_key_less_events_in_one_batch_are_each_stored(self, ingest_stack, customer):
+        same = event(customer, timestamp=now(), properties={"x": "y"})
+        reply = await ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=[same, same, same]))
+        assert reply.accepted_count == 3 and reply.duplicate_count == 0
+        assert len({r.idempotency_key for r in reply.results}) == 3
 
     async def test_the_timestamp_defaults_to_the_time_received(self, ingest_stack, customer):
         before = now()
@@ -340,3 +359,61 @@ class TestUnmeteredEvents:
         assert after.unmetered_total - before.unmetered_total == 3
         assert after.events_total - before.events_total == 4
         assert after.head_position > before.head_position
+
+
+
+async def subscribed_customer(stack, event_type: str):
+    """A customer subscribed (since an hour ago) to a plan charging a COUNT meter on ``event_type``:
+    (customer, subscription id, meter key), once ingest's catalog cache holds them."""
+    meter = await stack.meter(event_type)
+    plan_key = unique("plan")
+    price = catalog_pb2.Price(model=catalog_pb2.PRICING_MODEL_PER_UNIT, unit_price=common_pb2.Decimal(value="1"))
+    await stack.catalog.CreatePlan(catalog_pb2.CreatePlanRequest(plan=catalog_pb2.PlanSpec(
+        key=plan_key, name="Plan", currency="USD", interval=catalog_pb2.BILLING_INTERVAL_MONTH, interval_count=1,
+        charges=[catalog_pb2.Charge(key="calls", name="Calls", usage=catalog_pb2.UsageCharge(meter_key=meter.key, price=price))],
+    )))
+    customer = await stack.customer()
+    reply = await stack.catalog.CreateSubscription(catalog_pb2.CreateSubscriptionRequest(
+        customer=common_pb2.CustomerRef(id=customer.id), plan_key=plan_key,
+        start_time=ts(now() - dt.timedelta(hours=1))))
+    target = (await stack.catalog.GetCatalogRevision(catalog_pb2.GetCatalogRevisionRequest())).revision
+    for _ in range(500):
+        if (await stack.ingest.GetIngestStats(ingest_pb2.GetIngestStatsRequest())).catalog_revision >= target:
+            break
+        await asyncio.sleep(0.02)
+    return customer, reply.subscription.id, meter.key
+
+
+class TestAttributionAtIngest:
+    async def test_the_attributed_subscription_is_stored_returned_and_carried_on_the_log(self, ingest_stack):
+        event_type = unique("t")
+        customer, subscription_id, meter_key = await subscribed_customer(ingest_stack, event_type)
+        cursor = await log_cursor_at_head(ingest_stack.ingest)
+        key, when = unique("evt"), now()
+        reply = await send(ingest_stack, event(customer, key=key, event_type=event_type, timestamp=when))
+        again = await send(ingest_stack, event(customer, key=key, event_type=event_type, timestamp=when))
+        assert (reply.subscription_id, again.subscription_id, again.duplicate) == (subscription_id, subscription_id, True)
+        stored = (await ingest_stack.ingest.GetEvent(ingest_pb2.GetEventRequest(idempotency_key=key))).event
+        assert stored.subscription_id == subscription_id
+        usage = await ingest_stack.ingest.RecordUsage(ingest_pb2.RecordUsageRequest(
+            customer=common_pb2.CustomerRef(id=customer.id), meter_key=meter_key, quantity=common_pb2.Decimal(value="2"),
+            subscription=common_pb2.SubscriptionRef(id=subscription_id)))
+        assert usage.subscription_id == subscription_id and uuid.UUID(usage.idempotency_key).version == 7
+        entries = await read_log_through_sentinel(ingest_stack, cursor, customer)
+        logged = {getattr(e, e.WhichOneof("entry")).idempotency_key: e for e in entries}
+        assert logged[key].event.subscription_id == subscription_id
+        assert logged[usage.idempotency_key].usage.subscription_id == subscription_id
+
+    async def test_a_blank_or_oversized_subscription_reference_is_a_field_violation(self, ingest_stack, customer):
+        blank = event(customer, key=unique("evt"), timestamp=now())
+        blank.subscription.id = ""
+        huge = event(customer, key=unique("evt"), timestamp=now())
+        huge.subscription.external_id = "x" * 300
+        error = await expect_error(
+            ingest_stack.ingest.SendEventBatch(ingest_pb2.SendEventBatchRequest(events=[blank, huge])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert violations(error) == [
+            ("events[0].subscription", "must name a subscription by id or external_id"),
+            ("events[1].subscription", "must be at most 256 characters"),
+        ]

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
 from pypdf import PdfReader
 
-from services.invoice.domain.invoices import Invoice, InvoiceLine, LineKind, TierAmount
+from services.invoice.domain.invoices import (
+    UNATTRIBUTED_USAGE_NOT_BILLED,
+    Invoice,
+    InvoiceLine,
+    InvoiceWarning,
+    LineKind,
+    TierAmount,
+    canonical_content,
+    content_hash,
+)
 from services.invoice.pdf import render_invoice_pdf
 from tally_gen.invoice.v1 import invoice_pb2 as ipb
 from tests.invoice.helpers import TIERS, midnight_days_ago
@@ -60,6 +70,17 @@ class TestRenderInvoicePdf:
                         period_end=END, lines=())
         text = text_of(render_invoice_pdf(draft, seller_name="Tally"))
         assert "Draft invoice inv_d" in text and "Status: DRAFT" in text and "0 JPY" in text
+
+    def test_unbilled_unattributed_usage_is_listed_and_hashed(self):
+        warning = InvoiceWarning(
+            UNATTRIBUTED_USAGE_NOT_BILLED, "8 of calls attributed to no subscription is not billed", "calls",
+            START, END, D(8), ("sub_2",),
+        )
+        invoice = replace(voip_invoice(), warnings=(warning,))
+        text = text_of(render_invoice_pdf(invoice, seller_name="Tally"))
+        assert "Not billed: 8 of calls attributed to no subscription is not billed" in text
+        assert content_hash(invoice) != content_hash(voip_invoice())
+        assert "warnings" not in canonical_content(voip_invoice()).decode()
 
 
 @pytest.mark.e2e

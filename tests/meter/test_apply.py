@@ -79,6 +79,8 @@ def scenarios(draw, span_seconds: int = 4 * 3600, unit: timedelta = timedelta(mi
                 "v": str(Decimal(draw(st.integers(-100, 10_000))) / 100),
                 "user": draw(st.sampled_from(["ann", "bob", "cy", "di"])),
                 "region": draw(st.sampled_from(["eu", "us"])),
+                # The subscription the event is attributed to ('' unattributed).
+                "sub": draw(st.sampled_from(["", "sub_a", "sub_b"])),
             }
         )
     voided = draw(st.sets(st.sampled_from([e["id"] for e in events]), max_size=max(1, n // 3)))
@@ -97,16 +99,17 @@ def log_items(events_in_order, voided):
     items = []
     for position, e in enumerate(events_in_order, start=1):
         props = {"v": e["v"], "user": e["user"], "region": e["region"]}
-        items.append((position, IncomingEvent(e["id"], EVENT_TYPE, "", e["ts"], props)))
+        items.append((position, IncomingEvent(e["id"], EVENT_TYPE, "", e["ts"], props, e.get("sub", ""))))
     for i, event_id in enumerate(sorted(voided)):
         items.append((len(events_in_order) + i + 1, event_id))
     return items
 
 
-def expected_contributions(events, voided, meter: MeterDefinition, customer: str) -> list[Contribution]:
+def expected_contributions(events, voided, meter: MeterDefinition, customer: str, subscriptions=None) -> list[Contribution]:
+    """What the meter should hold; with ``subscriptions``, only the events attributed to one of them."""
     out = []
     for e in events:
-        if e["id"] in voided:
+        if e["id"] in voided or (subscriptions is not None and e.get("sub", "") not in subscriptions):
             continue
         value = Decimal(0) if meter.aggregation is Aggregation.COUNT_UNIQUE else Decimal(e["v"])
         out.append(
@@ -124,11 +127,42 @@ def expected_contributions(events, voided, meter: MeterDefinition, customer: str
     return out
 
 
+def expected_value(aggregation, events, voided, meter, customer, subscriptions, start, end, dims=None) -> Decimal:
+    """Brute force over the events attributed to ``subscriptions``.
+
+    WEIGHTED_SUM keeps one time-weighted series per subscription (a gauge per subscription),
+    so its value over several subscriptions is the sum of theirs; every other aggregation
+    reads the contributions of all of them together.
+    """
+    if aggregation is Aggregation.WEIGHTED_SUM:
+        return sum(
+            (
+                reference_value(aggregation, expected_contributions(events, voided, meter, customer, {sub}), start, end, dims)
+                for sub in subscriptions
+            ),
+            Decimal(0),
+        )
+    return reference_value(aggregation, expected_contributions(events, voided, meter, customer, subscriptions), start, end, dims)
+
+
+ALL_SUBS = frozenset({"", "sub_a", "sub_b"})
+
+
+def agrees(aggregation, got: Decimal, want: Decimal) -> bool:
+    """Exact, except WEIGHTED_SUM over several series: each series' average is a 28-digit
+    quotient, and the brute force adds them in another order (last-digit differences)."""
+    if aggregation is Aggregation.WEIGHTED_SUM:
+        return abs(got - want) <= Decimal("1e-20")
+    return got == want
+
+
 def with_customer(items, customer):
     out = []
     for position, item in items:
         if isinstance(item, IncomingEvent):
-            item = IncomingEvent(f"{customer}:{item.event_id}", item.event_type, customer, item.timestamp, item.properties)
+            item = IncomingEvent(
+                f"{customer}:{item.event_id}", item.event_type, customer, item.timestamp, item.properties, item.subscription_id
+            )
         else:
             item = f"{customer}:{item}"
         out.append((position, item))
@@ -152,12 +186,21 @@ async def run_scenario(database_url: str, scenario) -> None:
         period_start = T0 + first + timedelta(seconds=seconds)
         period_end = period_start + length
         for meter in catalog.meters.values():
+            agg = meter.aggregation
             [point] = await compute_points(conn, meter, customer, [(period_start, period_end)], ("region",), {})
-            expected = expected_contributions(events, voided, meter, customer)
-            assert point.total == reference_value(meter.aggregation, expected, period_start, period_end), meter.aggregation
+            want = expected_value(agg, events, voided, meter, customer, ALL_SUBS, period_start, period_end)
+            assert agrees(agg, point.total, want), agg
             for (group,), got in point.breakdown.items():
-                want = reference_value(meter.aggregation, expected, period_start, period_end, {"region": group[1]})
-                assert got == want, (meter.aggregation, group)
+                region = {"region": group[1]}
+                want = expected_value(agg, events, voided, meter, customer, ALL_SUBS, period_start, period_end, region)
+                assert agrees(agg, got, want), (agg, group)
+            # Per subscription, and a subscription with the unattributed usage: the same
+            # brute force over only the events attributed to them.
+            for scope in ((False, "sub_a", "sub_a"), (False, "sub_b", ""), (False, "", "")):
+                [point] = await compute_points(conn, meter, customer, [(period_start, period_end)], ("region",), {}, scope)
+                subs = {scope[1], scope[2]}
+                want = expected_value(agg, events, voided, meter, customer, subs, period_start, period_end)
+                assert agrees(agg, point.total, want), (agg, scope)
     finally:
         await conn.close()
 

@@ -15,6 +15,7 @@ INTERVALS = frozenset({"DAY", "WEEK", "MONTH", "QUARTER", "YEAR"})
 FEE_TIMINGS = frozenset({"IN_ADVANCE", "IN_ARREARS"})
 PRICING_MODELS = frozenset({"PER_UNIT", "PACKAGE", "GRADUATED", "VOLUME"})
 TIERED_MODELS = frozenset({"GRADUATED", "VOLUME"})
+MAX_PRICE_POINTS = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ class DimensionPrice:
 
 
 @dataclass(frozen=True)
+class PricePoint:
+    """A named alternative price of a usage charge (Maxio's price point)."""
+
+    key: str
+    name: str
+    price: Price | None
+
+
+@dataclass(frozen=True)
 class FixedFee:
     amount: Decimal | None
     timing: str
@@ -79,6 +89,7 @@ class UsageCharge:
     minimum_amount: Decimal | None = None
     maximum_amount: Decimal | None = None
     dimension_prices: tuple[DimensionPrice, ...] = ()
+    price_points: tuple[PricePoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,12 +186,12 @@ def validate_plan(
 
 
 def _validate_fixed(v: Violations, fee: FixedFee, minor: int | None, *, into: Violations) -> None:
-    _check_money(v, "amount", fee.amount, minor, required=True)
+    check_money(v, "amount", fee.amount, minor, required=True)
     check_enum(v, "timing", fee.timing, FEE_TIMINGS)
     into.extend(v)
 
 
-def _check_money(
+def check_money(
     v: Violations, field: str, amount: Decimal | None, minor: int | None, *, required: bool
 ) -> None:
     """An amount of money must fit the currency's minor unit (no fractions of a cent in USD)."""
@@ -208,8 +219,8 @@ def _validate_usage(
     else:
         validate_price(v.nested("price"), usage.price, into=v)
     check_decimal(v, "included_units", usage.included_units)
-    _check_money(v, "minimum_amount", usage.minimum_amount, minor, required=False)
-    _check_money(v, "maximum_amount", usage.maximum_amount, minor, required=False)
+    check_money(v, "minimum_amount", usage.minimum_amount, minor, required=False)
+    check_money(v, "maximum_amount", usage.maximum_amount, minor, required=False)
     lo, hi = usage.minimum_amount, usage.maximum_amount
     if lo is not None and hi is not None and lo.is_finite() and hi.is_finite() and lo > hi:
         v.add("maximum_amount", f"must be at least minimum_amount ({lo})", "MAXIMUM_BELOW_MINIMUM")
@@ -235,7 +246,30 @@ def _validate_usage(
         else:
             validate_price(dv.nested("price"), dp.price, into=dv)
         v.extend(dv)
+    _validate_price_points(v, usage.price_points)
     into.extend(v)
+
+
+def _validate_price_points(v: Violations, points: tuple[PricePoint, ...]) -> None:
+    if len(points) > MAX_PRICE_POINTS:
+        v.add("price_points", f"at most {MAX_PRICE_POINTS} price points per charge", "TOO_MANY")
+        return
+    keys: set[str] = set()
+    for i, point in enumerate(points):
+        pv = v.nested(f"price_points[{i}]")
+        check_key(pv, "key", point.key)
+        if point.key in keys:
+            pv.add("key", f"price point {point.key!r} is declared twice", "DUPLICATE")
+        keys.add(point.key)
+        if len(point.name) > 256:
+            pv.add("name", "must be at most 256 characters", "TOO_LONG")
+        elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in point.name):
+            pv.add("name", "must not contain control characters (NUL, newline...)", "CONTROL_CHARACTER")
+        if point.price is None:
+            pv.add("price", "is required", "REQUIRED")
+        else:
+            validate_price(pv.nested("price"), point.price, into=pv)
+        v.extend(pv)
 
 
 def validate_price(v: Violations, price: Price, *, into: Violations) -> None:

@@ -57,6 +57,8 @@ class LoggedEvent(NamedTuple):
     timestamp_micros: int
     # Serialized properties Struct, as stored.
     properties: bytes
+    # '' when unattributed.
+    subscription_id: str = ""
 
     @property
     def timestamp(self) -> dt.datetime:
@@ -75,6 +77,7 @@ class LoggedUsage:
     range_start: dt.datetime | None
     range_end: dt.datetime | None
     dimensions: dict[str, str]
+    subscription_id: str = ""
 
 
 class LoggedVoid(NamedTuple):

@@ -21,6 +21,8 @@ class EventOutcome(NamedTuple):
     event_id: str = ""
     idempotency_key: str = ""
     violations: tuple[Violation, ...] = ()
+    # The subscription the event is attributed to ('' when unattributed or rejected).
+    subscription_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class BatchOutcome:
     event_ids: list[str]
     keys: list[str]
     violations: dict[int, tuple[Violation, ...]]
+    subscription_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.statuses)
@@ -40,7 +43,12 @@ class BatchOutcome:
 
     def outcome(self, index: int) -> EventOutcome:
         return EventOutcome(
-            index, self.statuses[index], self.event_ids[index], self.keys[index], self.violations.get(index, ())
+            index,
+            self.statuses[index],
+            self.event_ids[index],
+            self.keys[index],
+            self.violations.get(index, ()),
+            "" if self.subscription_ids is None else self.subscription_ids[index],
         )
 
     @property

@@ -7,14 +7,18 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from services.ingest.domain.attribution import SubscriptionRef
 from services.ingest.domain.events import (
-    DERIVED_KEY_PREFIX,
     MAX_IDEMPOTENCY_KEY_CHARS,
     CustomerRef,
     Limits,
+    generated_key,
     validate_instant,
 )
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import Violation
+
+MAX_PRICE_POINT_CHARS = 128
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -37,6 +41,15 @@ class UsageInput:
     range_start: dt.datetime | None
     range_end: dt.datetime | None
     dimensions: tuple[tuple[str, str], ...] = ()
+    # The subscription the sender named, None when it named none.
+    subscription: SubscriptionRef | None = None
+    # A price point of the charge on this meter (tally/domain/price_points.py); "" for none.
+    price_point: str = ""
+
+    @property
+    def usage_time(self) -> dt.datetime | None:
+        """The instant the record is attributed to (range start, else timestamp; None: now)."""
+        return self.range_start or self.timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,8 @@ class AcceptedUsage:
     range_start: dt.datetime | None
     range_end: dt.datetime | None
     dimensions: tuple[tuple[str, str], ...]
+    # '' when unattributed.
+    subscription_id: str = ""
 
 
 def parse_quantity(raw: str) -> Decimal | None:
@@ -101,6 +116,23 @@ def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> li
             )
     elif usage.timestamp is not None:
         problems.extend(validate_instant(to_micros(usage.timestamp), now_micros=now_micros, limits=limits, field="timestamp"))
+    if any(name == PRICE_POINT_DIMENSION for name, _ in usage.dimensions):
+        problems.append(
+            Violation(
+                f"dimensions[{PRICE_POINT_DIMENSION}]",
+                "is reserved: name a price point with the price_point field",
+                "RESERVED_DIMENSION",
+            )
+        )
+    point = usage.price_point
+    if point and (len(point) > MAX_PRICE_POINT_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in point)):
+        problems.append(
+            Violation(
+                "price_point",
+                f"must be at most {MAX_PRICE_POINT_CHARS} characters without control characters",
+                "PRICE_POINT_INVALID",
+            )
+        )
     return problems
 
 
@@ -120,19 +152,32 @@ def usage_digest(usage: UsageInput, customer_id: str, quantity: Decimal) -> byte
         instant(usage.range_start),
         instant(usage.range_end),
         *(f"{k}={v}" for k, v in sorted(usage.dimensions)),
+        # Only when given, so records without one hash as they always did.
+        *((f"{PRICE_POINT_DIMENSION}={usage.price_point}",) if usage.price_point else ()),
     ]
+    if usage.subscription is not None:
+        # Only when named, so a record naming none digests as it always did.
+        parts.append(usage.subscription.canonical())
     canonical = "".join(f"{len(p)}:{p}" for p in parts)
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> AcceptedUsage:
-    """The stored form of a valid record: final key, payload hash, attributed instant."""
+def usage_instant(usage: UsageInput, now: dt.datetime) -> dt.datetime:
+    """The instant usage is attributed to: its range's start, its timestamp, else now."""
+    return usage.range_start or usage.timestamp or now
+
+
+def accept_usage(
+    usage: UsageInput, *, customer_id: str, now: dt.datetime, subscription_id: str = ""
+) -> AcceptedUsage:
+    """The stored form of a valid record: final key (generated when none was sent), payload
+    hash, attributed instant and subscription."""
     quantity = parse_quantity(usage.quantity)
     assert quantity is not None, "validate_usage first"
     digest = usage_digest(usage, customer_id, quantity)
-    usage_time = usage.range_start or usage.timestamp or now
+    usage_time = usage_instant(usage, now)
     return AcceptedUsage(
-        idempotency_key=usage.idempotency_key or DERIVED_KEY_PREFIX + digest.hex(),
+        idempotency_key=usage.idempotency_key or generated_key(),
         payload_hash=digest,
         customer_id=customer_id,
         meter_key=usage.meter_key,
@@ -141,5 +186,8 @@ def accept_usage(usage: UsageInput, *, customer_id: str, now: dt.datetime) -> Ac
         usage_time=usage_time,
         range_start=usage.range_start,
         range_end=usage.range_end,
-        dimensions=tuple(sorted(usage.dimensions)),
+        dimensions=tuple(
+            sorted((*usage.dimensions, *(((PRICE_POINT_DIMENSION, usage.price_point),) if usage.price_point else ())))
+        ),
+        subscription_id=subscription_id,
     )

@@ -10,6 +10,11 @@ with the plan version in force over it:
   version in force at the next period's start (and for the first period, on its own invoice
   too, since nothing was invoiced at the start).
 
+Usage is the subscription's own (docs/billing-attribution.md): what ingest attributed to it,
+plus the customer's unattributed usage over a part where no other subscription of the
+customer charges the same meter; where another one does, neither takes the unattributed
+usage: it is billed by no one and shown as an invoice warning (never billed twice).
+
 Pure: the service layer fetches the usage named by ``usage_queries`` and passes it in.
 """
 
@@ -20,20 +25,33 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from services.invoice.domain.invoices import Invoice, InvoiceLine, LineKind
-from services.invoice.domain.plans import FeeTiming, PlanVersion, Subscription, UsageCharge
+from services.invoice.domain.invoices import (
+    UNATTRIBUTED_USAGE_NOT_BILLED,
+    Invoice,
+    InvoiceLine,
+    InvoiceWarning,
+    LineKind,
+)
+from services.invoice.domain.plans import FeeTiming, Phase, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
 from tally.domain.periods import Period, Schedule, period_containing, proration
 
 
 @dataclass(frozen=True)
 class UsageQuery:
-    """One meter query the period needs: usage of ``meter_key`` over [start, end)."""
+    """One meter query the period needs: usage of ``meter_key`` over [start, end).
+
+    Whose usage: the subscription's (``subscription_id``), plus the customer's unattributed
+    usage when ``unattributed``; with no subscription, ``unattributed`` reads the unattributed
+    usage alone, and neither reads the customer's whole usage.
+    """
 
     meter_key: str
     start: datetime
     end: datetime
     group_by: tuple[str, ...] = ()
+    subscription_id: str = ""
+    unattributed: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,11 +64,38 @@ class PeriodContext:
     versions: Mapping[str, PlanVersion]
     currency: str
     is_first_period: bool
+    # The customer's other subscriptions (their plan versions are in ``versions`` too), and
+    # when each stops charging (a cancellation), by id.
+    others: tuple[Subscription, ...] = ()
+    others_end: Mapping[str, datetime | None] | None = None
+
+    def competitors(self, meter_key: str, start: datetime, end: datetime) -> tuple[str, ...]:
+        """The other subscriptions whose plan charges ``meter_key`` somewhere in [start, end)."""
+        found = []
+        for other in self.others:
+            stop = (self.others_end or {}).get(other.id)
+            until = end if stop is None else min(end, stop)
+            for phase, _, _ in other.phases_over(start, until) if start < until else ():
+                version = self.versions.get(phase.plan_version_id)
+                if version is not None and any(c.meter_key == meter_key for c in version.usage_charges):
+                    found.append(other.id)
+                    break
+        return tuple(found)
+
+    def usage_query(self, charge: UsageCharge, start: datetime, end: datetime) -> UsageQuery:
+        """The query of a usage charge over a part: the subscription's usage, with the
+        unattributed usage when no other subscription charges the meter over the part."""
+        alone = not self.competitors(charge.meter_key, start, end)
+        return UsageQuery(charge.meter_key, start, end, charge.group_by, self.subscription.id, alone)
+
+    def version_of(self, phase: Phase) -> PlanVersion:
+        """The phase's plan version with the phase's price overrides applied."""
+        return self.versions[phase.plan_version_id].with_overrides(phase.price_overrides)
 
     def parts(self) -> list[tuple[PlanVersion, datetime, datetime]]:
         """(version, start, end) for each phase overlapping the period, in order."""
         return [
-            (self.versions[phase.plan_version_id], start, end)
+            (self.version_of(phase), start, end)
             for phase, start, end in self.subscription.phases_over(self.period.start, self.period.end)
         ]
 
@@ -63,14 +108,52 @@ def usage_queries(context: PeriodContext) -> list[UsageQuery]:
     queries: list[UsageQuery] = []
     for version, start, end in context.parts():
         for charge in version.usage_charges:
-            query = UsageQuery(charge.meter_key, start, end, charge.group_by)
+            query = context.usage_query(charge, start, end)
             if query not in queries:
                 queries.append(query)
+            if not query.unattributed:
+                # The unattributed usage no subscription takes, for the invoice's warning.
+                left = UsageQuery(charge.meter_key, start, end, (), "", True)
+                if left not in queries:
+                    queries.append(left)
     return queries
 
 
-def _usage_for(charge: UsageCharge, start: datetime, end: datetime, usage: Mapping[UsageQuery, UsagePart]) -> UsagePart:
-    return usage[UsageQuery(charge.meter_key, start, end, charge.group_by)]
+def unattributed_warnings(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) -> list[InvoiceWarning]:
+    """A warning per part and meter whose unattributed usage no subscription could take."""
+    warnings = []
+    seen = set()
+    for version, start, end in context.parts():
+        for charge in version.usage_charges:
+            competing = context.competitors(charge.meter_key, start, end)
+            key = (charge.meter_key, start, end)
+            if not competing or key in seen:
+                continue
+            seen.add(key)
+            left = usage[UsageQuery(charge.meter_key, start, end, (), "", True)]
+            if left.total:
+                warnings.append(
+                    InvoiceWarning(
+                        code=UNATTRIBUTED_USAGE_NOT_BILLED,
+                        description=(
+                            f"{left.total} of {charge.meter_key} attributed to no subscription is not billed: "
+                            f"{len(competing) + 1} subscriptions of the customer charge it over this period; "
+                            "send events naming their subscription"
+                        ),
+                        meter_key=charge.meter_key,
+                        period_start=start,
+                        period_end=end,
+                        quantity=left.total,
+                        competing_subscription_ids=competing,
+                    )
+                )
+    return warnings
+
+
+def _usage_for(
+    context: PeriodContext, charge: UsageCharge, start: datetime, end: datetime, usage: Mapping[UsageQuery, UsagePart]
+) -> UsagePart:
+    return usage[context.usage_query(charge, start, end)]
 
 
 def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) -> list[InvoiceLine]:
@@ -97,7 +180,7 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
             available = charge.included_units - included_used.get(charge.key, Decimal(0))
             charge_lines, used = price_usage_charge(
                 charge,
-                _usage_for(charge, start, end, usage),
+                _usage_for(context, charge, start, end, usage),
                 currency=context.currency,
                 included_available=available,
                 plan_key=version.plan_key,
@@ -121,7 +204,7 @@ def _in_advance_lines(context: PeriodContext) -> list[InvoiceLine]:
         phase = context.subscription.phase_at(period.start)
         if phase is None:
             continue
-        version = context.versions[phase.plan_version_id]
+        version = context.version_of(phase)
         for fee in version.fixed_fees:
             if fee.timing is FeeTiming.IN_ADVANCE:
                 lines.append(

@@ -65,12 +65,32 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
+    # The subscription's price override of this charge priced the line.
+    price_override: bool = False
+    # The price point (key) that priced this line's usage; "" otherwise.
+    price_point: str = ""
 
     @property
     def match_key(self) -> str:
         """What identifies a priced line across re-pricings of the same period."""
         dims = ",".join(f"{k}={v}" for k, v in self.dimensions)
         return f"{self.kind.value}|{self.charge_key}|{dims}|{self.period_start.isoformat()}|{self.period_end.isoformat()}"
+
+
+@dataclass(frozen=True)
+class InvoiceWarning:
+    """Usage of the invoice's period that it did not bill, and why (changes no amount)."""
+
+    code: str
+    description: str
+    meter_key: str
+    period_start: datetime
+    period_end: datetime
+    quantity: Decimal
+    competing_subscription_ids: tuple[str, ...] = ()
+
+
+UNATTRIBUTED_USAGE_NOT_BILLED = "UNATTRIBUTED_USAGE_NOT_BILLED"
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,7 @@ class Invoice:
     customer_name: str = ""
     customer_email: str = ""
     customer_external_id: str = ""
+    warnings: tuple[InvoiceWarning, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -177,6 +198,9 @@ def canonical_line(line: InvoiceLine) -> dict:
         "amount_before_limits": _decimal(line.amount_before_limits),
         "amount": str(line.amount),
         "adjusts": [line.adjusts_invoice_id, _instant(line.adjusts_period_start), _instant(line.adjusts_period_end)],
+        # Only when set, so the content (and hash) of lines without them is what it always was.
+        **({"price_override": True} if line.price_override else {}),
+        **({"price_point": line.price_point} if line.price_point else {}),
     }
 
 
@@ -197,7 +221,21 @@ def canonical_content(invoice: Invoice) -> bytes:
         "subtotal": str(invoice.subtotal),
         "total": str(invoice.total),
     }
+    if invoice.warnings:
+        # Only when there are some: an invoice without warnings hashes as it always did.
+        body["warnings"] = [canonical_warning(w) for w in invoice.warnings]
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_warning(warning: InvoiceWarning) -> dict:
+    return {
+        "code": warning.code,
+        "description": warning.description,
+        "meter_key": warning.meter_key,
+        "period": [_instant(warning.period_start), _instant(warning.period_end)],
+        "quantity": str(warning.quantity),
+        "competing_subscription_ids": list(warning.competing_subscription_ids),
+    }
 
 
 def content_hash(invoice: Invoice) -> str:

@@ -7,11 +7,12 @@ mapping.py). Pure: no grpc, no protobuf, no SQL.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
 from tally.domain.periods import Anchor, Interval, Schedule, period_containing
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 
 class PricingModel(enum.Enum):
@@ -56,12 +57,39 @@ class DimensionPrice:
 
 
 @dataclass(frozen=True)
+class PricePoint:
+    """A named alternative price of a usage charge; usage recorded with it is priced by it."""
+
+    key: str
+    name: str
+    price: Price
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """A subscription phase's replacement for parts of one charge; None keeps the plan's value."""
+
+    charge_key: str
+    price: Price | None = None
+    included_units: Decimal | None = None
+    minimum_amount: Decimal | None = None
+    maximum_amount: Decimal | None = None
+    amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class FixedFee:
     key: str
     name: str
     amount: Decimal
     timing: FeeTiming = FeeTiming.IN_ARREARS
     prorate: bool = True
+    # True when a subscription's price override replaced the plan's amount.
+    overridden: bool = False
+
+    def with_override(self, override: PriceOverride) -> FixedFee:
+        amount = override.amount if override.amount is not None else self.amount
+        return replace(self, amount=amount, overridden=True)
 
 
 @dataclass(frozen=True)
@@ -74,16 +102,35 @@ class UsageCharge:
     minimum_amount: Decimal | None = None
     maximum_amount: Decimal | None = None
     dimension_prices: tuple[DimensionPrice, ...] = ()
+    price_points: tuple[PricePoint, ...] = ()
+    # True when a subscription's price override replaced part of the plan's pricing.
+    overridden: bool = False
 
     @property
     def group_by(self) -> tuple[str, ...]:
-        """The meter dimensions the dimension prices need, in a stable order."""
+        """The meter dimensions the dimension prices (and price points) need, in a stable order."""
         keys: list[str] = []
         for dimension_price in self.dimension_prices:
             for key, _ in dimension_price.match:
                 if key not in keys:
                     keys.append(key)
+        if self.price_points:
+            keys.append(PRICE_POINT_DIMENSION)
         return tuple(keys)
+
+    def price_point(self, key: str) -> PricePoint | None:
+        return next((p for p in self.price_points if p.key == key), None) if key else None
+
+    def with_override(self, override: PriceOverride) -> UsageCharge:
+        """The charge as this subscription prices it: each field the override sets replaces the plan's."""
+        return replace(
+            self,
+            price=override.price if override.price is not None else self.price,
+            included_units=override.included_units if override.included_units is not None else self.included_units,
+            minimum_amount=override.minimum_amount if override.minimum_amount is not None else self.minimum_amount,
+            maximum_amount=override.maximum_amount if override.maximum_amount is not None else self.maximum_amount,
+            overridden=True,
+        )
 
 
 Charge = FixedFee | UsageCharge
@@ -108,6 +155,14 @@ class PlanVersion:
     def usage_charges(self) -> tuple[UsageCharge, ...]:
         return tuple(c for c in self.charges if isinstance(c, UsageCharge))
 
+    def with_overrides(self, overrides: tuple[PriceOverride, ...]) -> PlanVersion:
+        """This version's charges as a subscription with ``overrides`` pays them."""
+        if not overrides:
+            return self
+        by_key = {o.charge_key: o for o in overrides}
+        charges = tuple(c.with_override(by_key[c.key]) if c.key in by_key else c for c in self.charges)
+        return replace(self, charges=charges)
+
 
 @dataclass(frozen=True)
 class Customer:
@@ -128,6 +183,7 @@ class Phase:
     plan_version: int
     start: datetime
     end: datetime | None = None
+    price_overrides: tuple[PriceOverride, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localconte
 from services.invoice.domain.invoices import InvoiceLine, LineKind, TierAmount
 from services.invoice.domain.plans import DimensionPrice, FixedFee, Price, PricingModel, UsageCharge
 from tally.currency import minor_units
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 ZERO = Decimal(0)
 ROUNDING = ROUND_HALF_EVEN
@@ -138,16 +139,30 @@ class UsageGroup:
     dimensions: tuple[tuple[str, str], ...]
     price: Price
     usage: Decimal
+    # The price point (key) whose price this is; "" for dimension prices and the default.
+    price_point: str = ""
 
 
 def group_usage(charge: UsageCharge, usage: UsagePart) -> list[UsageGroup]:
-    """Split usage by the first dimension price each breakdown row matches; rest at default."""
-    if not charge.dimension_prices:
+    """Split usage: rows recorded with one of the charge's price points go to that price point;
+    the others to the first dimension price they match; the rest to the default price.
+
+    A price point the charge does not declare (recorded under another plan version) is priced
+    like usage without one. Groups come in this order: dimension prices as declared, price
+    points as declared (only those with usage), then the default.
+    """
+    if not charge.dimension_prices and not charge.price_points:
         return [UsageGroup((), charge.price, usage.total)]
     sums: dict[int, Decimal] = {}
+    point_sums: dict[str, Decimal] = {}
     matched = ZERO
     for dims, value in usage.breakdown:
         as_dict = dict(dims)
+        point = charge.price_point(as_dict.get(PRICE_POINT_DIMENSION, ""))
+        if point is not None:
+            point_sums[point.key] = point_sums.get(point.key, ZERO) + value
+            matched += value
+            continue
         for index, dimension_price in enumerate(charge.dimension_prices):
             if dimension_price.matches(as_dict):
                 sums[index] = sums.get(index, ZERO) + value
@@ -157,12 +172,24 @@ def group_usage(charge: UsageCharge, usage: UsagePart) -> list[UsageGroup]:
         UsageGroup(tuple(sorted(dp.match)), dp.price, sums.get(index, ZERO))
         for index, dp in enumerate(charge.dimension_prices)
     ]
+    groups.extend(
+        UsageGroup(((PRICE_POINT_DIMENSION, p.key),), p.price, point_sums[p.key], price_point=p.key)
+        for p in charge.price_points
+        if p.key in point_sums
+    )
     groups.append(UsageGroup((), charge.price, usage.total - matched))
     return groups
 
 
 def _describe_dims(dimensions: tuple[tuple[str, str], ...]) -> str:
     return "" if not dimensions else " (" + ", ".join(f"{k}={v}" for k, v in dimensions) + ")"
+
+
+def _describe_group(charge: UsageCharge, group: UsageGroup) -> str:
+    point = charge.price_point(group.price_point)
+    if point is not None:
+        return f"{charge.name or charge.key} (price point {point.name or point.key})"
+    return f"{charge.name or charge.key}{_describe_dims(group.dimensions)}"
 
 
 def price_usage_charge(
@@ -189,7 +216,12 @@ def price_usage_charge(
     priced_groups = []
     groups = group_usage(charge, usage)
     for group in groups:
-        if charge.dimension_prices and group.usage == 0 and group.dimensions == () and len(groups) > 1:
+        if (
+            (charge.dimension_prices or charge.price_points)
+            and group.usage == 0
+            and group.dimensions == ()
+            and len(groups) > 1
+        ):
             # Nothing fell to the default price: no empty "other usage" line.
             continue
         used_included = min(remaining_included, max(group.usage, ZERO))
@@ -210,7 +242,7 @@ def price_usage_charge(
         lines.append(
             InvoiceLine(
                 kind=LineKind.USAGE,
-                description=f"{charge.name or charge.key}{_describe_dims(group.dimensions)}",
+                description=_describe_group(charge, group),
                 amount=amount,
                 period_start=usage.start,
                 period_end=usage.end,
@@ -225,6 +257,8 @@ def price_usage_charge(
                 tiers=priced.tiers,
                 usage=group.usage,
                 amount_before_limits=before,
+                price_override=charge.overridden,
+                price_point=group.price_point,
             )
         )
     difference = limited_total - exact_total
@@ -242,6 +276,7 @@ def price_usage_charge(
                 plan_key=plan_key,
                 plan_version=plan_version,
                 amount_before_limits=round_money(exact_total, currency),
+                price_override=charge.overridden,
             )
         )
     return lines, used
@@ -274,6 +309,7 @@ def price_fixed_fee(
         quantity=Decimal(1),
         unit_price=fee.amount,
         proration=share if share != 1 else None,
+        price_override=fee.overridden,
     )
 
 

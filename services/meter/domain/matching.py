@@ -17,6 +17,7 @@ from services.meter.domain.model import (
     MeterDefinition,
     MeterFilter,
 )
+from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 MISSING: Any = object()
 
@@ -33,6 +34,8 @@ class IncomingEvent(NamedTuple):
     customer_id: str
     timestamp: datetime
     properties: dict[str, Any]
+    # '' when unattributed.
+    subscription_id: str = ""
 
 
 class IncomingUsage(NamedTuple):
@@ -44,6 +47,7 @@ class IncomingUsage(NamedTuple):
     quantity: Decimal
     timestamp: datetime
     dimensions: dict[str, str]
+    subscription_id: str = ""
 
 
 def property_roots(meters: Iterable[MeterDefinition]) -> frozenset[str]:
@@ -196,12 +200,17 @@ def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribu
         value=value,
         count=Decimal(1),
         unique_value=unique_value,
+        subscription_id=event.subscription_id,
     )
 
 
 def usage_contribution(meter: MeterDefinition, usage: IncomingUsage) -> Contribution:
     """A usage record counted as given: its quantity is the count of a COUNT meter, else the value."""
     dims = tuple((path, usage.dimensions.get(path, "")) for path in meter.group_by)
+    price_point = usage.dimensions.get(PRICE_POINT_DIMENSION, "")
+    if price_point:
+        # Kept whatever the meter's group-by: the invoice prices it (tally/domain/price_points.py).
+        dims = (*dims, (PRICE_POINT_DIMENSION, price_point))
     count = usage.quantity if meter.aggregation is Aggregation.COUNT else Decimal(1)
     return Contribution(
         entry_id=usage.record_id,
@@ -212,4 +221,5 @@ def usage_contribution(meter: MeterDefinition, usage: IncomingUsage) -> Contribu
         value=usage.quantity,
         count=count,
         unique_value=None,
+        subscription_id=usage.subscription_id,
     )

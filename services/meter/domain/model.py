@@ -75,3 +75,6 @@ class Contribution(NamedTuple):
     value: Decimal
     count: Decimal
     unique_value: str | None = None
+    # The subscription the entry is attributed to ('' when unattributed); part of every
+    # bucket's key, so usage per subscription is exact and a customer's total is their sum.
+    subscription_id: str = ""

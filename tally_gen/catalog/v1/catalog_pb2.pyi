@@ -377,20 +377,48 @@ class FixedFee(_message.Message):
     def __init__(self, amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., timing: _Optional[_Union[FeeTiming, str]] = ..., prorate: _Optional[bool] = ...) -> None: ...
 
 class UsageCharge(_message.Message):
-    __slots__ = ("meter_key", "price", "included_units", "minimum_amount", "maximum_amount", "dimension_prices")
+    __slots__ = ("meter_key", "price", "included_units", "minimum_amount", "maximum_amount", "dimension_prices", "price_points")
     METER_KEY_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     INCLUDED_UNITS_FIELD_NUMBER: _ClassVar[int]
     MINIMUM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     MAXIMUM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_PRICES_FIELD_NUMBER: _ClassVar[int]
+    PRICE_POINTS_FIELD_NUMBER: _ClassVar[int]
     meter_key: str
     price: Price
     included_units: _common_pb2.Decimal
     minimum_amount: _common_pb2.Decimal
     maximum_amount: _common_pb2.Decimal
     dimension_prices: _containers.RepeatedCompositeFieldContainer[DimensionPrice]
-    def __init__(self, meter_key: _Optional[str] = ..., price: _Optional[_Union[Price, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., minimum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., maximum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., dimension_prices: _Optional[_Iterable[_Union[DimensionPrice, _Mapping]]] = ...) -> None: ...
+    price_points: _containers.RepeatedCompositeFieldContainer[PricePoint]
+    def __init__(self, meter_key: _Optional[str] = ..., price: _Optional[_Union[Price, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., minimum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., maximum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., dimension_prices: _Optional[_Iterable[_Union[DimensionPrice, _Mapping]]] = ..., price_points: _Optional[_Iterable[_Union[PricePoint, _Mapping]]] = ...) -> None: ...
+
+class PricePoint(_message.Message):
+    __slots__ = ("key", "name", "price")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    name: str
+    price: Price
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., price: _Optional[_Union[Price, _Mapping]] = ...) -> None: ...
+
+class PriceOverride(_message.Message):
+    __slots__ = ("charge_key", "price", "included_units", "minimum_amount", "maximum_amount", "amount")
+    CHARGE_KEY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    charge_key: str
+    price: Price
+    included_units: _common_pb2.Decimal
+    minimum_amount: _common_pb2.Decimal
+    maximum_amount: _common_pb2.Decimal
+    amount: _common_pb2.Decimal
+    def __init__(self, charge_key: _Optional[str] = ..., price: _Optional[_Union[Price, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., minimum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., maximum_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Charge(_message.Message):
     __slots__ = ("key", "name", "fixed", "usage")
@@ -678,21 +706,23 @@ class ArchiveCustomerResponse(_message.Message):
     def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ...) -> None: ...
 
 class SubscriptionPhase(_message.Message):
-    __slots__ = ("plan_version_id", "plan_key", "plan_version", "start_time", "end_time")
+    __slots__ = ("plan_version_id", "plan_key", "plan_version", "start_time", "end_time", "price_overrides")
     PLAN_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_KEY_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRICE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     plan_version_id: str
     plan_key: str
     plan_version: int
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, plan_version_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    price_overrides: _containers.RepeatedCompositeFieldContainer[PriceOverride]
+    def __init__(self, plan_version_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_overrides: _Optional[_Iterable[_Union[PriceOverride, _Mapping]]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("id", "customer_id", "plan_version_id", "plan_key", "plan_version", "start_time", "anchor", "status", "cancel_at_period_end", "cancel_at", "canceled_time", "phases", "create_time", "metadata")
+    __slots__ = ("id", "customer_id", "plan_version_id", "plan_key", "plan_version", "start_time", "anchor", "status", "cancel_at_period_end", "cancel_at", "canceled_time", "phases", "create_time", "metadata", "external_id", "price_overrides")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -714,6 +744,8 @@ class Subscription(_message.Message):
     PHASES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     id: str
     customer_id: str
     plan_version_id: str
@@ -728,10 +760,12 @@ class Subscription(_message.Message):
     phases: _containers.RepeatedCompositeFieldContainer[SubscriptionPhase]
     create_time: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., customer_id: _Optional[str] = ..., plan_version_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anchor: _Optional[_Union[BillingAnchor, str]] = ..., status: _Optional[_Union[SubscriptionStatus, str]] = ..., cancel_at_period_end: _Optional[bool] = ..., cancel_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., canceled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Iterable[_Union[SubscriptionPhase, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    external_id: str
+    price_overrides: _containers.RepeatedCompositeFieldContainer[PriceOverride]
+    def __init__(self, id: _Optional[str] = ..., customer_id: _Optional[str] = ..., plan_version_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anchor: _Optional[_Union[BillingAnchor, str]] = ..., status: _Optional[_Union[SubscriptionStatus, str]] = ..., cancel_at_period_end: _Optional[bool] = ..., cancel_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., canceled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Iterable[_Union[SubscriptionPhase, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., external_id: _Optional[str] = ..., price_overrides: _Optional[_Iterable[_Union[PriceOverride, _Mapping]]] = ...) -> None: ...
 
 class CreateSubscriptionRequest(_message.Message):
-    __slots__ = ("customer", "plan_key", "plan_version", "start_time", "anchor", "metadata")
+    __slots__ = ("customer", "plan_key", "plan_version", "start_time", "anchor", "metadata", "external_id", "price_overrides")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -745,13 +779,17 @@ class CreateSubscriptionRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     plan_key: str
     plan_version: int
     start_time: _timestamp_pb2.Timestamp
     anchor: BillingAnchor
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anchor: _Optional[_Union[BillingAnchor, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    external_id: str
+    price_overrides: _containers.RepeatedCompositeFieldContainer[PriceOverride]
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anchor: _Optional[_Union[BillingAnchor, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., external_id: _Optional[str] = ..., price_overrides: _Optional[_Iterable[_Union[PriceOverride, _Mapping]]] = ...) -> None: ...
 
 class CreateSubscriptionResponse(_message.Message):
     __slots__ = ("subscription",)
@@ -760,10 +798,12 @@ class CreateSubscriptionResponse(_message.Message):
     def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ...) -> None: ...
 
 class GetSubscriptionRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "subscription")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class GetSubscriptionResponse(_message.Message):
     __slots__ = ("subscription",)
@@ -772,18 +812,20 @@ class GetSubscriptionResponse(_message.Message):
     def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ...) -> None: ...
 
 class ListSubscriptionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "customer_id", "plan_key", "status")
+    __slots__ = ("page_size", "page_token", "customer_id", "plan_key", "status", "customer")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     customer_id: str
     plan_key: str
     status: SubscriptionStatus
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., status: _Optional[_Union[SubscriptionStatus, str]] = ...) -> None: ...
+    customer: _common_pb2.CustomerRef
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., status: _Optional[_Union[SubscriptionStatus, str]] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ...) -> None: ...
 
 class ListSubscriptionsResponse(_message.Message):
     __slots__ = ("subscriptions", "next_page_token")
@@ -794,14 +836,16 @@ class ListSubscriptionsResponse(_message.Message):
     def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelSubscriptionRequest(_message.Message):
-    __slots__ = ("id", "at_period_end", "at")
+    __slots__ = ("id", "subscription", "at_period_end", "at")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     AT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     id: str
+    subscription: _common_pb2.SubscriptionRef
     at_period_end: bool
     at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., at_period_end: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., at_period_end: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CancelSubscriptionResponse(_message.Message):
     __slots__ = ("subscription",)
@@ -810,16 +854,20 @@ class CancelSubscriptionResponse(_message.Message):
     def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ...) -> None: ...
 
 class ChangeSubscriptionPlanRequest(_message.Message):
-    __slots__ = ("id", "plan_key", "plan_version", "effective_time")
+    __slots__ = ("id", "subscription", "plan_key", "plan_version", "effective_time", "price_overrides")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PLAN_KEY_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRICE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     id: str
+    subscription: _common_pb2.SubscriptionRef
     plan_key: str
     plan_version: int
     effective_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., effective_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    price_overrides: _containers.RepeatedCompositeFieldContainer[PriceOverride]
+    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., effective_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., price_overrides: _Optional[_Iterable[_Union[PriceOverride, _Mapping]]] = ...) -> None: ...
 
 class ChangeSubscriptionPlanResponse(_message.Message):
     __slots__ = ("subscription",)

@@ -33,32 +33,36 @@ BATCH_MODE_ATOMIC: BatchMode
 BATCH_MODE_PARTIAL: BatchMode
 
 class Event(_message.Message):
-    __slots__ = ("idempotency_key", "event_type", "customer", "timestamp", "properties")
+    __slots__ = ("idempotency_key", "event_type", "customer", "timestamp", "properties", "subscription")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     event_type: str
     customer: _common_pb2.CustomerRef
     timestamp: _timestamp_pb2.Timestamp
     properties: _struct_pb2.Struct
-    def __init__(self, idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class EventResult(_message.Message):
-    __slots__ = ("index", "status", "event_id", "idempotency_key", "violations")
+    __slots__ = ("index", "status", "event_id", "idempotency_key", "violations", "subscription_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     index: int
     status: EventStatus
     event_id: str
     idempotency_key: str
     violations: _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldViolation]
-    def __init__(self, index: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., violations: _Optional[_Iterable[_Union[_common_pb2.FieldViolation, _Mapping]]] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, index: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., violations: _Optional[_Iterable[_Union[_common_pb2.FieldViolation, _Mapping]]] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class SendEventRequest(_message.Message):
     __slots__ = ("event",)
@@ -67,14 +71,16 @@ class SendEventRequest(_message.Message):
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
 
 class SendEventResponse(_message.Message):
-    __slots__ = ("event_id", "idempotency_key", "duplicate")
+    __slots__ = ("event_id", "idempotency_key", "duplicate", "subscription_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     idempotency_key: str
     duplicate: bool
-    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class SendEventBatchRequest(_message.Message):
     __slots__ = ("events", "mode")
@@ -119,7 +125,7 @@ class StreamEventsResponse(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[EventResult, _Mapping]]] = ..., accepted_count: _Optional[int] = ..., duplicate_count: _Optional[int] = ..., rejected_count: _Optional[int] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("idempotency_key", "customer", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions")
+    __slots__ = ("idempotency_key", "customer", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "subscription", "price_point")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +141,8 @@ class RecordUsageRequest(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     customer: _common_pb2.CustomerRef
     meter_key: str
@@ -143,17 +151,21 @@ class RecordUsageRequest(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     range: _common_pb2.TimeRange
     dimensions: _containers.ScalarMap[str, str]
-    def __init__(self, idempotency_key: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    price_point: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("usage_record_id", "idempotency_key", "duplicate")
+    __slots__ = ("usage_record_id", "idempotency_key", "duplicate", "subscription_id")
     USAGE_RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     usage_record_id: str
     idempotency_key: str
     duplicate: bool
-    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., duplicate: _Optional[bool] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class VoidEventRequest(_message.Message):
     __slots__ = ("idempotency_key", "reason")
@@ -174,7 +186,7 @@ class VoidEventResponse(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., already_voided: _Optional[bool] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StoredEvent(_message.Message):
-    __slots__ = ("event_id", "idempotency_key", "event_type", "customer_id", "timestamp", "properties", "ingest_time", "voided", "void_reason", "metered")
+    __slots__ = ("event_id", "idempotency_key", "event_type", "customer_id", "timestamp", "properties", "ingest_time", "voided", "void_reason", "metered", "subscription_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +197,7 @@ class StoredEvent(_message.Message):
     VOIDED_FIELD_NUMBER: _ClassVar[int]
     VOID_REASON_FIELD_NUMBER: _ClassVar[int]
     METERED_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     idempotency_key: str
     event_type: str
@@ -195,7 +208,8 @@ class StoredEvent(_message.Message):
     voided: bool
     void_reason: str
     metered: bool
-    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., voided: _Optional[bool] = ..., void_reason: _Optional[str] = ..., metered: _Optional[bool] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ingest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., voided: _Optional[bool] = ..., void_reason: _Optional[str] = ..., metered: _Optional[bool] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class GetEventRequest(_message.Message):
     __slots__ = ("idempotency_key",)
@@ -222,39 +236,43 @@ class GetIngestStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIngestStatsResponse(_message.Message):
-    __slots__ = ("events_total", "usage_records_total", "voids_total", "unmetered_total", "unmetered_by_type", "head_position")
+    __slots__ = ("events_total", "usage_records_total", "voids_total", "unmetered_total", "unmetered_by_type", "head_position", "catalog_revision")
     EVENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     USAGE_RECORDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     VOIDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNMETERED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNMETERED_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
     HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_REVISION_FIELD_NUMBER: _ClassVar[int]
     events_total: int
     usage_records_total: int
     voids_total: int
     unmetered_total: int
     unmetered_by_type: _containers.RepeatedCompositeFieldContainer[EventTypeCount]
     head_position: int
-    def __init__(self, events_total: _Optional[int] = ..., usage_records_total: _Optional[int] = ..., voids_total: _Optional[int] = ..., unmetered_total: _Optional[int] = ..., unmetered_by_type: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., head_position: _Optional[int] = ...) -> None: ...
+    catalog_revision: int
+    def __init__(self, events_total: _Optional[int] = ..., usage_records_total: _Optional[int] = ..., voids_total: _Optional[int] = ..., unmetered_total: _Optional[int] = ..., unmetered_by_type: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., head_position: _Optional[int] = ..., catalog_revision: _Optional[int] = ...) -> None: ...
 
 class LoggedEvent(_message.Message):
-    __slots__ = ("event_id", "idempotency_key", "event_type", "customer_id", "timestamp", "properties")
+    __slots__ = ("event_id", "idempotency_key", "event_type", "customer_id", "timestamp", "properties", "subscription_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     idempotency_key: str
     event_type: str
     customer_id: str
     timestamp: _timestamp_pb2.Timestamp
     properties: _struct_pb2.Struct
-    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., event_type: _Optional[str] = ..., customer_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class LoggedUsage(_message.Message):
-    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions")
+    __slots__ = ("usage_record_id", "idempotency_key", "customer_id", "meter_key", "quantity", "memo", "timestamp", "range", "dimensions", "subscription_id")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +289,7 @@ class LoggedUsage(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     usage_record_id: str
     idempotency_key: str
     customer_id: str
@@ -280,7 +299,8 @@ class LoggedUsage(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     range: _common_pb2.TimeRange
     dimensions: _containers.ScalarMap[str, str]
-    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, usage_record_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., meter_key: _Optional[str] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., memo: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class LoggedVoid(_message.Message):
     __slots__ = ("event_id", "idempotency_key", "reason", "event")

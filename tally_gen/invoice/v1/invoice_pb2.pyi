@@ -54,7 +54,7 @@ class TierBreakdown(_message.Message):
     def __init__(self, tier: _Optional[int] = ..., from_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., up_to: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., flat_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class InvoiceLine(_message.Message):
-    __slots__ = ("id", "kind", "description", "charge_key", "meter_key", "dimensions", "period", "plan_key", "plan_version", "quantity", "included_units", "unit_price", "tiers", "proration", "amount", "adjusts_invoice_id", "adjusts_period", "usage", "amount_before_limits")
+    __slots__ = ("id", "kind", "description", "charge_key", "meter_key", "dimensions", "period", "plan_key", "plan_version", "quantity", "included_units", "unit_price", "tiers", "proration", "amount", "adjusts_invoice_id", "adjusts_period", "usage", "amount_before_limits", "price_override", "price_point")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class InvoiceLine(_message.Message):
     ADJUSTS_PERIOD_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_BEFORE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: LineKind
     description: str
@@ -100,10 +102,12 @@ class InvoiceLine(_message.Message):
     adjusts_period: _common_pb2.TimeRange
     usage: _common_pb2.Decimal
     amount_before_limits: _common_pb2.Decimal
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[LineKind, str]] = ..., description: _Optional[str] = ..., charge_key: _Optional[str] = ..., meter_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierBreakdown, _Mapping]]] = ..., proration: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., adjusts_invoice_id: _Optional[str] = ..., adjusts_period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount_before_limits: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
+    price_override: bool
+    price_point: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[LineKind, str]] = ..., description: _Optional[str] = ..., charge_key: _Optional[str] = ..., meter_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierBreakdown, _Mapping]]] = ..., proration: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., adjusts_invoice_id: _Optional[str] = ..., adjusts_period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount_before_limits: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., price_override: _Optional[bool] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
-    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id")
+    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id", "warnings")
     ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +128,7 @@ class Invoice(_message.Message):
     CUSTOMER_NAME_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EMAIL_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     id: str
     number: str
     customer_id: str
@@ -144,7 +149,24 @@ class Invoice(_message.Message):
     customer_name: str
     customer_email: str
     customer_external_id: str
-    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[InvoiceWarning]
+    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[InvoiceWarning, _Mapping]]] = ...) -> None: ...
+
+class InvoiceWarning(_message.Message):
+    __slots__ = ("code", "description", "meter_key", "period", "quantity", "competing_subscription_ids")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METER_KEY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    COMPETING_SUBSCRIPTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    description: str
+    meter_key: str
+    period: _common_pb2.TimeRange
+    quantity: _common_pb2.Decimal
+    competing_subscription_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[str] = ..., description: _Optional[str] = ..., meter_key: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., competing_subscription_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CloseDuePeriodsRequest(_message.Message):
     __slots__ = ("as_of", "subscription_ids")
@@ -183,18 +205,22 @@ class GetInvoiceResponse(_message.Message):
     def __init__(self, invoice: _Optional[_Union[Invoice, _Mapping]] = ...) -> None: ...
 
 class ListInvoicesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "customer_id", "subscription_id", "status")
+    __slots__ = ("page_size", "page_token", "customer_id", "subscription_id", "status", "customer", "subscription")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     customer_id: str
     subscription_id: str
     status: InvoiceStatus
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ...) -> None: ...
+    customer: _common_pb2.CustomerRef
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class ListInvoicesResponse(_message.Message):
     __slots__ = ("invoices", "next_page_token")
@@ -243,12 +269,14 @@ class VoidInvoiceResponse(_message.Message):
     def __init__(self, invoice: _Optional[_Union[Invoice, _Mapping]] = ...) -> None: ...
 
 class UpcomingInvoiceRequest(_message.Message):
-    __slots__ = ("subscription_id", "as_of")
+    __slots__ = ("subscription_id", "as_of", "subscription")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     as_of: _timestamp_pb2.Timestamp
-    def __init__(self, subscription_id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, subscription_id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class UpcomingInvoiceResponse(_message.Message):
     __slots__ = ("invoice",)
@@ -265,16 +293,18 @@ class BillingPeriod(_message.Message):
     def __init__(self, period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., invoice_id: _Optional[str] = ...) -> None: ...
 
 class ListBillingPeriodsRequest(_message.Message):
-    __slots__ = ("subscription_id", "until", "page_size", "page_token")
+    __slots__ = ("subscription_id", "until", "page_size", "page_token", "subscription")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     until: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, subscription_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    def __init__(self, subscription_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class ListBillingPeriodsResponse(_message.Message):
     __slots__ = ("periods", "next_page_token")

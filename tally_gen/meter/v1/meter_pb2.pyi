@@ -50,7 +50,7 @@ class DimensionValue(_message.Message):
     def __init__(self, dimensions: _Optional[_Mapping[str, str]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "start", "end", "group_by", "dimension_filter")
+    __slots__ = ("customer", "meter_key", "start", "end", "group_by", "dimension_filter", "subscription", "include_unattributed", "only_unattributed")
     class DimensionFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,16 +64,22 @@ class GetUsageRequest(_message.Message):
     END_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FILTER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ONLY_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     start: _timestamp_pb2.Timestamp
     end: _timestamp_pb2.Timestamp
     group_by: _containers.RepeatedScalarFieldContainer[str]
     dimension_filter: _containers.ScalarMap[str, str]
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    include_unattributed: bool
+    only_unattributed: bool
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ..., only_unattributed: _Optional[bool] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("meter_key", "customer_id", "start", "end", "value", "breakdown", "applied_position")
+    __slots__ = ("meter_key", "customer_id", "start", "end", "value", "breakdown", "applied_position", "subscription_id")
     METER_KEY_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +87,7 @@ class GetUsageResponse(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     meter_key: str
     customer_id: str
     start: _timestamp_pb2.Timestamp
@@ -88,7 +95,8 @@ class GetUsageResponse(_message.Message):
     value: _common_pb2.Decimal
     breakdown: _containers.RepeatedCompositeFieldContainer[DimensionValue]
     applied_position: int
-    def __init__(self, meter_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., breakdown: _Optional[_Iterable[_Union[DimensionValue, _Mapping]]] = ..., applied_position: _Optional[int] = ...) -> None: ...
+    subscription_id: str
+    def __init__(self, meter_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., breakdown: _Optional[_Iterable[_Union[DimensionValue, _Mapping]]] = ..., applied_position: _Optional[int] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class BatchGetUsageRequest(_message.Message):
     __slots__ = ("queries",)
@@ -113,7 +121,7 @@ class SeriesPoint(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class UsageSeriesRequest(_message.Message):
-    __slots__ = ("customer", "meter_key", "start", "end", "granularity", "time_zone", "dimension_filter")
+    __slots__ = ("customer", "meter_key", "start", "end", "granularity", "time_zone", "dimension_filter", "subscription", "include_unattributed", "only_unattributed")
     class DimensionFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +136,9 @@ class UsageSeriesRequest(_message.Message):
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FILTER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ONLY_UNATTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     customer: _common_pb2.CustomerRef
     meter_key: str
     start: _timestamp_pb2.Timestamp
@@ -135,7 +146,10 @@ class UsageSeriesRequest(_message.Message):
     granularity: Granularity
     time_zone: str
     dimension_filter: _containers.ScalarMap[str, str]
-    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    subscription: _common_pb2.SubscriptionRef
+    include_unattributed: bool
+    only_unattributed: bool
+    def __init__(self, customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., meter_key: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., dimension_filter: _Optional[_Mapping[str, str]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ..., include_unattributed: _Optional[bool] = ..., only_unattributed: _Optional[bool] = ...) -> None: ...
 
 class UsageSeriesResponse(_message.Message):
     __slots__ = ("points",)
@@ -148,7 +162,7 @@ class GetMeterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetMeterStatusResponse(_message.Message):
-    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time", "unusable_value_events", "caught_up", "entries_applied")
+    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time", "unusable_value_events", "caught_up", "entries_applied", "unattributed_entries")
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
     HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_BEHIND_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +175,7 @@ class GetMeterStatusResponse(_message.Message):
     UNUSABLE_VALUE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     applied_position: int
     head_position: int
     events_behind: int
@@ -173,7 +188,8 @@ class GetMeterStatusResponse(_message.Message):
     unusable_value_events: int
     caught_up: bool
     entries_applied: int
-    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unusable_value_events: _Optional[int] = ..., caught_up: _Optional[bool] = ..., entries_applied: _Optional[int] = ...) -> None: ...
+    unattributed_entries: int
+    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unusable_value_events: _Optional[int] = ..., caught_up: _Optional[bool] = ..., entries_applied: _Optional[int] = ..., unattributed_entries: _Optional[int] = ...) -> None: ...
 
 class Backfill(_message.Message):
     __slots__ = ("id", "meter_key", "state", "position", "target_position", "entries_applied", "error", "create_time", "finish_time")
