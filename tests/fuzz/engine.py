@@ -12,7 +12,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -58,6 +57,8 @@ class Stats:
     findings: list[Finding] = field(default_factory=list)
     seen: set = field(default_factory=set)
     canaries_ok: int = 0
+    # RPCs the run never called (it stops early when metering or billing stopped).
+    uncovered: list[str] = field(default_factory=list)
 
     def record(self, finding: Finding) -> None:
         if finding.signature() not in self.seen:
@@ -184,6 +185,3 @@ def call(ch: Channels, rpc: Rpc, messages, pools: Pools, stats: Stats) -> None:
             return
         judge(rpc, error, messages, stats)
 
-
-def wait_time(started: float) -> float:
-    return time.monotonic() - started

@@ -45,7 +45,8 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
     canary = Canary.create(ch, now)
     pools.reserved |= canary.reserved()
     stats = Stats()
-    assert canary.check(ch, cluster) == [], "the canary fails before any fuzz case"
+    problems = canary.check(ch, cluster)
+    assert not problems, f"the canary fails before any fuzz case: {problems}"
     stats.canaries_ok += 1
     recent: list[tuple[str, str]] = []
     state = {"broken": False, "swept": False}
@@ -142,7 +143,7 @@ def run_fuzz(cluster, name: str, examples: int, fuzz_seed: int) -> Stats:
         {**run, "by_rpc": dict(stats.by_rpc), "findings": [f.__dict__ for f in stats.findings]}, indent=1
     ))
     print(f"\nfuzz {name}: {json.dumps(run)}")
-    stats.uncovered = sorted({r.name for r in rpcs} - set(stats.by_rpc))  # type: ignore[attr-defined]
+    stats.uncovered = sorted({r.name for r in rpcs} - set(stats.by_rpc))
     return stats
 
 
