@@ -49,9 +49,11 @@ def pytest_terminal_summary(terminalreporter):
     from tests.fuzz.runner import RUNS
 
     for run in RUNS:
+        stopped = "; STOPPED: metering or billing broke" if run["stopped"] else ""
         terminalreporter.write_line(
-            f"fuzz {run['name']}: {run['cases']} cases ({run['calls']} calls, {run['hostile']} with hostile fields) "
-            f"over {run['rpcs_covered']}/{run['rpcs_total']} RPCs in {run['batches']} batches, {run['seconds']:.0f}s; "
-            f"canaries acknowledged {run['canaries']} (+{run['canary_duplicates']} resends), counted once each: "
-            f"{run['canaries_exact']}; distinct findings {run['findings']}; codes {run['codes']}"
+            f"fuzz {run['name']} (seed {run['seed']}): {run['cases']} cases ({run['hostile']} with poison fields) over "
+            f"{run['rpcs_covered']}/{run['rpcs_total']} RPCs, {run['seconds']:.0f}s; canaries acknowledged "
+            f"{run['canaries']} (+{run['canary_duplicates']} resends), counted exactly once at "
+            f"{run['canary_checks_passed']}/{run['canary_checks']} checks{stopped}; "
+            f"distinct findings {run['findings']}; codes {run['codes']}"
         )
