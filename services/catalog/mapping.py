@@ -177,6 +177,7 @@ def price_in(p: pb.Price) -> Price:
             Tier(decimal_field(t, "up_to"), decimal_field(t, "unit_price"), decimal_field(t, "flat_amount"))
             for t in p.tiers
         ),
+        charge_flat_amount_at_zero=p.charge_flat_amount_at_zero if p.HasField("charge_flat_amount_at_zero") else None,
     )
 
 
@@ -190,6 +191,8 @@ def price_out(price: Price) -> pb.Price:
         _set_decimal(t, "up_to", tier.up_to)
         _set_decimal(t, "unit_price", tier.unit_price)
         _set_decimal(t, "flat_amount", tier.flat_amount)
+    if price.charge_flat_amount_at_zero is not None:
+        out.charge_flat_amount_at_zero = price.charge_flat_amount_at_zero
     return out
 
 

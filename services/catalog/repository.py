@@ -308,6 +308,7 @@ def _price_json(price: Price | None) -> dict | None:
             {"up_to": _str(x.up_to), "unit_price": _str(x.unit_price), "flat_amount": _str(x.flat_amount)}
             for x in price.tiers
         ],
+        "charge_flat_amount_at_zero": price.charge_flat_amount_at_zero,
     }
 
 
@@ -322,6 +323,8 @@ def _price(data: dict | None) -> Price | None:
         tiers=tuple(
             Tier(_dec(x["up_to"]), _dec(x["unit_price"]), _dec(x["flat_amount"])) for x in data["tiers"]
         ),
+        # Absent from versions stored before the option existed: the default.
+        charge_flat_amount_at_zero=data.get("charge_flat_amount_at_zero"),
     )
 
 

@@ -10,7 +10,15 @@ from decimal import Decimal, InvalidOperation
 from google.protobuf import timestamp_pb2
 
 from services.invoice.domain.billing import UsageQuery
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
+from services.invoice.domain.invoices import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceWarning,
+    LineKind,
+    TierAmount,
+)
 from services.invoice.domain.plans import (
     Customer,
     DimensionPrice,
@@ -196,6 +204,9 @@ def price_from(message: catalog_pb2.Price) -> Price:
             )
             for tier in message.tiers
         ),
+        charge_flat_amount_at_zero=(
+            message.charge_flat_amount_at_zero if message.HasField("charge_flat_amount_at_zero") else True
+        ),
     )
 
 
@@ -335,7 +346,24 @@ _KIND_TO = {
     LineKind.FIXED_FEE: invoice_pb2.LINE_KIND_FIXED_FEE,
     LineKind.USAGE: invoice_pb2.LINE_KIND_USAGE,
     LineKind.ADJUSTMENT: invoice_pb2.LINE_KIND_ADJUSTMENT,
+    LineKind.PRORATION: invoice_pb2.LINE_KIND_PRORATION,
 }
+_INVOICE_KIND_TO = {
+    InvoiceKind.PERIOD_START: invoice_pb2.INVOICE_KIND_PERIOD_START,
+    InvoiceKind.PERIOD_END: invoice_pb2.INVOICE_KIND_PERIOD_END,
+}
+_INVOICE_KIND_FROM = {value: key for key, value in _INVOICE_KIND_TO.items()}
+
+
+def invoice_kind_from(value: int, field: str = "kind") -> InvoiceKind | None:
+    """None for UNSPECIFIED (no filter); INVALID_ARGUMENT for a number the enum does not have."""
+    if value == invoice_pb2.INVOICE_KIND_UNSPECIFIED:
+        return None
+    if value not in _INVOICE_KIND_FROM:
+        raise InvalidInput(
+            "unknown invoice kind", violations=[Violation(field, f"unknown InvoiceKind {value}", "UNKNOWN_ENUM")]
+        )
+    return _INVOICE_KIND_FROM[value]
 
 
 def status_from(value: int, field: str = "status") -> InvoiceStatus | None:
@@ -382,6 +410,8 @@ def line_to(line: InvoiceLine, line_id: str) -> invoice_pb2.InvoiceLine:
         adjusts_period=range_to(line.adjusts_period_start, line.adjusts_period_end),
         usage=decimal_to(line.usage),
         amount_before_limits=decimal_to(line.amount_before_limits),
+        prorated_seconds=line.prorated_seconds or 0,
+        period_seconds=line.period_seconds or 0,
         price_override=line.price_override,
         price_point=line.price_point,
     )
@@ -410,6 +440,7 @@ def invoice_to(invoice: Invoice) -> invoice_pb2.Invoice:
         customer_name=invoice.customer_name,
         customer_email=invoice.customer_email,
         customer_external_id=invoice.customer_external_id,
+        kind=_INVOICE_KIND_TO[invoice.kind],
         warnings=[warning_to(w) for w in invoice.warnings],
     )
 
@@ -425,5 +456,7 @@ def warning_to(warning: InvoiceWarning) -> invoice_pb2.InvoiceWarning:
     )
 
 
-def period_to(period: Period, invoice_id: str = "") -> invoice_pb2.BillingPeriod:
-    return invoice_pb2.BillingPeriod(period=range_to(period.start, period.end), invoice_id=invoice_id)
+def period_to(period: Period, invoice_id: str = "", period_start_invoice_id: str = "") -> invoice_pb2.BillingPeriod:
+    return invoice_pb2.BillingPeriod(
+        period=range_to(period.start, period.end), invoice_id=invoice_id, period_start_invoice_id=period_start_invoice_id
+    )

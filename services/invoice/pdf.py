@@ -41,6 +41,8 @@ def _line_rows(line: InvoiceLine, currency: str, style) -> list[list]:
         units = f"1 × {_num(line.unit_price)}"
         if line.proration is not None:
             units += f" × {line.proration:.6f} (prorated)"
+    elif line.kind is LineKind.PRORATION:
+        units = f"1 × {_num(line.unit_price)} × {line.prorated_seconds:,} s / {line.period_seconds:,} s"
     elif line.kind is LineKind.ADJUSTMENT:
         units = f"{_qty(line.usage)} units" if line.usage is not None else ""
     elif line.unit_price is not None and not line.tiers[1:]:

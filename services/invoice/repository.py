@@ -10,7 +10,15 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.invoice.domain.invoices import Invoice, InvoiceLine, InvoiceStatus, InvoiceWarning, LineKind, TierAmount
+from services.invoice.domain.invoices import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceWarning,
+    LineKind,
+    TierAmount,
+)
 from services.invoice.tables import invoices, number_counters
 
 
@@ -55,6 +63,8 @@ def line_to_json(line: InvoiceLine) -> dict:
         "adjusts_invoice_id": line.adjusts_invoice_id,
         "adjusts_period_start": _i(line.adjusts_period_start),
         "adjusts_period_end": _i(line.adjusts_period_end),
+        "prorated_seconds": line.prorated_seconds,
+        "period_seconds": line.period_seconds,
         **({"price_override": True} if line.price_override else {}),
         **({"price_point": line.price_point} if line.price_point else {}),
     }
@@ -85,6 +95,8 @@ def line_from_json(data: dict) -> InvoiceLine:
         adjusts_invoice_id=data["adjusts_invoice_id"],
         adjusts_period_start=_t(data["adjusts_period_start"]),
         adjusts_period_end=_t(data["adjusts_period_end"]),
+        prorated_seconds=data.get("prorated_seconds"),
+        period_seconds=data.get("period_seconds"),
         price_override=data.get("price_override", False),
         price_point=data.get("price_point", ""),
     )
@@ -113,6 +125,7 @@ def _row(invoice: Invoice) -> dict:
         "customer_name": invoice.customer_name,
         "customer_email": invoice.customer_email,
         "customer_external_id": invoice.customer_external_id,
+        "kind": invoice.kind.value,
         "warnings": [warning_to_json(w) for w in invoice.warnings],
     }
 
@@ -162,6 +175,7 @@ def invoice_from_row(row) -> Invoice:
         customer_name=row.customer_name,
         customer_email=row.customer_email,
         customer_external_id=row.customer_external_id,
+        kind=InvoiceKind(row.kind),
         warnings=tuple(warning_from_json(w) for w in row.warnings),
     )
 
@@ -200,14 +214,16 @@ class InvoiceRepository:
         row = (await self.conn.execute(select(invoices).where(invoices.c.number == number))).first()
         return invoice_from_row(row) if row else None
 
-    async def period_starts(self, subscription_ids: Iterable[str]) -> dict[str, dict[datetime, str]]:
-        """For each subscription, its invoiced period starts and their invoice ids."""
+    async def period_starts(
+        self, subscription_ids: Iterable[str], kind: InvoiceKind = InvoiceKind.PERIOD_END
+    ) -> dict[str, dict[datetime, str]]:
+        """For each subscription, its period starts invoiced by ``kind`` and their invoice ids."""
         ids = list(subscription_ids)
         found: dict[str, dict[datetime, str]] = {sid: {} for sid in ids}
         if not ids:
             return found
         statement = select(invoices.c.subscription_id, invoices.c.period_start, invoices.c.id).where(
-            invoices.c.subscription_id.in_(ids)
+            invoices.c.subscription_id.in_(ids), invoices.c.kind == kind.value
         )
         for row in await self.conn.execute(statement):
             found[row.subscription_id][row.period_start] = row.id
@@ -231,6 +247,37 @@ class InvoiceRepository:
                 or_(invoices.c.period_end > since, invoices.c.status == InvoiceStatus.DRAFT.value),
             )
             .order_by(invoices.c.period_start)
+        )
+        for row in await self.conn.execute(statement):
+            found[row.subscription_id].append(invoice_from_row(row))
+        return found
+
+    async def voided_period_starts(self, subscription_ids: Iterable[str]) -> dict[str, set[datetime]]:
+        """For each subscription, the period starts whose PERIOD_START invoice was voided."""
+        ids = list(subscription_ids)
+        found: dict[str, set[datetime]] = {sid: set() for sid in ids}
+        if not ids:
+            return found
+        statement = select(invoices.c.subscription_id, invoices.c.period_start).where(
+            invoices.c.subscription_id.in_(ids),
+            invoices.c.kind == InvoiceKind.PERIOD_START.value,
+            invoices.c.status == InvoiceStatus.VOID.value,
+        )
+        for row in await self.conn.execute(statement):
+            found[row.subscription_id].add(row.period_start)
+        return found
+
+    async def billed_ending_at(self, subscription_ids: Iterable[str], instants: Iterable[datetime]) -> dict[str, list[Invoice]]:
+        """Billed PERIOD_END invoices of the subscriptions whose period ends at one of ``instants``."""
+        ids, ends = list(subscription_ids), list(set(instants))
+        found: dict[str, list[Invoice]] = {sid: [] for sid in ids}
+        if not ids or not ends:
+            return found
+        statement = select(invoices).where(
+            invoices.c.subscription_id.in_(ids),
+            invoices.c.period_end.in_(ends),
+            invoices.c.kind == InvoiceKind.PERIOD_END.value,
+            invoices.c.status.in_(BILLED),
         )
         for row in await self.conn.execute(statement):
             found[row.subscription_id].append(invoice_from_row(row))
@@ -296,8 +343,11 @@ class InvoiceRepository:
         customer_id: str = "",
         subscription_id: str = "",
         status: InvoiceStatus | None = None,
+        kind: InvoiceKind | None = None,
     ) -> list[Invoice]:
         statement = select(invoices).order_by(invoices.c.create_time, invoices.c.id).limit(limit)
+        if kind is not None:
+            statement = statement.where(invoices.c.kind == kind.value)
         if customer_id:
             statement = statement.where(invoices.c.customer_id == customer_id)
         if subscription_id:

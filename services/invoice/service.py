@@ -22,8 +22,10 @@ from services.invoice.domain.billing import (
     unattributed_warnings,
     usage_queries,
 )
+from services.invoice.domain.advance import in_advance_fees, period_start_lines
 from services.invoice.domain.invoices import (
     Invoice,
+    InvoiceKind,
     InvoiceLine,
     InvoiceStatus,
     InvoiceWarning,
@@ -36,7 +38,7 @@ from services.invoice.domain.pricing import UsagePart
 from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
-from tally.domain.periods import Period, Schedule, ended_periods, period_containing, periods
+from tally.domain.periods import Period, Schedule, period_containing, periods
 from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Violation
 from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
 from tally.pagination import decode_page_token, encode_page_token, page_size
@@ -44,6 +46,9 @@ from tally.pagination import decode_page_token, encode_page_token, page_size
 log = structlog.get_logger()
 UTC = timezone.utc
 MAX_GRACE_SECONDS = 72 * 3600
+# How far past this service's clock a CloseDuePeriods as_of may be: callers' clocks drift a
+# little; anything beyond is a typo that would invoice periods that have not ended yet.
+AS_OF_CLOCK_SKEW = timedelta(seconds=60)
 # Meters whose usage over a span is the sum of their usage over its parts.
 ADDITIVE_AGGREGATIONS = frozenset({"SUM", "COUNT"})
 
@@ -118,6 +123,8 @@ class _Account:
     # stops charging; filled by _with_others before pricing.
     others: tuple[Subscription, ...] = ()
     others_end: dict[str, datetime | None] = field(default_factory=dict)
+    # Periods whose PERIOD_START invoice was voided (their in-advance fee is not billed again).
+    voided_period_starts: frozenset[datetime] = frozenset()
 
     def currency(self, period: Period) -> str:
         phase = self.subscription.phase_at(period.start) or self.subscription.phases[-1]
@@ -143,14 +150,29 @@ class InvoiceService:
     # ------------------------------------------------------------------ period close
 
     async def close_due_periods(self, as_of: datetime | None = None, subscription_ids: Sequence[str] = ()) -> CloseResult:
-        """One invoice per ended subscription period; finalize drafts whose grace is over.
+        """A PERIOD_START invoice per opened period with in-advance fees (final at once), a
+        PERIOD_END invoice per ended period; finalize drafts whose grace is over.
 
         Drafts are finalized only once the meter's watermark is past period end + grace, so
         no late-but-in-grace usage is missed. Safe to run concurrently: the unique
-        (subscription_id, period_start) constraint keeps one invoice per period, and
-        finalization locks the draft row.
+        (subscription_id, period_start, kind) constraint keeps one invoice of each kind per
+        period, and finalization locks the draft row. ``as_of`` more than AS_OF_CLOCK_SKEW
+        past the clock is refused; within it, it is read as now.
         """
-        as_of = as_of or self.clock()
+        now = self.clock()
+        if as_of is not None and as_of > now + AS_OF_CLOCK_SKEW:
+            raise InvalidInput(
+                "as_of is in the future",
+                violations=[
+                    Violation(
+                        "as_of",
+                        f"{as_of.isoformat()} is after now ({now.isoformat()}) by more than "
+                        f"{int(AS_OF_CLOCK_SKEW.total_seconds())} s of allowed clock skew; periods close only once they have ended",
+                        "AS_OF_IN_FUTURE",
+                    )
+                ],
+            )
+        as_of = min(as_of or now, now)
         watermark = await self.meter.applied_watermark()
         result = CloseResult()
         # Closing everything: a few ListCustomers pages beat one GetCustomer per subscription.
@@ -227,9 +249,12 @@ class InvoiceService:
         ids = [s.id for s in page]
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            invoiced = await InvoiceRepository(conn).period_starts(ids)
+            repo = InvoiceRepository(conn)
+            invoiced = await repo.period_starts(ids)
+            opened = await repo.period_starts(ids, InvoiceKind.PERIOD_START)
+            voided = await repo.voided_period_starts(ids)
 
-        async def due_of(subscription: Subscription) -> tuple[_Account, list[Period]] | None:
+        async def due_of(subscription: Subscription) -> tuple[_Account, list[tuple[Period, InvoiceKind]]] | None:
             try:
                 async with self._limit:
                     account = await self._account(subscription, customers)
@@ -237,15 +262,29 @@ class InvoiceService:
                 result.failed += 1
                 log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
                 return None
-            due = [p for p in ended_periods(account.schedule, as_of) if p.start not in invoiced[subscription.id]]
+            account.voided_period_starts = frozenset(voided[subscription.id])
+            ended = invoiced[subscription.id]
+            due: list[tuple[Period, InvoiceKind]] = []
+            for period in periods(account.schedule, as_of + timedelta(microseconds=1)):
+                # A period that has opened bills its in-advance fees; one already closed at its
+                # end (before period-start invoices existed) is not billed in advance again.
+                if period.start not in opened[subscription.id] and period.start not in ended and _bills_in_advance(
+                    account, period
+                ):
+                    due.append((period, InvoiceKind.PERIOD_START))
+                if period.end <= as_of and period.start not in ended:
+                    due.append((period, InvoiceKind.PERIOD_END))
             return (account, due) if due else None
+
 
         # Most runs of the scheduler find nothing due: only then is history loaded and usage read.
         due_accounts = [found for found in await asyncio.gather(*(due_of(s) for s in page)) if found]
         if not due_accounts:
             return
 
-        async def with_others(account: _Account, due: list[Period]) -> tuple[_Account, list[Period]] | None:
+        async def with_others(
+            account: _Account, due: list[tuple[Period, InvoiceKind]]
+        ) -> tuple[_Account, list[tuple[Period, InvoiceKind]]] | None:
             try:
                 async with self._limit:
                     return await self._with_others(account), due
@@ -257,24 +296,47 @@ class InvoiceService:
         due_accounts = [found for found in await asyncio.gather(*(with_others(a, d) for a, d in due_accounts)) if found]
         if not due_accounts:
             return
+        due_ids = [a.subscription.id for a, _ in due_accounts]
         async with self.engine.connect() as conn:
-            history = await InvoiceRepository(conn).history([a.subscription.id for a, _ in due_accounts], since)
+            repo = InvoiceRepository(conn)
+            history = await repo.history(due_ids, since)
+            # The invoices that may have billed a period's in-advance fees before PERIOD_START
+            # invoices existed: the previous period's (whatever the lookback).
+            previous = await repo.billed_ending_at(
+                due_ids, [p.start for _, due in due_accounts for p, k in due if k is InvoiceKind.PERIOD_START]
+            )
+        due_accounts = [
+            (account, [(p, k) for p, k in due if k is InvoiceKind.PERIOD_END or not _billed_before(previous[account.subscription.id], p)])
+            for account, due in due_accounts
+        ]
 
         usage = await self._prefetch_usage(due_accounts)
 
-        async def close_one(account: _Account, due: list[Period]) -> list[Invoice]:
+        async def close_one(account: _Account, due: list[tuple[Period, InvoiceKind]]) -> list[Invoice]:
             subscription = account.subscription
             async with self._limit:
                 try:
                     drafts = []
-                    has_draft = any(i.status is InvoiceStatus.DRAFT for i in history[subscription.id])
-                    for index, period in enumerate(due):
-                        # Adjustments go on one invoice only: the earliest not yet finalized.
-                        adjust = index == 0 and not has_draft
-                        lines, warnings = await self._price(
-                            account, period, history[subscription.id], "", adjust, as_of, usage
-                        )
-                        drafts.append(self._new_draft(account, period, lines, warnings))
+                    has_draft = any(
+                        i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END for i in history[subscription.id]
+                    )
+                    first_end = True
+                    # A period's PERIOD_START invoice made in this run is what its PERIOD_END
+                    # invoice (possibly made in this run too) corrects.
+                    known = list(history[subscription.id])
+                    for period, kind in due:
+                        warnings: list = []
+                        if kind is InvoiceKind.PERIOD_START:
+                            lines = self._price_period_start(account, period)
+                        else:
+                            # Adjustments go on one invoice only: the earliest not yet finalized.
+                            adjust = first_end and not has_draft
+                            first_end = False
+                            lines, warnings = await self._price(account, period, known, "", adjust, as_of, usage)
+                        draft = self._new_draft(account, period, lines, warnings, kind)
+                        drafts.append(draft)
+                        if kind is InvoiceKind.PERIOD_START:
+                            known.append(draft)
                     return drafts
                 except DomainError as error:
                     result.failed += 1
@@ -291,8 +353,15 @@ class InvoiceService:
             return
         now = self.clock()
         # A period whose grace is already over, with the meter caught up, is finalized at once:
-        # it was priced from fresh usage just now.
-        ready = [d for d in drafts if watermark is not None and d.grace_end_time <= min(as_of, watermark)]
+        # it was priced from fresh usage just now. A PERIOD_START invoice reads no usage: it
+        # is final when made.
+        ready = [
+            d
+            for d in drafts
+            if d.kind is InvoiceKind.PERIOD_START
+            or (watermark is not None and d.grace_end_time <= min(as_of, watermark))
+        ]
+
         try:
             inserted, finalized = await self._insert_finalized(drafts, ready, now)
         except _PeriodTaken:
@@ -311,7 +380,7 @@ class InvoiceService:
         result.finalized += len(finalized)
 
     async def _prefetch_usage(
-        self, due_accounts: list[tuple[_Account, list[Period]]]
+        self, due_accounts: list[tuple[_Account, list[tuple[Period, InvoiceKind]]]]
     ) -> dict[tuple[str, UsageQuery], UsagePart]:
         """The usage every due period of a page needs, read with BatchGetUsage (a few calls, not one per query).
 
@@ -321,7 +390,12 @@ class InvoiceService:
         wanted: dict[tuple[str, UsageQuery], None] = {}
         for account, due in due_accounts:
             try:
-                queries = [q for period in due for q in usage_queries(self._period_context(account, period))]
+                queries = [
+                    q
+                    for period, kind in due
+                    if kind is InvoiceKind.PERIOD_END
+                    for q in usage_queries(self._period_context(account, period))
+                ]
             except Exception:  # noqa: BLE001 - close_one reports this subscription's failure
                 continue
             for query in queries:
@@ -402,11 +476,18 @@ class InvoiceService:
         account = await self._with_others(await self._account(subscription, customers))
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            history = (await InvoiceRepository(conn).history([subscription.id], since))[subscription.id]
-        earliest_draft = next((i for i in history if i.status is InvoiceStatus.DRAFT), None)
+            repo = InvoiceRepository(conn)
+            history = (await repo.history([subscription.id], since))[subscription.id]
+            account.voided_period_starts = frozenset((await repo.voided_period_starts([subscription.id]))[subscription.id])
+        earliest_draft = next(
+            (i for i in history if i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END), None
+        )
         adjust = earliest_draft is None or earliest_draft.id == draft.id
         period = self._period_of(account, draft)
-        lines, warnings = await self._price(account, period, history, draft.id, adjust, as_of)
+        if draft.kind is InvoiceKind.PERIOD_START:
+            lines, warnings = self._price_period_start(account, period), []
+        else:
+            lines, warnings = await self._price(account, period, history, draft.id, adjust, as_of)
         now = self.clock()
         async with transaction(self.engine) as conn:
             repo = InvoiceRepository(conn)
@@ -450,11 +531,17 @@ class InvoiceService:
         ``usage`` holds usage already read for the period (by customer id and query); what
         it lacks is read from the meter.
         """
-        lines, warnings = await self._price_period(account, period, usage)
+        lines, warnings = await self._price_period(account, period, usage, history)
         if not with_adjustments:
             return lines, warnings
         others = [i for i in history if i.id != exclude_id]
-        billed = [i for i in others if i.status.value in BILLED and i.period_start < period.start]
+        # Late usage is looked for on PERIOD_END invoices; in-advance fees are corrected by
+        # their own period's PERIOD_END invoice (PRORATION lines), never by adjustments.
+        billed = [
+            _without_in_advance_fees(i, account)
+            for i in others
+            if i.status.value in BILLED and i.period_start < period.start and i.kind is InvoiceKind.PERIOD_END
+        ]
         if not billed:
             return lines, warnings
         adjustments = [line for i in others for line in i.lines if line.kind is LineKind.ADJUSTMENT]
@@ -467,7 +554,7 @@ class InvoiceService:
                 for line in invoice.lines
                 if line.kind is LineKind.ADJUSTMENT and line.adjusts_invoice_id == original.id
             ]
-            fresh, _ = await self._price_period(account, self._period_of(account, original))
+            fresh, _ = await self._price_period(account, self._period_of(account, original), None, history)
             lines.extend(adjustment_lines(original, fresh, earlier))
         return lines, warnings
 
@@ -490,6 +577,10 @@ class InvoiceService:
         if span is None:
             return False
         start, end, totals = span
+        if any(start < phase.start < end for phase in subscription.phases):
+            # A plan change inside the billed span (possibly backdated after billing) re-prices
+            # fees and in-advance corrections, which usage totals cannot show.
+            return False
         for meter_key in totals:
             if await self.catalog.meter_aggregation(meter_key) not in ADDITIVE_AGGREGATIONS:
                 return False
@@ -502,22 +593,32 @@ class InvoiceService:
         )
         return all(part.total == totals[key] for key, part in zip(keys, found))
 
-    def _period_context(self, account: _Account, period: Period) -> PeriodContext:
+    def _period_context(self, account: _Account, period: Period, history: Sequence[Invoice] = ()) -> PeriodContext:
         return PeriodContext(
             subscription=account.subscription,
             schedule=account.schedule,
             period=period,
             versions=account.versions,
             currency=account.currency(period),
-            is_first_period=period.start == account.schedule.start,
+            billed_in_advance=_billed_in_advance(history, period),
+            start_voided=period.start in account.voided_period_starts,
             others=account.others,
             others_end=account.others_end,
         )
 
+    def _price_period_start(self, account: _Account, period: Period) -> list[InvoiceLine]:
+        return period_start_lines(
+            account.subscription, account.schedule, period, account.versions, account.currency(period)
+        )
+
     async def _price_period(
-        self, account: _Account, period: Period, usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None
+        self,
+        account: _Account,
+        period: Period,
+        usage: Mapping[tuple[str, UsageQuery], UsagePart] | None = None,
+        history: Sequence[Invoice] = (),
     ) -> tuple[list[InvoiceLine], list[InvoiceWarning]]:
-        context = self._period_context(account, period)
+        context = self._period_context(account, period, history)
         customer_id = account.subscription.customer_id
         queries = usage_queries(context)
         known = usage or {}
@@ -527,9 +628,16 @@ class InvoiceService:
         return price_period(context, found), unattributed_warnings(context, found)
 
     def _new_draft(
-        self, account: _Account, period: Period, lines: list[InvoiceLine], warnings: Sequence[InvoiceWarning] = ()
+        self,
+        account: _Account,
+        period: Period,
+        lines: list[InvoiceLine],
+        warnings: Sequence[InvoiceWarning] = (),
+        kind: InvoiceKind = InvoiceKind.PERIOD_END,
     ) -> Invoice:
         invoice_id = f"inv_{uuid.uuid4().hex}"
+        # A PERIOD_START invoice needs no usage, so no grace: it is due when the period opens.
+        grace_end = period.start if kind is InvoiceKind.PERIOD_START else period.end + timedelta(seconds=self.settings.grace_seconds)
         return Invoice(
             id=invoice_id,
             customer_id=account.subscription.customer_id,
@@ -541,10 +649,11 @@ class InvoiceService:
             warnings=tuple(warnings),
             status=InvoiceStatus.DRAFT,
             create_time=self.clock(),
-            grace_end_time=period.end + timedelta(seconds=self.settings.grace_seconds),
+            grace_end_time=grace_end,
             customer_name=account.customer.name,
             customer_email=account.customer.email,
             customer_external_id=account.customer.external_id,
+            kind=kind,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -569,6 +678,7 @@ class InvoiceService:
         status: InvoiceStatus | None = None,
         customer_external_id: str = "",
         subscription_external_id: str = "",
+        kind: InvoiceKind | None = None,
     ) -> tuple[list[Invoice], str]:
         """A page of invoices; a customer or subscription filter naming nothing is NOT_FOUND
         (resolved through the catalog's GetCustomer/GetSubscription), never an empty page."""
@@ -579,6 +689,8 @@ class InvoiceService:
             filters["ce"] = customer_external_id
         if subscription_external_id:
             filters["se"] = subscription_external_id
+        if kind is not None:
+            filters["k"] = kind.value
         state = decode_page_token(page_token, kind="invoices")
         after = None
         if state is not None:
@@ -594,7 +706,8 @@ class InvoiceService:
             subscription_id = await self.catalog.resolve_subscription_id(subscription_id, subscription_external_id)
         async with self.engine.connect() as conn:
             found = await InvoiceRepository(conn).list(
-                limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status
+                limit=limit + 1, after=after, customer_id=customer_id, subscription_id=subscription_id, status=status,
+                kind=kind,
             )
         token = ""
         if len(found) > limit:
@@ -654,8 +767,17 @@ class InvoiceService:
             )
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
-            history = (await InvoiceRepository(conn).history([subscription_id], since))[subscription_id]
-        has_draft = any(i.status is InvoiceStatus.DRAFT for i in history)
+            repo = InvoiceRepository(conn)
+            history = (await repo.history([subscription_id], since))[subscription_id]
+            account.voided_period_starts = frozenset((await repo.voided_period_starts([subscription_id]))[subscription_id])
+            opened = (await repo.period_starts([subscription_id], InvoiceKind.PERIOD_START))[subscription_id]
+            previous = (await repo.billed_ending_at([subscription_id], [period.start]))[subscription_id]
+        if period.start not in opened and _bills_in_advance(account, period) and not _billed_before(previous, period):
+            # The next close makes this period's PERIOD_START invoice; preview against it, as
+            # the period-end invoice will be priced.
+            opening = self._new_draft(account, period, self._price_period_start(account, period), (), InvoiceKind.PERIOD_START)
+            history = [*history, opening]
+        has_draft = any(i.status is InvoiceStatus.DRAFT and i.kind is InvoiceKind.PERIOD_END for i in history)
         lines, warnings = await self._price(account, period, history, "", not has_draft, as_of)
         preview = self._new_draft(account, period, lines, warnings)
         return replace(preview, id="")
@@ -668,7 +790,7 @@ class InvoiceService:
         page_token: str,
         *,
         subscription_external_id: str = "",
-    ) -> tuple[list[tuple[Period, str]], str]:
+    ) -> tuple[list[tuple[Period, tuple[str, str]]], str]:
         if subscription_external_id:
             subscription_id = await self.catalog.resolve_subscription_id("", subscription_external_id)
         if not subscription_id:
@@ -694,14 +816,66 @@ class InvoiceService:
                 break
             page.append(period)
         async with self.engine.connect() as conn:
-            invoiced = (await InvoiceRepository(conn).period_starts([subscription_id]))[subscription_id]
+            repo = InvoiceRepository(conn)
+            invoiced = (await repo.period_starts([subscription_id]))[subscription_id]
+            opened = (await repo.period_starts([subscription_id], InvoiceKind.PERIOD_START))[subscription_id]
         token = encode_page_token({"o": offset + limit, "s": subscription_id}, kind="billing_periods") if more else ""
-        return [(p, invoiced.get(p.start, "")) for p in page], token
+        return [(p, (invoiced.get(p.start, ""), opened.get(p.start, ""))) for p in page], token
 
     async def render_pdf(self, invoice_id: str) -> tuple[bytes, str]:
         invoice = await self.get_invoice(_required_id(invoice_id))
         pdf = render_invoice_pdf(invoice, seller_name=self.settings.seller_name, seller_details=self.settings.seller_details)
         return pdf, f"{invoice.number or invoice.id}.pdf"
+
+
+def _bills_in_advance(account: _Account, period: Period) -> bool:
+    """Whether the version in force at the period's start has in-advance fees."""
+    phase = account.subscription.phase_at(period.start)
+    return phase is not None and bool(in_advance_fees(account.versions[phase.plan_version_id]))
+
+
+def _billed_before(history: Sequence[Invoice], period: Period) -> bool:
+    """Whether an invoice of an earlier period already billed this period's in-advance fees.
+
+    Before PERIOD_START invoices existed, a period's invoice billed the next period's
+    in-advance fees; such a period must not be billed in advance again.
+    """
+    return any(
+        invoice.period_start < period.start
+        and invoice.status.value in BILLED
+        and any(line.kind is LineKind.FIXED_FEE and line.period_start == period.start for line in invoice.lines)
+        for invoice in history
+    )
+
+
+def _billed_in_advance(history: Sequence[Invoice], period: Period) -> tuple[InvoiceLine, ...]:
+    """The in-advance fee lines billed for ``period``: its PERIOD_START invoice's, or (legacy)
+    those an earlier period's invoice billed for it. Void invoices billed nothing."""
+    found: list[InvoiceLine] = []
+    for invoice in history:
+        if invoice.status is InvoiceStatus.VOID:
+            continue
+        if invoice.kind is InvoiceKind.PERIOD_START and invoice.period_start == period.start:
+            found.extend(line for line in invoice.lines if line.kind is LineKind.FIXED_FEE)
+        elif invoice.kind is InvoiceKind.PERIOD_END and invoice.period_start < period.start and invoice.status.value in BILLED:
+            found.extend(
+                line for line in invoice.lines if line.kind is LineKind.FIXED_FEE and line.period_start == period.start
+            )
+    return tuple(found)
+
+
+def _without_in_advance_fees(invoice: Invoice, account: _Account) -> Invoice:
+    """A PERIOD_END invoice without in-advance fee lines (only invoices made before
+    PERIOD_START invoices existed have any), so late-usage checks compare like with like."""
+    advance = {
+        (v.plan_key, v.version, fee.key) for v in account.versions.values() for fee in in_advance_fees(v)
+    }
+    lines = tuple(
+        line
+        for line in invoice.lines
+        if not (line.kind is LineKind.FIXED_FEE and (line.plan_key, line.plan_version, line.charge_key) in advance)
+    )
+    return invoice if len(lines) == len(invoice.lines) else replace(invoice, lines=lines)
 
 
 def _required_id(invoice_id: str) -> str:

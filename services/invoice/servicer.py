@@ -39,6 +39,7 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
             subscription_id=filters.subscription_id,
             subscription_external_id=filters.subscription_external_id,
             status=mapping.status_from(request.status),
+            kind=mapping.invoice_kind_from(request.kind),
         )
         return invoice_pb2.ListInvoicesResponse(invoices=[mapping.invoice_to(i) for i in found], next_page_token=token)
 
@@ -71,7 +72,7 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
             subscription_external_id=external_id,
         )
         return invoice_pb2.ListBillingPeriodsResponse(
-            periods=[mapping.period_to(period, invoice_id) for period, invoice_id in found], next_page_token=token
+            periods=[mapping.period_to(period, *invoice_ids) for period, invoice_ids in found], next_page_token=token
         )
 
     async def RenderInvoicePdf(self, request, context):

@@ -22,7 +22,7 @@ def _ts(name: str, nullable: bool = True) -> Column:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
-# One row per subscription period. The unique (subscription_id, period_start) constraint is
+# One row per subscription period and kind. The unique (subscription_id, period_start, kind) constraint is
 # what makes period close idempotent across retries and replicas. Lines are stored as JSONB
 # (decimal strings) with the invoice, so a finalized invoice is one immutable row; a trigger
 # (migration invoice_0002) refuses any change to the content of a non-draft invoice.
@@ -52,7 +52,9 @@ invoices = Table(
     Column("customer_external_id", Text, nullable=False, server_default=""),
     # Usage of the period the invoice did not bill, and why (migration invoice_0003).
     Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
-    UniqueConstraint("subscription_id", "period_start", name="invoices_one_per_subscription_period"),
+    # PERIOD_START (in-advance fees, made when the period opens) or PERIOD_END (migration 0004).
+    Column("kind", Text, nullable=False, server_default="PERIOD_END"),
+    UniqueConstraint("subscription_id", "period_start", "kind", name="invoices_one_per_subscription_period"),
     Index("invoices_customer_idx", "customer_id", "create_time", "id"),
     Index("invoices_list_idx", "create_time", "id"),
     Index("invoices_due_drafts_idx", "grace_end_time", postgresql_where=text("status = 'DRAFT'")),

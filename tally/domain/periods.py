@@ -1,16 +1,23 @@
 """Billing periods on the customer's local calendar.
 
 A schedule (start instant, interval × count, anchor, IANA time zone, optional end) yields
-half-open periods [start, end) as aware UTC datetimes. Boundaries fall on local midnight of
-the boundary dates, so a daily period across a DST change is 23 or 25 hours long.
+half-open periods [start, end) as aware UTC datetimes. Boundaries fall on a local wall-clock
+time of the boundary dates (midnight for CALENDAR, the start's time of day for ANNIVERSARY),
+so a daily period across a DST change is 23 or 25 hours long.
 
 Anchoring:
 - CALENDAR: boundaries on calendar units (local midnight; Monday for weeks; the 1st for
   months; Jan/Apr/Jul/Oct 1st for quarters; Jan 1st for years), counted from the unit that
   contains the start. A start between boundaries gives a partial first period.
-- ANNIVERSARY: boundaries on the start's local date plus k intervals. Month arithmetic is
-  always taken from the original anchor day and clamped to the month's length, so Jan 31
-  gives Feb 28 (or 29), then Mar 31, then Apr 30 — never drifting to the 28th.
+- ANNIVERSARY: boundaries at the start's local time of day on the start's local date plus k
+  intervals, so a subscription started 2026-03-31T09:30Z (UTC customer) has monthly periods
+  [03-31 09:30, 04-30 09:30), [04-30 09:30, 05-31 09:30), ... Month arithmetic is always
+  taken from the original anchor day and clamped to the month's length, so an anchor on the
+  31st gives Feb 28 (or 29), then Mar 31, then Apr 30 — never drifting to the 28th.
+  The time of day is the customer's local wall-clock time: across DST the UTC instant moves
+  by the offset change. A wall-clock time that does not exist on a boundary date (skipped by
+  a DST jump) is read with the offset before the jump (02:30 on a 02:00->03:00 day is 03:30);
+  one that occurs twice is its first occurrence.
 
 An end (cancellation) instant truncates the last period; no period starts at or after it.
 
@@ -111,6 +118,20 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
+def local_instant(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """Wall-clock ``clock`` of local ``day`` in ``zone``, in UTC (fold=0: see the module doc)."""
+    if clock == time(0):
+        return local_midnight(day, zone)
+    return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
+
+
+def _time_of_day(schedule: Schedule) -> time:
+    """The local wall-clock time boundaries fall on: the start's for ANNIVERSARY, else midnight."""
+    if schedule.anchor is Anchor.ANNIVERSARY:
+        return schedule.start.astimezone(schedule.zone).time().replace(tzinfo=None, fold=0)
+    return time(0)
+
+
 def add_months(anchor: date, months: int) -> date:
     """``anchor`` plus ``months``, clamping the anchor's day to the target month's length."""
     index = anchor.year * 12 + (anchor.month - 1) + months
@@ -150,6 +171,11 @@ def _boundary_date(schedule: Schedule, origin: date, k: int) -> date:
     return add_months(origin, k * _months_per_step(schedule))
 
 
+def _boundary(schedule: Schedule, origin: date, k: int) -> datetime:
+    """Boundary k as a UTC instant."""
+    return local_instant(_boundary_date(schedule, origin, k), _time_of_day(schedule), schedule.zone)
+
+
 def _estimate_index(schedule: Schedule, origin: date, day: date) -> int:
     """A k close to the boundary index at or before local ``day`` (exact up to ±1)."""
     if schedule.interval is Interval.DAY:
@@ -162,9 +188,8 @@ def _estimate_index(schedule: Schedule, origin: date, day: date) -> int:
 
 def _period(schedule: Schedule, origin: date, k: int) -> Period | None:
     """Period number k (0 is the first), or None when it starts at or after the end."""
-    zone = schedule.zone
-    full_start = local_midnight(_boundary_date(schedule, origin, k), zone)
-    full_end = local_midnight(_boundary_date(schedule, origin, k + 1), zone)
+    full_start = _boundary(schedule, origin, k)
+    full_end = _boundary(schedule, origin, k + 1)
     start = max(full_start, schedule.start.astimezone(UTC))
     end = full_end
     if schedule.end is not None:
@@ -192,12 +217,12 @@ def period_containing(schedule: Schedule, instant: datetime) -> Period | None:
     if instant < schedule.start or (schedule.end is not None and instant >= schedule.end):
         return None
     origin = _origin(schedule)
-    zone = schedule.zone
-    k = max(0, _estimate_index(schedule, origin, instant.astimezone(zone).date()))
-    # The estimate is off by at most one step either way (clamped month days); walk to it.
-    while k > 0 and local_midnight(_boundary_date(schedule, origin, k), zone) > instant:
+    k = max(0, _estimate_index(schedule, origin, instant.astimezone(schedule.zone).date()))
+    # The estimate is off by at most one step either way (clamped month days, a boundary's
+    # time of day); walk to it.
+    while k > 0 and _boundary(schedule, origin, k) > instant:
         k -= 1
-    while local_midnight(_boundary_date(schedule, origin, k + 1), zone) <= instant:
+    while _boundary(schedule, origin, k + 1) <= instant:
         k += 1
     return _period(schedule, origin, k)
 

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.e2e
 WALKTHROUGH_FILE = REPO / "README.md"
 
 START, END = "<!-- walkthrough:start -->", "<!-- walkthrough:end -->"
+# The second walkthrough: a mid-period upgrade with an in-advance fee.
+UPGRADE = ("<!-- upgrade-walkthrough:start -->", "<!-- upgrade-walkthrough:end -->")
 BLOCK_END = "<<<walkthrough-block-end>>>"
 
 WAIT_FOR_METER = textwrap.dedent(
@@ -51,11 +53,12 @@ WAIT_FOR_METER = textwrap.dedent(
 )
 
 
-def walkthrough_blocks(path: Path) -> list[str]:
+def walkthrough_blocks(path: Path, markers: tuple[str, str] = (START, END)) -> list[str]:
     """The ```sh blocks between the walkthrough markers, in order."""
     text = path.read_text()
-    assert START in text and END in text, f"{path} has no walkthrough markers"
-    section = text[text.index(START) + len(START) : text.index(END)]
+    start, end = markers
+    assert start in text and end in text, f"{path} has no walkthrough markers {markers}"
+    section = text[text.index(start) + len(start) : text.index(end)]
     blocks = re.findall(r"^```sh\n(.*?)^```$", section, flags=re.S | re.M)
     assert blocks, "no ```sh blocks in the walkthrough"
     return blocks
@@ -96,9 +99,9 @@ async def fresh_cluster(server_url, tmp_path):
     await drop_database(server_url, name)
 
 
-def run_walkthrough(cluster: ServiceProcesses, workdir: Path) -> list[str]:
+def run_walkthrough(cluster: ServiceProcesses, workdir: Path, markers: tuple[str, str] = (START, END)) -> list[str]:
     """Run every block in one shell (they share variables); return each block's stdout."""
-    blocks = walkthrough_blocks(WALKTHROUGH_FILE)
+    blocks = walkthrough_blocks(WALKTHROUGH_FILE, markers)
     waiter = workdir / "wait_for_meter.py"
     waiter.write_text(WAIT_FOR_METER)
     wait = f'"{sys.executable}" "{waiter}" {cluster.address("ingest")} {cluster.address("meter")}'
@@ -158,3 +161,46 @@ class TestWalkthrough:
         for port, package, service in targets:
             assert service.lower() == package
             assert int(port) == DEFAULT_PORTS[package]
+
+
+def json_values(output: str) -> list[dict]:
+    """The JSON documents a block printed one after another (grpcurl pretty-prints each)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while at < len(output.strip()):
+        while output[at].isspace():
+            at += 1
+        value, at = decoder.raw_decode(output, at)
+        found.append(value)
+    return found
+
+
+class TestUpgradeWalkthrough:
+    async def test_the_documented_upgrade_credits_12_50_and_charges_30_00_on_the_period_end_invoice(
+        self, fresh_cluster, tmp_path
+    ):
+        outputs = await asyncio.to_thread(run_walkthrough, fresh_cluster, tmp_path, UPGRADE)
+        dates, plans, subscribed, change, close, invoices = outputs
+        assert dates == ""
+        assert [p["plan"]["key"] for p in json_values(plans)] == ["basic_daily", "pro_daily"]
+        body, subscription_id = subscribed.strip().rsplit("\n", 1)
+        customer = json.loads(body)
+        assert customer["customer"]["external_id"] == "acct_upgrade" and subscription_id.startswith("sub")
+        phases = json.loads(change)["subscription"]["phases"]
+        assert [p["plan_key"] for p in phases] == ["basic_daily", "pro_daily"]
+
+        closed = json.loads(close)
+        # Yesterday: period start (50.00) and period end; today: period start (120.00).
+        assert closed["invoices_created"] == 3
+        assert closed["invoices_finalized"] == 3
+
+        [invoice] = json.loads(invoices)["invoices"]
+        assert invoice["kind"] == "INVOICE_KIND_PERIOD_END"
+        assert invoice["status"] == "INVOICE_STATUS_FINALIZED"
+        got = [(line["kind"], line["plan_key"], Decimal(line["amount"]["value"]), line["prorated_seconds"])
+               for line in invoice["lines"]]
+        # 6 h of 24 left at 18:00: 50.00 x 6/24 = 12.50 credited, 120.00 x 6/24 = 30.00 charged.
+        assert got == [
+            ("LINE_KIND_PRORATION", "basic_daily", Decimal("-12.50"), "21600"),
+            ("LINE_KIND_PRORATION", "pro_daily", Decimal("30.00"), "21600"),
+        ]
+        assert Decimal(invoice["total"]["value"]) == Decimal("17.50")

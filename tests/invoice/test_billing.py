@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.invoice.domain.advance import period_start_lines
 from services.invoice.domain.billing import (
     PeriodContext,
     adjustment_lines,
@@ -26,6 +27,7 @@ from services.invoice.domain.plans import (
     Price,
     PricingModel,
     Subscription,
+    Tier,
     UsageCharge,
 )
 from services.invoice.domain.pricing import UsagePart
@@ -58,7 +60,7 @@ def context_for(sub: Subscription, versions: dict, index: int = 0) -> PeriodCont
     first = versions[sub.phases[0].plan_version_id]
     schedule = sub.schedule(first, "UTC")
     period = list(periods(schedule, utc(2100, 1, 1)) if schedule.end else _take(schedule, index + 1))[index]
-    return PeriodContext(sub, schedule, period, versions, "USD", is_first_period=index == 0)
+    return PeriodContext(sub, schedule, period, versions, "USD")
 
 
 def _take(schedule, n):
@@ -111,6 +113,17 @@ class TestPricePeriod:
         usage_lines = [line for line in lines if line.kind is LineKind.USAGE]
         assert [(line.included_units, line.quantity) for line in usage_lines] == [(D(60), D(0)), (D(40), D(30))]
 
+    def test_a_first_tiers_flat_amount_at_zero_usage_is_charged_once_across_a_plan_change(self):
+        tiered = Price(PricingModel.GRADUATED, tiers=(Tier(D(100), D("0.10"), D("5.00")), Tier(None, D("0.05"))))
+        v1 = replace(version("v1", 1, "0", "1"), charges=(UsageCharge("minutes", "Minutes", "call_minutes", tiered),))
+        v2 = replace(v1, id="v2", version=2)
+        change = utc(2026, 1, 16)
+        sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1), change), Phase("v2", "voip", 2, change)))
+        context = context_for(sub, {"v1": v1, "v2": v2})
+        lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), change): D(0), (change, utc(2026, 2, 1)): D(0)}))
+        # Quantity 0 lies in tier 1 (5.00 flat), once for the period: 5.00 + 0.00.
+        assert [line.amount for line in lines] == [D("5.00"), D("0.00")]
+
     def test_a_backdated_mid_month_start_prorates_the_first_fee(self):
         v1 = version("v1", 1, "31.00", "0.05")
         sub = subscription(utc(2026, 1, 15), (Phase("v1", "voip", 1, utc(2026, 1, 15)),))
@@ -127,26 +140,15 @@ class TestPricePeriod:
         lines = price_period(context, usage_of(context, {(utc(2026, 2, 28), utc(2026, 3, 31)): D(3)}))
         assert [line.amount for line in lines] == [D("10.00"), D("3.00")]
 
-    def test_in_advance_fees_bill_the_first_and_the_next_period_on_the_first_invoice(self):
+    def test_in_advance_fees_billed_at_the_period_start_are_not_on_the_period_end_invoice(self):
         v1 = version("v1", 1, "10.00", "0.05", timing=FeeTiming.IN_ADVANCE)
         sub = subscription(utc(2026, 1, 1), (Phase("v1", "voip", 1, utc(2026, 1, 1)),))
         context = context_for(sub, {"v1": v1})
+        billed = period_start_lines(sub, context.schedule, context.period, {"v1": v1}, "USD")
+        assert [(line.kind, line.amount) for line in billed] == [(LineKind.FIXED_FEE, D("10.00"))]
+        context = replace(context, billed_in_advance=tuple(billed))
         lines = price_period(context, usage_of(context, {(utc(2026, 1, 1), utc(2026, 2, 1)): D(0)}))
-        fees = [(line.period_start, line.amount) for line in lines if line.kind is LineKind.FIXED_FEE]
-        assert fees == [(utc(2026, 1, 1), D("10.00")), (utc(2026, 2, 1), D("10.00"))]
-        later = context_for(sub, {"v1": v1}, index=1)
-        later_lines = price_period(later, usage_of(later, {(utc(2026, 2, 1), utc(2026, 3, 1)): D(0)}))
-        assert [(line.period_start, line.amount) for line in later_lines if line.kind is LineKind.FIXED_FEE] == [
-            (utc(2026, 3, 1), D("10.00"))
-        ]
-
-    def test_a_cancelled_subscription_prorates_its_last_period_and_bills_no_next_period(self):
-        v1 = version("v1", 1, "30.00", "0.05", timing=FeeTiming.IN_ADVANCE)
-        sub = subscription(utc(2026, 4, 1), (Phase("v1", "voip", 1, utc(2026, 4, 1)),), cancel_at=utc(2026, 4, 16))
-        context = context_for(sub, {"v1": v1})
-        assert context.period.end == utc(2026, 4, 16)
-        lines = price_period(context, usage_of(context, {(utc(2026, 4, 1), utc(2026, 4, 16)): D(0)}))
-        assert [line.amount for line in lines if line.kind is LineKind.FIXED_FEE] == [D("15.00")]
+        assert [line.kind for line in lines] == [LineKind.USAGE]
 
 
 def invoice_with(lines, **kwargs) -> Invoice:

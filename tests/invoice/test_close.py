@@ -155,10 +155,12 @@ class TestCloseDuePeriods:
         self, stubs, invoice_service
     ):
         # 72 h of grace ends in the future, beyond anything the meter can have applied yet.
-        patient = InvoiceService(invoice_service.engine, invoice_service.catalog, invoice_service.meter,
-                                 InvoiceSettings(grace_seconds=72 * 3600, close_interval_seconds=0))
         _, _, subscription, start = await daily_subscription(stubs, fee="1.00", days_ago=2)
         end = start + timedelta(days=1)
+        # A service whose clock says it is then (a real as_of that far ahead is refused).
+        patient = InvoiceService(invoice_service.engine, invoice_service.catalog, invoice_service.meter,
+                                 InvoiceSettings(grace_seconds=72 * 3600, close_interval_seconds=0),
+                                 clock=lambda: end + timedelta(hours=72))
         result = await patient.close_due_periods(end + timedelta(hours=72), [subscription])
         # Four daily periods ended by then; only the first one's grace is over, and it waits.
         assert (len(result.created), result.finalized, result.waiting_for_usage) == (4, 0, 1)
@@ -276,6 +278,7 @@ class TestFinalizedInvoicesNeverChange:
             "UPDATE invoice.invoices SET total = total + 1 WHERE id = :id",
             "UPDATE invoice.invoices SET lines = '[]'::jsonb WHERE id = :id",
             "UPDATE invoice.invoices SET status = 'DRAFT' WHERE id = :id",
+            "UPDATE invoice.invoices SET kind = 'PERIOD_START' WHERE id = :id",
             "DELETE FROM invoice.invoices WHERE id = :id",
         ):
             with pytest.raises(Exception, match="finalized|cannot"):

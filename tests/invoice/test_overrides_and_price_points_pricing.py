@@ -64,7 +64,7 @@ def january(version: PlanVersion, overrides=()) -> PeriodContext:
     )
     schedule = sub.schedule(version, "UTC")
     period = next(iter(periods(schedule, MAR)))
-    return PeriodContext(sub, schedule, period, {"v1": version}, "USD", is_first_period=True)
+    return PeriodContext(sub, schedule, period, {"v1": version}, "USD")
 
 
 def priced(context: PeriodContext, total: str, breakdown=()):

@@ -65,6 +65,16 @@ class TestRenderInvoicePdf:
         ):
             assert expected in text, expected
 
+    def test_a_proration_line_shows_the_fee_and_the_seconds_it_covers(self):
+        credit = InvoiceLine(LineKind.PRORATION, "Unused Platform fee (basic v1), credited", D("-33.33"), START, END,
+                             charge_key="platform", quantity=D(1), unit_price=D("50.00"), proration=D(2) / D(3),
+                             prorated_seconds=1_728_000, period_seconds=2_592_000)
+        invoice = Invoice(id="inv_p", customer_id="c", subscription_id="s", currency="USD", period_start=START,
+                          period_end=END, lines=(credit,))
+        text = text_of(render_invoice_pdf(invoice, seller_name="Tally", seller_details=""))
+        for expected in ("Unused Platform fee", "1 × 50.00 × 1,728,000 s / 2,592,000 s", "-33.33 USD"):
+            assert expected in text, expected
+
     def test_a_draft_says_it_is_a_draft(self):
         draft = Invoice(id="inv_d", customer_id="c", subscription_id="s", currency="JPY", period_start=START,
                         period_end=END, lines=())

@@ -17,6 +17,7 @@ from tally.domain.periods import (
     Schedule,
     add_months,
     ended_periods,
+    local_instant,
     local_midnight,
     period_containing,
     periods,
@@ -113,11 +114,46 @@ class TestAnniversaryAnchor:
         ends = [p.end for p in take(schedule, 4)]
         assert ends == [utc(2025, 2, 28), utc(2026, 2, 28), utc(2027, 2, 28), utc(2028, 2, 29)]
 
-    def test_a_mid_day_start_keeps_the_day_as_a_full_first_period(self):
+    def test_a_mid_day_start_keeps_its_time_of_day_and_the_first_period_is_whole(self):
         schedule = Schedule(utc(2026, 3, 15, 14), Interval.MONTH, anchor=Anchor.ANNIVERSARY)
         first = take(schedule, 1)[0]
-        assert (first.start, first.end) == (utc(2026, 3, 15, 14), utc(2026, 4, 15))
+        assert (first.start, first.end) == (utc(2026, 3, 15, 14), utc(2026, 4, 15, 14))
         assert proration(schedule, first) == Decimal(1)
+
+    def test_an_anchor_at_09_30_on_the_31st_keeps_09_30_and_returns_to_the_31st(self):
+        schedule = Schedule(utc(2026, 3, 31, 9, 30), Interval.MONTH, anchor=Anchor.ANNIVERSARY)
+        got = [(p.start, p.end) for p in take(schedule, 3)]
+        assert got == [
+            (utc(2026, 3, 31, 9, 30), utc(2026, 4, 30, 9, 30)),
+            (utc(2026, 4, 30, 9, 30), utc(2026, 5, 31, 9, 30)),
+            (utc(2026, 5, 31, 9, 30), utc(2026, 6, 30, 9, 30)),
+        ]
+
+    def test_an_instant_before_the_anchors_time_of_day_belongs_to_the_period_before(self):
+        schedule = Schedule(utc(2026, 3, 31, 9, 30), Interval.MONTH, anchor=Anchor.ANNIVERSARY)
+        before = period_containing(schedule, utc(2026, 4, 30, 9, 29, 59))
+        after = period_containing(schedule, utc(2026, 4, 30, 9, 30))
+        assert (before.start, before.end) == (utc(2026, 3, 31, 9, 30), utc(2026, 4, 30, 9, 30))
+        assert after.start == utc(2026, 4, 30, 9, 30)
+
+    def test_the_anchors_local_time_of_day_holds_across_dst_so_the_utc_instant_moves(self):
+        # 10:30 in Paris: CET (+1) in January, CEST (+2) from March 29, 2026.
+        zone = "Europe/Paris"
+        schedule = Schedule(local(zone, 2026, 1, 20, 10, 30), Interval.MONTH, anchor=Anchor.ANNIVERSARY, timezone=zone)
+        ends = [p.end for p in take(schedule, 3)]
+        assert ends == [utc(2026, 2, 20, 9, 30), utc(2026, 3, 20, 9, 30), utc(2026, 4, 20, 8, 30)]
+
+    def test_a_time_of_day_skipped_by_dst_is_read_with_the_offset_before_the_jump(self):
+        # New York skipped 02:00-03:00 on 2026-03-08: 02:30 that day is read as 02:30 EST = 03:30 EDT.
+        zone = "America/New_York"
+        schedule = Schedule(local(zone, 2026, 2, 8, 2, 30), Interval.MONTH, anchor=Anchor.ANNIVERSARY, timezone=zone)
+        first = take(schedule, 1)[0]
+        assert first.end == utc(2026, 3, 8, 7, 30)
+        assert first.end.astimezone(ZoneInfo(zone)).hour == 3
+
+    def test_daily_anniversary_periods_run_from_the_start_time_to_the_same_time_next_day(self):
+        schedule = Schedule(utc(2026, 5, 4, 18, 45), Interval.DAY, anchor=Anchor.ANNIVERSARY)
+        assert [p.end for p in take(schedule, 2)] == [utc(2026, 5, 5, 18, 45), utc(2026, 5, 6, 18, 45)]
 
     def test_every_two_weeks_from_the_start_date(self):
         schedule = Schedule(utc(2026, 1, 7), Interval.WEEK, count=2, anchor=Anchor.ANNIVERSARY)
@@ -226,11 +262,17 @@ class TestProperties:
 
     @settings(max_examples=300, deadline=None)
     @given(schedules())
-    def test_inner_boundaries_fall_on_local_midnight(self, schedule):
+    def test_inner_boundaries_fall_on_local_midnight_or_the_anchors_time_of_day(self, schedule):
         zone = ZoneInfo(schedule.timezone)
+        clock = schedule.start.astimezone(zone).time().replace(tzinfo=None, fold=0)
         for period in take(schedule, 30)[1:]:
             local_start = period.start.astimezone(zone)
-            assert period.start == local_midnight(local_start.date(), zone)
+            if schedule.anchor is Anchor.CALENDAR:
+                assert period.start == local_midnight(local_start.date(), zone)
+            else:
+                assert period.start == local_instant(local_start.date(), clock, zone) or period.start == local_instant(
+                    local_start.date() - timedelta(days=1), clock, zone
+                )
 
     @settings(max_examples=300, deadline=None)
     @given(schedules(), st.integers(0, 10 * 366 * 86400))

@@ -132,6 +132,31 @@ class TestFlatAmounts:
         assert price_quantity(Price(PricingModel.VOLUME, tiers=tiers), D(20)).amount == D(30)
 
 
+    def test_graduated_at_zero_usage_charges_the_first_tiers_flat_amount_by_default(self):
+        tiers = (Tier(D(10), D(0), D("5.00")), Tier(None, D(1), D(2)))
+        priced = price_quantity(Price(PricingModel.GRADUATED, tiers=tiers), D(0))
+        assert priced.amount == D("5.00")
+        assert [(t.tier, t.quantity, t.flat_amount) for t in priced.tiers] == [(1, D(0), D("5.00"))]
+
+    def test_volume_at_zero_usage_charges_the_first_tiers_flat_amount_by_default(self):
+        tiers = (Tier(D(10), D(1), D("7.50")), Tier(None, D("0.5"), D(20)))
+        assert price_quantity(Price(PricingModel.VOLUME, tiers=tiers), D(0)).amount == D("7.50")
+
+    def test_a_price_that_opts_out_charges_nothing_at_zero_usage(self):
+        tiers = (Tier(D(10), D(0), D("5.00")), Tier(None, D(1), D(2)))
+        for model in (PricingModel.GRADUATED, PricingModel.VOLUME):
+            price = Price(model, tiers=tiers, charge_flat_amount_at_zero=False)
+            assert price_quantity(price, D(0)).amount == D(0)
+            assert price_quantity(price, D(0)).tiers == ()
+            # Usage in the first tier still pays its flat amount.
+            assert price_quantity(price, D(1)).amount == D("5.00")
+
+    def test_usage_covered_by_included_units_is_billable_zero_and_pays_the_first_tiers_flat_amount(self):
+        tiers = (Tier(D(100), D("0.10"), D("3.00")), Tier(None, D("0.05")))
+        (line,) = price_charge(charge(Price(PricingModel.GRADUATED, tiers=tiers), included_units=D(50)), D(40))
+        assert (line.quantity, line.included_units, line.amount) == (D(0), D(40), D("3.00"))
+
+
 class TestDimensionPrices:
     def test_usage_is_priced_per_dimension_value_with_the_rest_at_the_default(self):
         usage_charge = charge(
@@ -194,7 +219,11 @@ class TestPricingProperties:
     def test_an_amount_is_never_negative(self, tiers, quantity, model):
         price = Price(model, unit_price=D("0.5"), package_size=D(7), package_price=D(3), tiers=tiers)
         assert price_quantity(price, quantity).amount >= 0
-        assert price_quantity(price, -quantity).amount == 0
+        # A negative quantity prices as 0 (which, tiered, pays the first tier's flat amount).
+        assert price_quantity(price, -quantity) == price_quantity(price, D(0))
+        zero_priced = Price(model, unit_price=D("0.5"), package_size=D(7), package_price=D(3), tiers=tiers,
+                            charge_flat_amount_at_zero=False)
+        assert price_quantity(zero_priced, -quantity).amount == 0
 
     @settings(max_examples=300, deadline=None)
     @given(tier_lists(), decimals, decimals)

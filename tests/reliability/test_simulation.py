@@ -132,7 +132,7 @@ def generate(seed: int) -> History:
     subscription = Subscription(id="sub_sim", customer_id="cus_sim", start=PERIOD_START, anchor=Anchor.CALENDAR, phases=phases)
     schedule = subscription.schedule(v1, "UTC")
     period = next(periods(schedule, PERIOD_END + timedelta(days=1)))
-    context = PeriodContext(subscription, schedule, period, versions, currency, is_first_period=True)
+    context = PeriodContext(subscription, schedule, period, versions, currency)
 
     events = [
         UsageEvent(

@@ -55,6 +55,9 @@ class Price:
     package_size: Decimal | None = None
     package_price: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
+    # GRADUATED/VOLUME: charge the first tier's flat amount at quantity 0; None means the
+    # default (true, as Stripe and OpenMeter do).
+    charge_flat_amount_at_zero: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,8 @@ def validate_price(v: Violations, price: Price, *, into: Violations) -> None:
             validate_tiers(v, price.tiers)
         elif price.tiers:
             v.add("tiers", f"are not used by {model}", "UNEXPECTED_FIELD")
+        if model not in TIERED_MODELS and price.charge_flat_amount_at_zero is not None:
+            v.add("charge_flat_amount_at_zero", f"is not used by {model} (only GRADUATED and VOLUME)", "UNEXPECTED_FIELD")
     into.extend(v)
 
 

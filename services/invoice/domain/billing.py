@@ -6,9 +6,9 @@ with the plan version in force over it:
 - usage charges: the meter's usage over the part; included units are a per-period allowance
   used up across the parts in order, each part offering its own version's allowance minus
   what earlier parts used;
-- fixed fees IN_ADVANCE: billed for the *next* period on this period's invoice, by the plan
-  version in force at the next period's start (and for the first period, on its own invoice
-  too, since nothing was invoiced at the start).
+- fixed fees IN_ADVANCE: billed by the period's own PERIOD_START invoice when it opens
+  (domain/advance.py); the PERIOD_END invoice priced here carries only their corrections
+  (PRORATION lines) for plan changes and cancellations during the period.
 
 Usage is the subscription's own (docs/billing-attribution.md): what ingest attributed to it,
 plus the customer's unattributed usage over a part where no other subscription of the
@@ -21,10 +21,11 @@ Pure: the service layer fetches the usage named by ``usage_queries`` and passes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
+from services.invoice.domain.advance import in_advance_corrections
 from services.invoice.domain.invoices import (
     UNATTRIBUTED_USAGE_NOT_BILLED,
     Invoice,
@@ -34,7 +35,7 @@ from services.invoice.domain.invoices import (
 )
 from services.invoice.domain.plans import FeeTiming, Phase, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
-from tally.domain.periods import Period, Schedule, period_containing, proration
+from tally.domain.periods import Period, Schedule, proration
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ class PeriodContext:
     period: Period
     versions: Mapping[str, PlanVersion]
     currency: str
-    is_first_period: bool
+    # The in-advance fee lines billed for this period (its PERIOD_START invoice), non-void.
+    billed_in_advance: tuple[InvoiceLine, ...] = ()
+    # The period's PERIOD_START invoice was voided.
+    start_voided: bool = False
     # The customer's other subscriptions (their plan versions are in ``versions`` too), and
     # when each stops charging (a cancellation), by id.
     others: tuple[Subscription, ...] = ()
@@ -98,9 +102,6 @@ class PeriodContext:
             (self.version_of(phase), start, end)
             for phase, start, end in self.subscription.phases_over(self.period.start, self.period.end)
         ]
-
-    def next_period(self) -> Period | None:
-        return period_containing(self.schedule, self.period.end)
 
 
 def usage_queries(context: PeriodContext) -> list[UsageQuery]:
@@ -150,6 +151,16 @@ def unattributed_warnings(context: PeriodContext, usage: Mapping[UsageQuery, Usa
     return warnings
 
 
+def _without_flat_at_zero(charge: UsageCharge) -> UsageCharge:
+    return replace(
+        charge,
+        price=replace(charge.price, charge_flat_amount_at_zero=False),
+        dimension_prices=tuple(
+            replace(dp, price=replace(dp.price, charge_flat_amount_at_zero=False)) for dp in charge.dimension_prices
+        ),
+    )
+
+
 def _usage_for(
     context: PeriodContext, charge: UsageCharge, start: datetime, end: datetime, usage: Mapping[UsageQuery, UsagePart]
 ) -> UsagePart:
@@ -177,6 +188,10 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
                     )
                 )
         for charge in version.usage_charges:
+            if charge.key in included_used:
+                # An earlier part priced this charge: a tier's flat amount at zero usage is
+                # charged once per period, not once per plan-version part.
+                charge = _without_flat_at_zero(charge)
             available = charge.included_units - included_used.get(charge.key, Decimal(0))
             charge_lines, used = price_usage_charge(
                 charge,
@@ -188,43 +203,26 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
             )
             included_used[charge.key] = included_used.get(charge.key, Decimal(0)) + used
             lines.extend(charge_lines)
-    lines.extend(_in_advance_lines(context))
-    return lines
-
-
-def _in_advance_lines(context: PeriodContext) -> list[InvoiceLine]:
-    covered: list[Period] = []
-    if context.is_first_period:
-        covered.append(context.period)
-    upcoming = context.next_period()
-    if upcoming is not None:
-        covered.append(upcoming)
-    lines = []
-    for period in covered:
-        phase = context.subscription.phase_at(period.start)
-        if phase is None:
-            continue
-        version = context.version_of(phase)
-        for fee in version.fixed_fees:
-            if fee.timing is FeeTiming.IN_ADVANCE:
-                lines.append(
-                    price_fixed_fee(
-                        fee,
-                        currency=context.currency,
-                        start=period.start,
-                        end=period.end,
-                        proration=proration(context.schedule, period),
-                        plan_key=version.plan_key,
-                        plan_version=version.version,
-                    )
-                )
+    lines.extend(
+        in_advance_corrections(
+            context.subscription,
+            period,
+            context.versions,
+            context.currency,
+            context.billed_in_advance,
+            context.start_voided,
+        )
+    )
     return lines
 
 
 def adjustment_key(line: InvoiceLine) -> str:
     """What identifies the billed item a line or an adjustment refers to."""
     dims = ",".join(f"{k}={v}" for k, v in line.dimensions)
-    return f"{line.charge_key}|{dims}|{line.period_start.isoformat()}|{line.period_end.isoformat()}"
+    # The plan version too: a PRORATION credit of the old version and the charge of the new
+    # one cover the same fee key and range, and are adjusted as two items.
+    plan = f"{line.plan_key}@{line.plan_version}"
+    return f"{line.charge_key}|{dims}|{line.period_start.isoformat()}|{line.period_end.isoformat()}|{plan}"
 
 
 def adjustment_lines(

@@ -23,11 +23,27 @@ class InvoiceStatus(enum.Enum):
     VOID = "VOID"
 
 
+class InvoiceKind(enum.Enum):
+    """Which billing run of a period an invoice is (one invoice of each kind per period).
+
+    PERIOD_START bills the in-advance fees of a period when it opens; PERIOD_END bills what
+    the period used (usage, in-arrears fees), the in-advance corrections of plan changes and
+    cancellations during it, and adjustments of earlier periods.
+    """
+
+    PERIOD_START = "PERIOD_START"
+    PERIOD_END = "PERIOD_END"
+
+
 class LineKind(enum.Enum):
     FIXED_FEE = "FIXED_FEE"
     USAGE = "USAGE"
     # Usage or a void that arrived after its period's invoice was finalized.
     ADJUSTMENT = "ADJUSTMENT"
+    # An in-advance fee corrected by a plan change or cancellation during the period: a
+    # credit (negative) for the unused part of a billed fee, or a charge for the part of a
+    # new version's fee that was not billed at the period start.
+    PRORATION = "PRORATION"
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,9 @@ class InvoiceLine:
     adjusts_invoice_id: str = ""
     adjusts_period_start: datetime | None = None
     adjusts_period_end: datetime | None = None
+    # Second-exact proration (PRORATION lines): seconds covered of the period's seconds.
+    prorated_seconds: int | None = None
+    period_seconds: int | None = None
     # The subscription's price override of this charge priced the line.
     price_override: bool = False
     # The price point (key) that priced this line's usage; "" otherwise.
@@ -114,6 +133,7 @@ class Invoice:
     customer_name: str = ""
     customer_email: str = ""
     customer_external_id: str = ""
+    kind: InvoiceKind = InvoiceKind.PERIOD_END
     warnings: tuple[InvoiceWarning, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -201,6 +221,7 @@ def canonical_line(line: InvoiceLine) -> dict:
         # Only when set, so the content (and hash) of lines without them is what it always was.
         **({"price_override": True} if line.price_override else {}),
         **({"price_point": line.price_point} if line.price_point else {}),
+        **({"prorated_seconds": [line.prorated_seconds, line.period_seconds]} if line.prorated_seconds is not None else {}),
     }
 
 
@@ -221,6 +242,9 @@ def canonical_content(invoice: Invoice) -> bytes:
         "subtotal": str(invoice.subtotal),
         "total": str(invoice.total),
     }
+    if invoice.kind is not InvoiceKind.PERIOD_END:
+        # Only for the newer kind, so hashes of invoices finalized before kinds existed still hold.
+        body["kind"] = invoice.kind.value
     if invoice.warnings:
         # Only when there are some: an invoice without warnings hashes as it always did.
         body["warnings"] = [canonical_warning(w) for w in invoice.warnings]

@@ -43,6 +43,8 @@ class Price:
     package_size: Decimal = Decimal(0)
     package_price: Decimal = Decimal(0)
     tiers: tuple[Tier, ...] = ()
+    # GRADUATED/VOLUME: a billable quantity of 0 lies in the first tier and pays its flat amount.
+    charge_flat_amount_at_zero: bool = True
 
 
 @dataclass(frozen=True)

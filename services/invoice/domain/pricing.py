@@ -97,9 +97,24 @@ def price_volume(tiers: Iterable, quantity: Decimal) -> PricedQuantity:
         raise ValueError("volume tiers must end with an open-ended tier")
 
 
+def price_first_tier_at_zero(tiers: tuple) -> PricedQuantity:
+    """A billable quantity of 0 under tiers: it lies in the first tier, which pays its flat amount."""
+    first = tiers[0] if tiers else None
+    if first is None or not first.flat_amount:
+        return PricedQuantity(ZERO, None, ())
+    part = TierAmount(1, ZERO, first.up_to, ZERO, first.unit_price, first.flat_amount, first.flat_amount)
+    return PricedQuantity(first.flat_amount, None, (part,))
+
+
 def price_quantity(price: Price, quantity: Decimal) -> PricedQuantity:
-    """The exact amount of ``quantity`` units under ``price`` (negative quantities price as 0)."""
+    """The exact amount of ``quantity`` units under ``price`` (negative quantities price as 0).
+
+    GRADUATED and VOLUME at quantity 0 charge the first tier's flat amount unless the price
+    opts out (``charge_flat_amount_at_zero``), as Stripe and OpenMeter do.
+    """
     quantity = max(quantity, ZERO)
+    if quantity == 0 and price.model in (PricingModel.GRADUATED, PricingModel.VOLUME):
+        return price_first_tier_at_zero(price.tiers) if price.charge_flat_amount_at_zero else PricedQuantity(ZERO, None, ())
     match price.model:
         case PricingModel.PER_UNIT:
             return price_per_unit(price.unit_price, quantity)

@@ -338,18 +338,20 @@ class Tier(_message.Message):
     def __init__(self, up_to: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., flat_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("model", "unit_price", "package_size", "package_price", "tiers")
+    __slots__ = ("model", "unit_price", "package_size", "package_price", "tiers", "charge_flat_amount_at_zero")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FLAT_AMOUNT_AT_ZERO_FIELD_NUMBER: _ClassVar[int]
     model: PricingModel
     unit_price: _common_pb2.Decimal
     package_size: _common_pb2.Decimal
     package_price: _common_pb2.Decimal
     tiers: _containers.RepeatedCompositeFieldContainer[Tier]
-    def __init__(self, model: _Optional[_Union[PricingModel, str]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_size: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ...) -> None: ...
+    charge_flat_amount_at_zero: bool
+    def __init__(self, model: _Optional[_Union[PricingModel, str]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_size: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., package_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ..., charge_flat_amount_at_zero: _Optional[bool] = ...) -> None: ...
 
 class DimensionPrice(_message.Message):
     __slots__ = ("match", "price")

@@ -25,6 +25,13 @@ class LineKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LINE_KIND_FIXED_FEE: _ClassVar[LineKind]
     LINE_KIND_USAGE: _ClassVar[LineKind]
     LINE_KIND_ADJUSTMENT: _ClassVar[LineKind]
+    LINE_KIND_PRORATION: _ClassVar[LineKind]
+
+class InvoiceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INVOICE_KIND_UNSPECIFIED: _ClassVar[InvoiceKind]
+    INVOICE_KIND_PERIOD_START: _ClassVar[InvoiceKind]
+    INVOICE_KIND_PERIOD_END: _ClassVar[InvoiceKind]
 INVOICE_STATUS_UNSPECIFIED: InvoiceStatus
 INVOICE_STATUS_DRAFT: InvoiceStatus
 INVOICE_STATUS_FINALIZED: InvoiceStatus
@@ -34,6 +41,10 @@ LINE_KIND_UNSPECIFIED: LineKind
 LINE_KIND_FIXED_FEE: LineKind
 LINE_KIND_USAGE: LineKind
 LINE_KIND_ADJUSTMENT: LineKind
+LINE_KIND_PRORATION: LineKind
+INVOICE_KIND_UNSPECIFIED: InvoiceKind
+INVOICE_KIND_PERIOD_START: InvoiceKind
+INVOICE_KIND_PERIOD_END: InvoiceKind
 
 class TierBreakdown(_message.Message):
     __slots__ = ("tier", "from_units", "up_to", "quantity", "unit_price", "flat_amount", "amount")
@@ -54,7 +65,7 @@ class TierBreakdown(_message.Message):
     def __init__(self, tier: _Optional[int] = ..., from_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., up_to: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., flat_amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ...) -> None: ...
 
 class InvoiceLine(_message.Message):
-    __slots__ = ("id", "kind", "description", "charge_key", "meter_key", "dimensions", "period", "plan_key", "plan_version", "quantity", "included_units", "unit_price", "tiers", "proration", "amount", "adjusts_invoice_id", "adjusts_period", "usage", "amount_before_limits", "price_override", "price_point")
+    __slots__ = ("id", "kind", "description", "charge_key", "meter_key", "dimensions", "period", "plan_key", "plan_version", "quantity", "included_units", "unit_price", "tiers", "proration", "amount", "adjusts_invoice_id", "adjusts_period", "usage", "amount_before_limits", "prorated_seconds", "period_seconds", "price_override", "price_point")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +92,8 @@ class InvoiceLine(_message.Message):
     ADJUSTS_PERIOD_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_BEFORE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRORATED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PRICE_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
     PRICE_POINT_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -102,12 +115,14 @@ class InvoiceLine(_message.Message):
     adjusts_period: _common_pb2.TimeRange
     usage: _common_pb2.Decimal
     amount_before_limits: _common_pb2.Decimal
+    prorated_seconds: int
+    period_seconds: int
     price_override: bool
     price_point: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[LineKind, str]] = ..., description: _Optional[str] = ..., charge_key: _Optional[str] = ..., meter_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierBreakdown, _Mapping]]] = ..., proration: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., adjusts_invoice_id: _Optional[str] = ..., adjusts_period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount_before_limits: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., price_override: _Optional[bool] = ..., price_point: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[LineKind, str]] = ..., description: _Optional[str] = ..., charge_key: _Optional[str] = ..., meter_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., plan_key: _Optional[str] = ..., plan_version: _Optional[int] = ..., quantity: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., included_units: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., unit_price: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierBreakdown, _Mapping]]] = ..., proration: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., adjusts_invoice_id: _Optional[str] = ..., adjusts_period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., amount_before_limits: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., prorated_seconds: _Optional[int] = ..., period_seconds: _Optional[int] = ..., price_override: _Optional[bool] = ..., price_point: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
-    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id", "warnings")
+    __slots__ = ("id", "number", "customer_id", "subscription_id", "status", "currency", "period", "lines", "subtotal", "total", "content_hash", "create_time", "grace_end_time", "finalize_time", "paid_time", "void_time", "void_reason", "customer_name", "customer_email", "customer_external_id", "warnings", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +144,7 @@ class Invoice(_message.Message):
     CUSTOMER_EMAIL_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     number: str
     customer_id: str
@@ -150,7 +166,8 @@ class Invoice(_message.Message):
     customer_email: str
     customer_external_id: str
     warnings: _containers.RepeatedCompositeFieldContainer[InvoiceWarning]
-    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[InvoiceWarning, _Mapping]]] = ...) -> None: ...
+    kind: InvoiceKind
+    def __init__(self, id: _Optional[str] = ..., number: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., currency: _Optional[str] = ..., period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., subtotal: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., total: _Optional[_Union[_common_pb2.Decimal, _Mapping]] = ..., content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finalize_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., void_reason: _Optional[str] = ..., customer_name: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_external_id: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[InvoiceWarning, _Mapping]]] = ..., kind: _Optional[_Union[InvoiceKind, str]] = ...) -> None: ...
 
 class InvoiceWarning(_message.Message):
     __slots__ = ("code", "description", "meter_key", "period", "quantity", "competing_subscription_ids")
@@ -205,12 +222,13 @@ class GetInvoiceResponse(_message.Message):
     def __init__(self, invoice: _Optional[_Union[Invoice, _Mapping]] = ...) -> None: ...
 
 class ListInvoicesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "customer_id", "subscription_id", "status", "customer", "subscription")
+    __slots__ = ("page_size", "page_token", "customer_id", "subscription_id", "status", "kind", "customer", "subscription")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     page_size: int
@@ -218,9 +236,10 @@ class ListInvoicesRequest(_message.Message):
     customer_id: str
     subscription_id: str
     status: InvoiceStatus
+    kind: InvoiceKind
     customer: _common_pb2.CustomerRef
     subscription: _common_pb2.SubscriptionRef
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., status: _Optional[_Union[InvoiceStatus, str]] = ..., kind: _Optional[_Union[InvoiceKind, str]] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ..., subscription: _Optional[_Union[_common_pb2.SubscriptionRef, _Mapping]] = ...) -> None: ...
 
 class ListInvoicesResponse(_message.Message):
     __slots__ = ("invoices", "next_page_token")
@@ -285,12 +304,14 @@ class UpcomingInvoiceResponse(_message.Message):
     def __init__(self, invoice: _Optional[_Union[Invoice, _Mapping]] = ...) -> None: ...
 
 class BillingPeriod(_message.Message):
-    __slots__ = ("period", "invoice_id")
+    __slots__ = ("period", "invoice_id", "period_start_invoice_id")
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
     period: _common_pb2.TimeRange
     invoice_id: str
-    def __init__(self, period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., invoice_id: _Optional[str] = ...) -> None: ...
+    period_start_invoice_id: str
+    def __init__(self, period: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., invoice_id: _Optional[str] = ..., period_start_invoice_id: _Optional[str] = ...) -> None: ...
 
 class ListBillingPeriodsRequest(_message.Message):
     __slots__ = ("subscription_id", "until", "page_size", "page_token", "subscription")

@@ -87,9 +87,11 @@ class InvoiceServiceServicer:
     """
 
     def CloseDuePeriods(self, request, context):
-        """Make one invoice per subscription period that ended before as_of, and
-        finalize drafts whose grace period is over and whose usage is complete.
-        Idempotent. A scheduler inside the service calls it periodically.
+        """Make the PERIOD_START invoice of every period that has opened by as_of (when its
+        plan version has in-advance fees), one PERIOD_END invoice per subscription period
+        that ended by as_of, and finalize drafts whose grace period is over and whose usage
+        is complete. Idempotent. A scheduler inside the service calls it periodically.
+        as_of later than the service's clock by more than 60 s is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
