@@ -11,6 +11,17 @@ from tally.errors import Category, DomainError
 
 ERROR_DOMAIN = "tally.dev"
 
+# The details travel base64-encoded in one trailer (grpc-status-details-bin) and clients
+# refuse metadata over 8 KiB by default (RESOURCE_EXHAUSTED instead of the real error), so
+# the details are bounded: the first violations up to a byte budget, each field, description
+# and metadata value cut to a length, the count of the rest in the message and ErrorInfo.
+MAX_VIOLATION_BYTES = 3000
+MAX_FIELD_CHARS = 160
+MAX_DESCRIPTION_CHARS = 300
+MAX_MESSAGE_CHARS = 600
+MAX_METADATA_VALUE_CHARS = 200
+MAX_METADATA_ENTRIES = 16
+
 CODES: dict[Category, tuple[grpc.StatusCode, int]] = {
     Category.INVALID: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
     Category.NOT_FOUND: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
@@ -29,29 +40,49 @@ def _pack(message) -> any_pb2.Any:
     return detail
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_violations(violations) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The first violations that fit MAX_VIOLATION_BYTES (always at least one)."""
+    shown = []
+    size = 0
+    for v in violations:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(v.field, MAX_FIELD_CHARS),
+            description=_cut(v.description, MAX_DESCRIPTION_CHARS),
+            reason=_cut(v.reason, 64),
+        )
+        size += item.ByteSize() + 4
+        if shown and size > MAX_VIOLATION_BYTES:
+            break
+        shown.append(item)
+    return shown
+
+
 def to_rpc_status(error: DomainError) -> grpc.Status:
-    """Build a grpc.Status carrying google.rpc BadRequest, ErrorInfo and RetryInfo details."""
+    """Build a grpc.Status carrying google.rpc BadRequest, ErrorInfo and RetryInfo details,
+    bounded in size however many violations the error holds."""
     _, code = CODES[error.category]
     details = []
+    message = _cut(error.message, MAX_MESSAGE_CHARS)
+    metadata = {
+        _cut(k, 64): _cut(v, MAX_METADATA_VALUE_CHARS)
+        for k, v in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
     if error.violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
-                        )
-                        for v in error.violations
-                    ]
-                )
-            )
-        )
+        shown = _bounded_violations(error.violations)
+        if len(shown) < len(error.violations):
+            message = f"{message} (the first {len(shown)} of {len(error.violations)} problems are listed)"
+            metadata["violations_total"] = str(len(error.violations))
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=shown)))
     details.append(
         _pack(
             error_details_pb2.ErrorInfo(
-                reason=error.reason or error.category.name,
+                reason=_cut(error.reason or error.category.name, 64),
                 domain=ERROR_DOMAIN,
-                metadata=error.metadata,
+                metadata=metadata,
             )
         )
     )
@@ -59,7 +90,7 @@ def to_rpc_status(error: DomainError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after_seconds * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code, message=error.message, details=details)
+    status = status_pb2.Status(code=code, message=message, details=details)
     return rpc_status.to_status(status)
 
 

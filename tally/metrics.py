@@ -31,6 +31,11 @@ EVENTS_UNMETERED = Counter("tally_events_unmetered_total", "Stored events whose 
 METER_LAG_ENTRIES = Gauge("tally_meter_lag_entries", "Log entries committed but not yet applied by the meter.")
 METER_LAG_SECONDS = Gauge("tally_meter_lag_seconds", "Seconds between the newest log entry and the applied one.")
 METER_APPLIED_POSITION = Gauge("tally_meter_applied_position", "Last ingest log position applied by the meter.")
+METER_UNUSABLE_VALUES = Counter(
+    "tally_meter_unusable_value_events_total",
+    "Events that matched a meter but gave it no usable value (absent, not a decimal of the grammar, "
+    "out of bounds, or negative where the meter does not allow it); GetMeterStatus has the total.",
+)
 ALERTS_FIRED = Counter("tally_alerts_fired_total", "Threshold alerts recorded.", ["meter_key"])
 INVOICES_CLOSED = Counter("tally_invoices_closed_total", "Invoices created by period close.", ["status"])
 INVOICES_FINALIZED = Counter("tally_invoices_finalized_total", "Invoices finalized.")

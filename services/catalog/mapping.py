@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,6 +31,7 @@ from services.catalog.domain.plans import (
 )
 from services.catalog.service import ApplyResult, CatalogChange
 from services.catalog.subscriptions.domain import Phase, PriceOverride, Subscription, SubscriptionRef
+from tally import wire
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.common.v1 import common_pb2
@@ -53,11 +54,13 @@ def enum_number(enum_type, name: str, prefix: str) -> int:
 
 
 def decimal_in(message: common_pb2.Decimal, present: bool = True) -> Decimal | None:
-    if not present or not message.value.strip():
+    """The value in the grammar's syntax (tally.wire); NaN for any other string, so the
+    domain reports it with the rest; the bounds are the domain's to check."""
+    if not present or not message.value:
         return None
     try:
-        return Decimal(message.value.strip())
-    except InvalidOperation:
+        return wire.parse_decimal_syntax(message.value)
+    except wire.DecimalError:
         return Decimal("NaN")
 
 
@@ -66,7 +69,7 @@ def decimal_field(parent, name: str) -> Decimal | None:
 
 
 def decimal_out(value: Decimal | None) -> common_pb2.Decimal | None:
-    return None if value is None else common_pb2.Decimal(value=format(value, "f"))
+    return None if value is None else common_pb2.Decimal(value=wire.format_decimal(value))
 
 
 def time_in(parent, name: str) -> datetime | None:
@@ -117,6 +120,7 @@ def meter_spec_in(m: pb.Meter) -> MeterSpec:
         ),
         group_by=tuple(m.group_by),
         description=m.description,
+        allow_negative=m.allow_negative,
     )
 
 
@@ -140,6 +144,7 @@ def meter_out(meter: Meter) -> pb.Meter:
         ],
         group_by=list(s.group_by),
         description=s.description,
+        allow_negative=s.allow_negative,
         archived=meter.archived,
         locked=meter.locked,
     )

@@ -90,6 +90,7 @@ def _meter(row: Any) -> Meter:
             filters=tuple(MeterFilter(f["property"], f["operator"], tuple(f["values"])) for f in row.filters),
             group_by=tuple(row.group_by),
             description=row.description,
+            allow_negative=row.allow_negative,
         ),
         archived=row.archived,
         locked=row.locked,
@@ -111,6 +112,7 @@ def _meter_values(spec: MeterSpec) -> dict[str, Any]:
         ],
         "group_by": list(spec.group_by),
         "description": spec.description,
+        "allow_negative": spec.allow_negative,
     }
 
 

@@ -25,6 +25,7 @@ from services.catalog.domain.plans import (
     PlanVersion,
     Product,
     ProductSpec,
+    looks_like_key,
     validate_plan,
     validate_product,
 )
@@ -35,6 +36,7 @@ from services.catalog.shared import now as _now
 from services.catalog.shared import page_of as _page
 from services.catalog.subscriptions import repository as sub_repo
 from services.catalog.subscriptions.service import SubscriptionService
+from tally import wire
 from tally.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, Violation, Violations
 from tally.pagination import page_size
 
@@ -238,12 +240,15 @@ class CatalogService:
         pending_meters: dict[str, Meter] | None = None,
         pending_products: set[str] | None = None,
     ) -> Violations:
+        # Only keys of the catalog's syntax are looked up (bounded, NUL-free); validate_plan
+        # reports the others, and a plan with too many charges before any lookup.
+        charges = spec.content.charges[: wire.MAX_CHARGES + 1]
         meters = await repo.meters_by_keys(
-            conn, [c.usage.meter_key for c in spec.content.charges if c.usage is not None]
+            conn, [c.usage.meter_key for c in charges if c.usage is not None and looks_like_key(c.usage.meter_key)]
         )
         meters.update(pending_meters or {})
         product_key = spec.content.product_key
-        product_exists = bool(product_key) and (
+        product_exists = looks_like_key(product_key) and (
             product_key in (pending_products or set())
             or await repo.get_product(conn, key=product_key) is not None
         )
@@ -409,6 +414,12 @@ class CatalogService:
     ) -> tuple[list[ApplyResult], int]:
         """Create or update everything in one transaction; a second apply reports all UNCHANGED."""
         v = Violations()
+        counted = [
+            wire.check_count(v, name, len(items), max_items=wire.MAX_CATALOG_ENTRIES)
+            for name, items in (("products", products), ("meters", meters), ("plans", plans))
+        ]
+        if not all(counted):
+            v.raise_if_any("catalog too large")
         for i, spec in enumerate(products):
             v.extend(validate_product(spec, prefix=f"products[{i}]"))
         for i, spec in enumerate(meters):

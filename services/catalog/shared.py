@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.catalog import repository as repo
 from services.catalog.domain.customers import Customer
-from tally.errors import InvalidInput, NotFound, Violation
+from tally import wire
+from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.pagination import decode_page_token, encode_page_token
 
 
@@ -68,6 +69,10 @@ async def find_customer(
             "name the customer",
             violations=[Violation("customer", "set customer.id or customer.external_id", "REQUIRED")],
         )
+    v = Violations("customer")
+    wire.check_text(v, "id", id or "", max_chars=wire.MAX_ID_CHARS)
+    wire.check_text(v, "external_id", external_id or "", max_chars=wire.MAX_EXTERNAL_ID_CHARS)
+    v.raise_if_any("invalid customer reference")
     customer = await repo.get_customer(conn, id=id or None, external_id=external_id, for_update=for_update)
     if customer is None:
         raise NotFound(f"no customer {id or external_id!r}", reason="CUSTOMER_NOT_FOUND")

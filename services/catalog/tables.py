@@ -49,6 +49,7 @@ meters = Table(
     Column("description", Text, nullable=False),
     Column("archived", Boolean, nullable=False),
     Column("locked", Boolean, nullable=False),
+    Column("allow_negative", Boolean, nullable=False, server_default="false"),
     _ts("created_at"),
     _ts("updated_at"),
 )

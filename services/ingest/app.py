@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.ingest import mapping
 from services.ingest.catalog import CachedCatalog
 from services.ingest.domain.events import Limits
 from services.ingest.repository import IngestStore
@@ -27,7 +28,9 @@ def create_app(
     """The ingest app; ``catalog_address`` overrides TALLY_CATALOG_ADDR (tests)."""
     store = IngestStore()
     catalog = CachedCatalog(catalog_address)
-    service = IngestService(store, catalog, limits or limits_from_env())
+    service = IngestService(
+        store, catalog, limits or limits_from_env(), decode_property=mapping.property_from_bytes
+    )
     servicer = IngestServicer(service)
 
     async def open_pool() -> None:

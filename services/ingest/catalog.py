@@ -14,7 +14,7 @@ import datetime as dt
 import grpc
 
 from services.ingest.domain.attribution import Coverage, NamedSubscription, SubscriptionRef
-from services.ingest.domain.events import CustomerRef
+from services.ingest.domain.events import CustomerRef, ValueRule
 from tally.catalog_cache import CatalogCache
 from tally.channels import connect, connect_service
 from tally.domain.periods import Anchor, Interval, Schedule, period_containing
@@ -23,6 +23,9 @@ from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 
 
+_NOT_NUMERIC = frozenset(
+    {catalog_pb2.AGGREGATION_UNSPECIFIED, catalog_pb2.AGGREGATION_COUNT, catalog_pb2.AGGREGATION_COUNT_UNIQUE}
+)
 _INTERVALS = {
     catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
     catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
@@ -111,6 +114,18 @@ class CachedCatalog:
 
     def is_metered(self, event_type: str) -> bool:
         return bool(self.cache.meters_for_event_type(event_type))
+
+    def value_rules(self, event_type: str) -> tuple[ValueRule, ...]:
+        """The properties that the meters of ``event_type`` read as numbers (not COUNT,
+        which reads none, nor COUNT_UNIQUE, which reads any value as text)."""
+        by_path: dict[str, list[catalog_pb2.Meter]] = {}
+        for meter in self.cache.meters_for_event_type(event_type):
+            if meter.value_property and meter.aggregation not in _NOT_NUMERIC:
+                by_path.setdefault(meter.value_property, []).append(meter)
+        return tuple(
+            ValueRule(path, tuple(m.key for m in meters), all(m.allow_negative for m in meters))
+            for path, meters in sorted(by_path.items())
+        )
 
     @property
     def revision(self) -> int:

@@ -8,7 +8,15 @@ import math
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from services.ingest.domain.attribution import SubscriptionRef
-from services.ingest.domain.events import MAX_PROPERTIES_DEPTH, CustomerRef, EventBatch, EventInput, PropertiesShape
+from services.ingest.domain.events import (
+    ABSENT,
+    MAX_PROPERTIES_DEPTH,
+    CustomerRef,
+    EventBatch,
+    EventInput,
+    PropertiesShape,
+    PropertyReader,
+)
 from services.ingest.domain.log import LogCursor, LogEntry, LoggedEvent, LoggedUsage, LoggedVoid, LogPage, LogPosition
 from services.ingest.domain.outcomes import BatchOutcome, EventOutcome, EventStatus
 from services.ingest.domain.usage import UsageInput
@@ -112,6 +120,54 @@ _EMPTY_SHAPE = PropertiesShape(0, 0)
 _NO_CUSTOMER = CustomerRef("", "")
 
 
+def _property_at(struct: struct_pb2.Struct, path: str):
+    """The JSON value at a dot path of a Struct (nested objects and arrays as {} and []), or ABSENT."""
+    if "." not in path:
+        # The common case, a top-level property, with one map lookup.
+        fields = struct.fields
+        if path not in fields:
+            return ABSENT
+        value = fields[path]
+        return _python_value(value, value.WhichOneof("kind"))
+    current = struct
+    value = None
+    for part in path.split("."):
+        if current is None:
+            return ABSENT
+        fields = current.fields
+        if part not in fields:
+            return ABSENT
+        value = fields[part]
+        current = value.struct_value if value.WhichOneof("kind") == "struct_value" else None
+    return _python_value(value, value.WhichOneof("kind"))
+
+
+def _python_value(value: struct_pb2.Value, kind: str | None):
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {}
+    if kind == "list_value":
+        return []
+    return None
+
+
+def _reader(events) -> PropertyReader:
+    def read(index: int, path: str):
+        return _property_at(events[index].properties, path)
+
+    return read
+
+
+def property_from_bytes(properties: bytes, path: str):
+    """The same from serialized properties (a single event, whose message is not kept)."""
+    return _property_at(struct_pb2.Struct.FromString(properties), path)
+
+
 def event_from_proto(event: ingest_pb2.Event) -> EventInput:
     return events_from_proto([event]).event(0)
 
@@ -170,7 +226,9 @@ def events_from_proto(events) -> EventBatch:
             raw, shape = _properties(props)
         properties.append(raw)
         shapes.append(shape)
-    return EventBatch(keys, types, customers, timestamps, properties, shapes, subscriptions)
+    return EventBatch(
+        keys, types, customers, timestamps, properties, shapes, subscriptions, read_property=_reader(events)
+    )
 
 
 def _instant(ts: timestamp_pb2.Timestamp) -> dt.datetime:

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,12 +24,14 @@ from services.ingest.domain.attribution import (
     ref_violation,
 )
 from services.ingest.domain.events import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
     CustomerRef,
     UNKNOWN_CUSTOMER,
     EventBatch,
     EventInput,
     Limits,
     PreparedBatch,
+    ValueRule,
     batch_size_violation,
     prepare_events,
     resolvable_refs,
@@ -46,7 +48,8 @@ from services.ingest.domain.usage import EPOCH, UsageInput, accept_usage, to_mic
 from services.ingest.group_commit import GroupCommitter
 from services.ingest.repository import IngestCounts, IngestStore, StoredEvent, StoredKeys, WriteConflict
 from tally import metrics
-from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation
+from tally import wire
+from tally.errors import AlreadyExists, InvalidInput, NotFound, Unavailable, Violation, Violations
 
 log = structlog.get_logger()
 
@@ -71,6 +74,9 @@ class CatalogDirectory(Protocol):
 
     def is_metered(self, event_type: str) -> bool:
         """True when at least one meter reads this event type."""
+
+    def value_rules(self, event_type: str) -> tuple[ValueRule, ...]:
+        """The properties that meters of this event type read as their (numeric) value."""
 
     async def meter_exists(self, key: str) -> bool: ...
 
@@ -108,6 +114,12 @@ def _check_batch_size(batch: EventBatch) -> None:
         raise InvalidInput("batch too large", violations=[too_many])
 
 
+def _check_key_text(problems: Violations, key: str) -> None:
+    """An idempotency key to look up: NUL-free and no longer than any stored key can be
+    (a caller's key, or a server-made one, which is shorter)."""
+    wire.check_text(problems, "idempotency_key", key, max_chars=MAX_IDEMPOTENCY_KEY_CHARS)
+
+
 def now_micros() -> int:
     return time.time_ns() // 1000
 
@@ -135,11 +147,15 @@ class IngestService:
         catalog: CatalogDirectory,
         limits: Limits,
         clock: Callable[[], int] = now_micros,
+        decode_property: Callable[[bytes, str], Any] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.limits = limits
         self.clock = clock
+        # Reads a property from serialized properties (mapping.property_from_bytes), for
+        # events whose decoded message is not at hand; None: meter values go unchecked.
+        self._decode_property = decode_property
         # Set after every local commit, so long polls in this process wake at once.
         self._committed = asyncio.Event()
         self._group_commit = GroupCommitter(self._write_group, max_in_flight=GROUPS_IN_FLIGHT)
@@ -181,6 +197,10 @@ class IngestService:
         customers = await self.catalog.resolve_customers(refs) if refs else {}
         named_refs = {ref for ref in batch.named_subscriptions() if ref_violation(ref, "") is None}
         named = await self.catalog.resolve_subscriptions(named_refs) if named_refs else {}
+        read = batch.read_property
+        if read is None and self._decode_property is not None:
+            decode, properties = self._decode_property, batch.properties
+            read = lambda index, path: decode(properties[index], path)  # noqa: E731
         return prepare_events(
             batch,
             customers=customers,
@@ -191,6 +211,8 @@ class IngestService:
             named=named,
             coverage_of=self.catalog.subscription_coverage,
             meter_keys_of=self.catalog.meter_keys_for_event_type,
+            value_rules=self.catalog.value_rules,
+            read_property=read,
         )
 
     async def send_batch(self, batch: EventBatch, *, atomic: bool, source: str = "batch") -> BatchOutcome:
@@ -364,13 +386,14 @@ class IngestService:
         now = EPOCH + dt.timedelta(microseconds=self.clock())
         problems = validate_usage(usage, now=now, limits=self.limits)
         customer_id = None
-        if not any(p.field == "customer" for p in problems):
+        if not any(p.field.startswith("customer") for p in problems):
             customers = await self.catalog.resolve_customers({usage.customer})
             customer_id = customers.get(usage.customer)
             if customer_id is None:
                 problems.append(Violation("customer", f"unknown customer {usage.customer.describe()}", UNKNOWN_CUSTOMER))
-        meter_known = usage.meter_key.strip() and await self.catalog.meter_exists(usage.meter_key)
-        if usage.meter_key.strip() and not meter_known:
+        meter_checkable = usage.meter_key.strip() and not any(p.field == "meter_key" for p in problems)
+        meter_known = meter_checkable and await self.catalog.meter_exists(usage.meter_key)
+        if meter_checkable and not meter_known:
             problems.append(Violation("meter_key", f"unknown meter {usage.meter_key!r}", UNKNOWN_METER))
         elif usage.price_point and not problems:
             declared = await self.catalog.price_points(
@@ -438,6 +461,10 @@ class IngestService:
                 "idempotency_key is required",
                 violations=[Violation("idempotency_key", "is required", "IDEMPOTENCY_KEY_EMPTY")],
             )
+        problems = Violations()
+        _check_key_text(problems, idempotency_key)
+        wire.check_text(problems, "reason", reason, max_chars=wire.MAX_MEMO_CHARS)
+        problems.raise_if_any("invalid void")
         async with self.store.connection(transaction=True) as repo:
             result = await repo.void_event(idempotency_key, reason)
         if result is None:
@@ -449,6 +476,9 @@ class IngestService:
         return result
 
     async def get_event(self, idempotency_key: str) -> StoredEvent:
+        problems = Violations()
+        _check_key_text(problems, idempotency_key)
+        problems.raise_if_any("invalid idempotency key")
         async with self.store.connection() as repo:
             stored = await repo.get_event(idempotency_key)
         if stored is None:

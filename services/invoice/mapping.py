@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
 
@@ -35,6 +35,7 @@ from services.invoice.domain.plans import (
     UsageCharge,
 )
 from services.invoice.domain.pricing import UsagePart
+from tally import wire
 from tally.domain.periods import Anchor, Interval, Period
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2
@@ -48,21 +49,21 @@ UTC = timezone.utc
 
 
 def decimal_from(message: common_pb2.Decimal, default: Decimal | None = Decimal(0), field: str = "") -> Decimal | None:
+    """A decimal another service wrote (catalog prices, meter usage): the grammar's syntax
+    (tally.wire), unbounded, since a sum of bounded values may exceed one value's bounds."""
     if not message.value:
         return default
     try:
-        value = Decimal(message.value)
-    except InvalidOperation:
+        return wire.parse_decimal_unbounded(message.value)
+    except wire.DecimalError as error:
         raise InvalidInput(
-            "not a decimal", violations=[Violation(field or "value", f"{message.value!r} is not a decimal number")]
+            "not a decimal",
+            violations=[Violation(field or "value", f"{error.description}, got {wire.shorten(message.value)}", error.reason)],
         ) from None
-    if not value.is_finite():
-        raise InvalidInput("not a finite decimal", violations=[Violation(field or "value", "must be finite")])
-    return value
 
 
 def decimal_to(value: Decimal | None) -> common_pb2.Decimal | None:
-    return None if value is None else common_pb2.Decimal(value=str(value))
+    return None if value is None else common_pb2.Decimal(value=wire.format_decimal(value))
 
 
 def time_from(message: timestamp_pb2.Timestamp) -> datetime:
@@ -73,19 +74,15 @@ def optional_time_from(parent, name: str) -> datetime | None:
     return time_from(getattr(parent, name)) if parent.HasField(name) else None
 
 
-# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
-
-
 def request_time(parent, name: str) -> datetime | None:
-    """A request's optional Timestamp field, INVALID_ARGUMENT (naming it) when out of range."""
+    """A request's optional Timestamp field, INVALID_ARGUMENT (naming it) outside tally.wire's range."""
     if not parent.HasField(name):
         return None
     stamp = getattr(parent, name)
-    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+    if not wire.seconds_in_range(stamp.seconds, stamp.nanos):
         raise InvalidInput(
             f"{name} is not a valid timestamp",
-            violations=[Violation(name, "must be between 0001-01-01 and 9999-12-31 UTC", "INVALID_TIMESTAMP")],
+            violations=[Violation(name, wire.INSTANT_DESCRIPTION, "INVALID_TIMESTAMP")],
         )
     return time_from(stamp)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import grpc
 
@@ -12,6 +12,7 @@ from services.meter.domain.model import MeterDefinition
 from services.meter.service import BillingContext
 from tally.catalog_cache import CatalogCache
 from tally.domain.periods import Anchor, Interval, Schedule
+from tally import wire
 from tally.errors import Unavailable
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
@@ -132,7 +133,7 @@ def _included(version: catalog_pb2.PlanVersion, meter_key: str) -> Decimal | Non
     for charge in version.charges:
         if charge.WhichOneof("kind") == "usage" and charge.usage.meter_key == meter_key:
             try:
-                return Decimal(charge.usage.included_units.value or "0")
-            except InvalidOperation:
+                return wire.parse_decimal_unbounded(charge.usage.included_units.value or "0")
+            except wire.DecimalError:
                 return None
     return None

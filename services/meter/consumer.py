@@ -32,7 +32,7 @@ from services.meter.service import (
     write_plan,
 )
 from tally.db import asyncpg_dsn
-from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS
+from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS, METER_UNUSABLE_VALUES
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = structlog.get_logger()
@@ -165,6 +165,8 @@ class LogApplier:
                             caught_up=reply.caught_up,
                             tally=tally,
                         )
+                    if tally.unusable_value_events:
+                        METER_UNUSABLE_VALUES.inc(tally.unusable_value_events)
                     if alerts:
                         await self._alerts.notify()
                 applied_position = max([applied_position, *(p for p, _ in entries)])

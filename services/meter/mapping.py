@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -14,7 +14,7 @@ from services.meter.domain.matching import IncomingEvent, IncomingUsage
 from services.meter.domain.model import Aggregation, FilterOperator, MeterDefinition, MeterFilter
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold
 from services.meter.domain.windows import Granularity
-from tally.errors import InvalidInput, Violation
+from tally import wire
 from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2
@@ -82,17 +82,12 @@ def decimal_to_proto(value: Decimal) -> common_pb2.Decimal:
 
 def format_decimal(value: Decimal) -> str:
     """Plain notation (no exponent), trailing fractional zeros kept as computed."""
-    return format(value, "f")
+    return wire.format_decimal(value)
 
 
 def decimal_from_proto(value: common_pb2.Decimal, field: str) -> Decimal:
-    try:
-        parsed = Decimal(value.value.strip())
-    except InvalidOperation:
-        raise InvalidInput(f"{field} is not a decimal", violations=[Violation(field, "must be a decimal string", "INVALID_DECIMAL")]) from None
-    if not parsed.is_finite():
-        raise InvalidInput(f"{field} is not finite", violations=[Violation(field, "must be finite", "INVALID_DECIMAL")])
-    return parsed
+    """A request's decimal (tally.wire grammar and bounds); INVALID_ARGUMENT naming ``field``."""
+    return wire.decimal_or_raise(value.value, field)
 
 
 def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -133,6 +128,7 @@ def meter_from_catalog(meter: catalog_pb2.Meter) -> MeterDefinition | None:
         value_property=meter.value_property,
         filters=filters,
         group_by=tuple(meter.group_by),
+        allow_negative=meter.allow_negative,
     )
 
 
@@ -174,7 +170,9 @@ def log_item(entry: ingest_pb2.LogEntry):
             record_id=usage.usage_record_id,
             customer_id=usage.customer_id,
             meter_key=usage.meter_key,
-            quantity=Decimal(usage.quantity.value or "0"),
+            # Ingest stored it by the grammar; unbounded here, so a record is never lost to a
+            # bound tightened later.
+            quantity=wire.parse_decimal_unbounded(usage.quantity.value or "0"),
             timestamp=to_datetime(instant),
             dimensions=dict(usage.dimensions),
             subscription_id=usage.subscription_id,

@@ -41,6 +41,7 @@ from services.meter.domain.matching import (
 from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
 from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
+from tally import wire
 from tally.domain.periods import Schedule
 from tally.domain.price_points import PRICE_POINT_DIMENSION
 from tally.errors import InvalidInput, NotFound, Violation, Violations
@@ -428,9 +429,10 @@ async def _weighted_points(
             value = weighted_value(inside, current, p_start, p_end)
             if inside:
                 current = inside[-1].last_value
-            totals[i] += value
+            totals[i] = wire.EXACT.add(totals[i], value)
             if group_by:
-                groups[i][_group(dims, group_by)] += value
+                key = _group(dims, group_by)
+                groups[i][key] = wire.EXACT.add(groups[i][key], value)
     return [PointValue(totals[i], dict(groups[i])) for i in range(len(points))]
 
 
@@ -507,10 +509,22 @@ class UsageQueries:
         meter = None
         if not query.meter_key:
             problems.add("meter_key", "is required", "REQUIRED")
-        else:
+        elif wire.check_text(problems, "meter_key", query.meter_key, max_chars=wire.MAX_KEY_CHARS):
             meter = await fresh_meter(self._catalog, query.meter_key)
         if not query.customer_id and not query.customer_external_id:
             problems.add("customer", "name a customer by id or external_id", "REQUIRED")
+        wire.check_text(problems, "customer.id", query.customer_id, max_chars=wire.MAX_ID_CHARS)
+        wire.check_text(problems, "customer.external_id", query.customer_external_id, max_chars=wire.MAX_EXTERNAL_ID_CHARS)
+        # Counts first: a list this long is not worth a problem per entry.
+        bounded = wire.check_count(problems, "group_by", len(query.group_by), max_items=wire.MAX_GROUP_BY)
+        bounded &= wire.check_string_map(
+            problems,
+            "dimension_filter",
+            query.dimension_filter.items(),
+            max_entries=wire.MAX_DIMENSION_ENTRIES,
+            max_key_chars=wire.MAX_PATH_CHARS,
+            max_value_chars=wire.MAX_DIMENSION_VALUE_CHARS,
+        )
         if query.include_unattributed and not query.names_subscription:
             problems.add(
                 "include_unattributed", "applies to a subscription's usage: name the subscription", "SUBSCRIPTION_REQUIRED"
@@ -522,7 +536,7 @@ class UsageQueries:
         reference = query.subscription_id or query.subscription_external_id
         if len(reference) > 256 or "\x00" in reference:
             problems.add("subscription", "must be at most 256 characters, without NUL", "INVALID_SUBSCRIPTION_REF")
-        if meter is not None:
+        if meter is not None and bounded:
             for i, key in enumerate(query.group_by):
                 if key not in meter.group_by and key != PRICE_POINT_DIMENSION:
                     problems.add(f"group_by[{i}]", f"{key!r} is not a group-by dimension of {meter.key}", "UNKNOWN_DIMENSION")

@@ -54,6 +54,7 @@ async def _meter_status(address: str) -> dict | None:
         "unmetered_events": reply.unmetered_events,
         "unknown_meter_records": reply.unknown_meter_records,
         "unknown_customer_entries": reply.unknown_customer_entries,
+        "unusable_value_events": reply.unusable_value_events,
         "last_apply_time": fmt_time(reply.last_apply_time),
     }
 
@@ -115,7 +116,8 @@ def status() -> None:
             out.print(
                 f"meter: {meter['unmetered_events']} unmetered events, "
                 f"{meter['unknown_customer_entries']} for unknown customers, "
-                f"{meter['unknown_meter_records']} usage records for unknown meters",
+                f"{meter['unknown_meter_records']} usage records for unknown meters, "
+                f"{meter['unusable_value_events']} events without a usable meter value",
                 highlight=False,
             )
         if ingest is not None and "error" not in ingest:

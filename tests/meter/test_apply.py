@@ -38,6 +38,8 @@ class MemoryCatalog:
                 aggregation=agg,
                 value_property="" if agg is Aggregation.COUNT else ("user" if agg is Aggregation.COUNT_UNIQUE else "v"),
                 group_by=("region",),
+                # The scenarios include negative values (a gauge going down, a credit).
+                allow_negative=True,
             )
             for agg in Aggregation
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from services.meter.domain.matching import (
 from services.meter.domain.model import Aggregation, Contribution, FilterOperator, MeterDefinition, MeterFilter
 from services.meter.domain.thresholds import Threshold, calendar_month
 from services.meter.domain.windows import GRAIN, Granularity, aligned_span, series_windows, window_start
+from tally import wire
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -88,14 +90,28 @@ class TestMatching:
         assert c.dimensions == (("region", "eu"), ("model.size", "7"))
         assert event_contribution(m, event({"minutes": 2})).dimensions == (("region", ""), ("model.size", ""))
 
-    def test_a_value_postgres_cannot_store_is_unusable(self):
-        assert event_contribution(meter(), event({"minutes": "1e131071"})).value == Decimal("1e131071")
-        assert event_contribution(meter(), event({"minutes": "1e-16383"})).value == Decimal("1e-16383")
-        for too_big_or_too_fine in ("1e131072", "9e999999", "1e-16384"):
-            with pytest.raises(UnusableValue):
-                event_contribution(meter(), event({"minutes": too_big_or_too_fine}))
-        # Filters still compare such numbers as numbers.
+    def test_a_value_within_the_grammars_bounds_is_counted_exactly(self):
+        assert event_contribution(meter(), event({"minutes": "9" * 38})).value == Decimal("9" * 38)
+        assert event_contribution(meter(), event({"minutes": "0.000000000000000001"})).value == Decimal("1e-18")
+        assert event_contribution(meter(), event({"minutes": 1e37})).value == Decimal("1e37")
+
+    @pytest.mark.parametrize(
+        "value",
+        ["9" * 40, "1e38", 1e308, "9e999999", "1e-19", 1e-20, "1_000", "  12 ", "12\xa0", "\u0661\u0662", "+7", ".5", "NaN"],
+    )
+    def test_a_value_outside_the_grammar_or_its_bounds_is_unusable_never_rounded(self, value):
+        with pytest.raises(UnusableValue):
+            event_contribution(meter(), event({"minutes": value}))
+
+    def test_a_negative_value_is_unusable_unless_the_meter_allows_negatives(self):
+        with pytest.raises(UnusableValue):
+            event_contribution(meter(), event({"minutes": "-5"}))
+        allowing = replace(meter(), allow_negative=True)
+        assert event_contribution(allowing, event({"minutes": "-5"})).value == Decimal(-5)
+
+    def test_filters_compare_any_finite_number_of_the_grammar_as_a_number(self):
         assert filter_matches(MeterFilter("minutes", FilterOperator.GT, ("5",)), {"minutes": "1e131072"})
+        assert not filter_matches(MeterFilter("minutes", FilterOperator.GT, ("5",)), {"minutes": "1_000"})
 
     def test_an_event_without_a_numeric_value_is_unusable_not_zero(self):
         with pytest.raises(UnusableValue):
@@ -148,7 +164,8 @@ def windowed_value(aggregation: Aggregation, items: list[Contribution], start: d
             before = sorted((c for c in items if c.dimensions == dims and c.timestamp < start), key=lambda c: (c.timestamp, c.entry_id))
             carry = before[-1].value if before else Decimal(0)
             pieces = [window_piece(cs, w + GRAIN) for (w, d), cs in sorted(windows.items()) if d == dims]
-            total += weighted_value(pieces, carry, start, end)
+            # Summed exactly, as the service sums the per-dimension values (tally.wire.EXACT).
+            total = wire.EXACT.add(total, weighted_value(pieces, carry, start, end))
         return total
     per_window = [combine_all(Summary.of(c) for c in cs) for cs in windows.values()]
     distinct: set[str] = set()

@@ -66,8 +66,19 @@ class TestRequestViolations:
         assert violations[0].reason == "INVALID_TIMESTAMP"
 
     def test_the_extremes_of_the_valid_range_pass(self):
-        assert request_violations(ingest_pb2.SendEventRequest(event=event(-62_135_596_800))) == []
-        assert request_violations(ingest_pb2.SendEventRequest(event=event(253_402_300_799, 999_999_999))) == []
+        # tally.wire's instant range: [1970-01-01, 2200-01-01).
+        assert request_violations(ingest_pb2.SendEventRequest(event=event(0))) == []
+        assert request_violations(ingest_pb2.SendEventRequest(event=event(7_258_118_399, 999_999_999))) == []
+
+    @pytest.mark.parametrize(
+        "seconds",
+        [-62_135_596_800, -1, 7_258_118_400, 253_402_300_799],
+        ids=["0001-01-01", "1969-12-31T23:59:59", "2200-01-01", "9999-12-31T23:59:59"],
+    )
+    def test_a_timestamp_protobuf_allows_but_outside_tallys_range_is_named(self, seconds):
+        violations = request_violations(ingest_pb2.SendEventRequest(event=event(seconds)))
+        assert fields(violations) == ["event.timestamp"]
+        assert "1970-01-01" in violations[0].description
 
     def test_timestamps_inside_batches_are_left_to_the_thorough_pass(self):
         request = ingest_pb2.SendEventBatchRequest(events=[event(), event(2**40)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from tally import wire
 from tally.errors import Violations
 
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -17,7 +18,7 @@ MAX_DECIMAL_PLACES = 12
 def check_key(violations: Violations, field: str, key: str) -> None:
     if not key:
         violations.add(field, "is required", "REQUIRED")
-    elif not KEY_RE.match(key):
+    elif not KEY_RE.fullmatch(key):
         violations.add(
             field,
             "must be 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
@@ -26,10 +27,12 @@ def check_key(violations: Violations, field: str, key: str) -> None:
 
 
 def check_path(violations: Violations, field: str, path: str) -> None:
-    if not PATH_RE.match(path):
+    if len(path) > wire.MAX_PATH_CHARS:
+        violations.add(field, f"must be at most {wire.MAX_PATH_CHARS} characters, got {len(path)}", "TOO_LONG")
+    elif not PATH_RE.fullmatch(path):
         violations.add(
             field,
-            f"{path!r} is not a property path (dot-separated segments such as 'usage.duration')",
+            f"{wire.shorten(path)} is not a property path (dot-separated segments such as 'usage.duration')",
             "INVALID_PROPERTY_PATH",
         )
 
@@ -53,8 +56,13 @@ def check_decimal(
         if required:
             violations.add(field, "is required", "REQUIRED")
         return False
-    if not value.is_finite():
-        violations.add(field, "must be a finite decimal number such as '0.05'", "INVALID_DECIMAL")
+    if value.is_nan():
+        # The mapping decodes a string outside the grammar as NaN (decoding never rejects).
+        violations.add(field, f"must be {wire.SYNTAX_DESCRIPTION}", "INVALID_DECIMAL")
+        return False
+    problem = wire.decimal_error(value)
+    if problem is not None:
+        violations.add(field, problem.description, problem.reason)
         return False
     ok = True
     if positive and value <= 0:
@@ -63,7 +71,7 @@ def check_decimal(
     elif value < 0:
         violations.add(field, "must not be negative", "NEGATIVE")
         ok = False
-    if decimal_places(value.normalize()) > max_places:
+    if decimal_places(value.normalize(wire.EXACT)) > max_places:
         violations.add(field, f"must have at most {max_places} decimal places", "TOO_MANY_DECIMAL_PLACES")
         ok = False
     return ok

@@ -7,7 +7,7 @@ import zoneinfo
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from tally import currency
+from tally import currency, wire
 from tally.errors import Violations
 
 # Deliberately simple: one @, a dotted domain, no whitespace. Deliverability is not our job.
@@ -46,18 +46,23 @@ def is_valid_timezone(name: str) -> bool:
 
 def validate_customer(spec: CustomerSpec, prefix: str = "customer") -> Violations:
     v = Violations(prefix)
-    if len(spec.external_id) > 256:
-        v.add("external_id", "must be at most 256 characters", "TOO_LONG")
-    if spec.email and not EMAIL_RE.match(spec.email):
-        v.add("email", f"{spec.email!r} is not an email address", "INVALID_EMAIL")
-    if not is_valid_timezone(spec.timezone):
+    wire.check_text(v, "external_id", spec.external_id, max_chars=wire.MAX_EXTERNAL_ID_CHARS)
+    wire.check_text(v, "name", spec.name, max_chars=wire.MAX_NAME_CHARS)
+    if (
+        wire.check_text(v, "email", spec.email, max_chars=wire.MAX_EMAIL_CHARS)
+        and spec.email
+        and not EMAIL_RE.match(spec.email)
+    ):
+        v.add("email", f"{wire.shorten(spec.email)} is not an email address", "INVALID_EMAIL")
+    if "\x00" in spec.timezone or len(spec.timezone) > 64 or not is_valid_timezone(spec.timezone):
         v.add(
             "timezone",
-            f"{spec.timezone!r} is not an IANA time zone such as 'Europe/Paris'",
+            f"{wire.shorten(spec.timezone)} is not an IANA time zone such as 'Europe/Paris'",
             "UNKNOWN_TIMEZONE",
         )
     if spec.currency and not currency.is_known(spec.currency):
-        v.add("currency", f"{spec.currency!r} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
+        v.add("currency", f"{wire.shorten(spec.currency)} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
+    wire.check_string_map(v, "metadata", spec.metadata)
     return v
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from services.catalog.domain.common import check_decimal, check_enum, check_key, decimal_places
+from services.catalog.domain.common import KEY_RE, check_decimal, check_enum, check_key, decimal_places
 from services.catalog.domain.meters import Meter
-from tally import currency
+from tally import currency, wire
 from tally.errors import Violations
 
 INTERVALS = frozenset({"DAY", "WEEK", "MONTH", "QUARTER", "YEAR"})
@@ -33,11 +33,17 @@ class Product:
     created_at: datetime
 
 
+def looks_like_key(text: str) -> bool:
+    """A key worth looking up (the catalog's key syntax); anything else is reported by check_key."""
+    return KEY_RE.fullmatch(text) is not None
+
+
 def validate_product(spec: ProductSpec, prefix: str = "product") -> Violations:
     v = Violations(prefix)
     check_key(v, "key", spec.key)
-    if not spec.name:
+    if wire.check_text(v, "name", spec.name, max_chars=wire.MAX_NAME_CHARS) and not spec.name:
         v.add("name", "is required", "REQUIRED")
+    wire.check_text(v, "description", spec.description, max_chars=wire.MAX_DESCRIPTION_CHARS)
     return v
 
 
@@ -155,26 +161,34 @@ def validate_plan(
     v = Violations(prefix)
     c = spec.content
     check_key(v, "key", spec.key)
-    if not c.name:
+    if wire.check_text(v, "name", c.name, max_chars=wire.MAX_NAME_CHARS) and not c.name:
         v.add("name", "is required", "REQUIRED")
-    if c.product_key and not product_exists:
+    wire.check_text(v, "description", c.description, max_chars=wire.MAX_DESCRIPTION_CHARS)
+    if c.product_key and not looks_like_key(c.product_key):
+        check_key(v, "product_key", c.product_key)
+    elif c.product_key and not product_exists:
         v.add("product_key", f"no product with key {c.product_key!r}", "UNKNOWN_PRODUCT")
     minor = None
     if not c.currency:
         v.add("currency", "is required (ISO 4217, such as 'USD')", "REQUIRED")
     elif not currency.is_known(c.currency):
-        v.add("currency", f"{c.currency!r} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
+        v.add("currency", f"{wire.shorten(c.currency)} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
     else:
         minor = currency.minor_units(c.currency)
     check_enum(v, "interval", c.interval, INTERVALS)
     if c.interval_count < 1:
         v.add("interval_count", "must be at least 1", "NOT_POSITIVE")
+    elif c.interval_count > wire.MAX_INTERVAL_COUNT:
+        v.add("interval_count", f"must be at most {wire.MAX_INTERVAL_COUNT}", "TOO_LARGE")
     if not c.charges:
         v.add("charges", "a plan needs at least one charge", "REQUIRED")
+    if not wire.check_count(v, "charges", len(c.charges), max_items=wire.MAX_CHARGES):
+        return v
     seen: set[str] = set()
     for i, charge in enumerate(c.charges):
         cv = v.nested(f"charges[{i}]")
         check_key(cv, "key", charge.key)
+        wire.check_text(cv, "name", charge.name, max_chars=wire.MAX_NAME_CHARS)
         if charge.key in seen:
             cv.add("key", f"charge key {charge.key!r} is used twice", "DUPLICATE")
         seen.add(charge.key)
@@ -199,7 +213,7 @@ def check_money(
 ) -> None:
     """An amount of money must fit the currency's minor unit (no fractions of a cent in USD)."""
     usable = check_decimal(v, field, amount, required=required)
-    if usable and minor is not None and decimal_places(amount.normalize()) > minor:
+    if usable and minor is not None and decimal_places(amount.normalize(wire.EXACT)) > minor:
         v.add(
             field,
             f"has more decimal places than the currency's minor unit ({minor})",
@@ -213,6 +227,8 @@ def _validate_usage(
     meter = meters.get(usage.meter_key)
     if not usage.meter_key:
         v.add("meter_key", "is required", "REQUIRED")
+    elif not looks_like_key(usage.meter_key):
+        check_key(v, "meter_key", usage.meter_key)
     elif meter is None:
         v.add("meter_key", f"no meter with key {usage.meter_key!r}", "UNKNOWN_METER")
     elif meter.archived:
@@ -229,11 +245,24 @@ def _validate_usage(
         v.add("maximum_amount", f"must be at least minimum_amount ({lo})", "MAXIMUM_BELOW_MINIMUM")
     dimensions = set(meter.spec.group_by) if meter is not None else None
     matches: set[tuple[tuple[str, str], ...]] = set()
+    if not wire.check_count(v, "dimension_prices", len(usage.dimension_prices), max_items=wire.MAX_DIMENSION_PRICES):
+        into.extend(v)
+        return
     for i, dp in enumerate(usage.dimension_prices):
         dv = v.nested(f"dimension_prices[{i}]")
         if not dp.match:
             dv.add("match", "names at least one dimension value, such as model=large", "REQUIRED")
-        elif dimensions is not None:
+        elif (
+            wire.check_string_map(
+                dv,
+                "match",
+                dp.match,
+                max_entries=wire.MAX_DIMENSION_ENTRIES,
+                max_key_chars=wire.MAX_PATH_CHARS,
+                max_value_chars=wire.MAX_DIMENSION_VALUE_CHARS,
+            )
+            and dimensions is not None
+        ):
             for name, _ in dp.match:
                 if name not in dimensions:
                     dv.add(
@@ -304,6 +333,8 @@ def validate_tiers(v: Violations, tiers: tuple[Tier, ...]) -> None:
     ascend strictly, and only the last one is open-ended."""
     if not tiers:
         v.add("tiers", "at least one tier is required", "REQUIRED")
+        return
+    if not wire.check_count(v, "tiers", len(tiers), max_items=wire.MAX_TIERS):
         return
     previous: Decimal | None = None
     last = len(tiers) - 1

@@ -22,6 +22,7 @@ from services.catalog.subscriptions.domain import (
     check_reference_text,
     validate_price_overrides,
 )
+from tally import wire
 from tally.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from tally.pagination import page_size
 
@@ -38,6 +39,8 @@ class SubscriptionService:
         v = Violations()
         if not plan_key:
             v.add("plan_key", "is required", "REQUIRED")
+        else:
+            wire.check_text(v, "plan_key", plan_key, max_chars=wire.MAX_KEY_CHARS)
         if version < 0:
             v.add("plan_version", "must be 0 (latest) or a published version number", "NEGATIVE")
         v.raise_if_any("invalid plan reference")
@@ -73,6 +76,8 @@ class SubscriptionService:
         if anchor not in ANCHORS:
             v.add("anchor", f"unknown value {anchor}: expected CALENDAR or ANNIVERSARY", "UNKNOWN_ENUM")
         check_reference_text(v, "external_id", external_id)
+        wire.check_instant(v, "start_time", start_time)
+        wire.check_string_map(v, "metadata", metadata)
         v.raise_if_any("invalid subscription")
         now = shared.now()
         async with self._tx.write() as conn:
@@ -186,6 +191,9 @@ class SubscriptionService:
     ) -> Subscription:
         if isinstance(ref, str):
             ref = SubscriptionRef(id=ref)
+        v = Violations()
+        wire.check_instant(v, "at", at)
+        v.raise_if_any("invalid cancellation")
         now = shared.now()
         async with self._tx.write() as conn:
             before = await self._find(conn, ref, for_update=True)
@@ -211,6 +219,9 @@ class SubscriptionService:
     ) -> Subscription:
         if isinstance(ref, str):
             ref = SubscriptionRef(id=ref)
+        v = Violations()
+        wire.check_instant(v, "effective_time", effective_time)
+        v.raise_if_any("invalid plan change")
         now = shared.now()
         async with self._tx.write() as conn:
             before = await self._find(conn, ref, for_update=True)

@@ -14,7 +14,8 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 from services.ingest.domain.attribution import (
     Coverage,
@@ -26,11 +27,13 @@ from services.ingest.domain.attribution import (
     ref_violation,
     relevant_stretches,
 )
+from tally import wire
 from tally.errors import Violation
 
 MICROS_PER_SECOND = 1_000_000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_EVENT_TYPE_CHARS = 255
+MAX_CUSTOMER_REF_CHARS = wire.MAX_EXTERNAL_ID_CHARS
 MAX_PROPERTIES_BYTES = 8 * 1024
 MAX_PROPERTIES_DEPTH = 8
 MAX_BATCH_EVENTS = 1000
@@ -154,6 +157,10 @@ def validate_event(
         )
     elif "\x00" in event.customer.id or "\x00" in event.customer.external_id:
         problems.append(Violation(f"{prefix}.customer", "must not contain NUL characters", "INVALID_CHARACTER"))
+    elif len(event.customer.id) > MAX_CUSTOMER_REF_CHARS or len(event.customer.external_id) > MAX_CUSTOMER_REF_CHARS:
+        problems.append(
+            Violation(f"{prefix}.customer", f"must be at most {MAX_CUSTOMER_REF_CHARS} characters", "TOO_LONG")
+        )
     if event.timestamp_micros is not None:
         problems.extend(
             validate_instant(event.timestamp_micros, now_micros=now_micros, limits=limits, field=f"{prefix}.timestamp")
@@ -224,6 +231,91 @@ def content_digest(event: EventInput, customer_id: str) -> bytes:
 
 
 UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
+INVALID_METER_VALUE = "INVALID_METER_VALUE"
+NEGATIVE_METER_VALUE = "NEGATIVE_METER_VALUE"
+
+# What a property reader returns for a path the properties do not have.
+ABSENT: Any = object()
+# Reads the property at a dot path of the event at an index of the batch: a str, float,
+# bool, None (JSON null), a dict or list (a nested object or array), or ABSENT.
+PropertyReader = Callable[[int, str], Any]
+
+
+class ValueRule(NamedTuple):
+    """A property that meters of an event type read as their value (tally.wire decimals)."""
+
+    path: str
+    meter_keys: tuple[str, ...]
+    # False when any of those meters refuses negative values.
+    allow_negative: bool
+
+
+def _no_rules(_event_type: str) -> tuple[ValueRule, ...]:
+    return ()
+
+
+def _shown(raw: Any) -> str:
+    if isinstance(raw, str):
+        return wire.shorten(raw)
+    if isinstance(raw, bool):
+        return "a boolean"
+    if isinstance(raw, dict):
+        return "an object"
+    if isinstance(raw, list):
+        return "an array"
+    return repr(raw)
+
+
+def _values_surely_usable(rules: Sequence[ValueRule], read: PropertyReader, index: int) -> bool:
+    """The common case, cheaply: every value absent or a short non-negative plain number
+    (False: let value_violations decide, exactly)."""
+    surely_bounded = wire.surely_bounded
+    for rule in rules:
+        raw = read(index, rule.path)
+        if raw is ABSENT or raw is None:
+            continue
+        if not surely_bounded(raw):
+            return False
+        if not rule.allow_negative and (raw < 0 if type(raw) is float else raw[0] == "-"):
+            return False
+    return True
+
+
+def value_violations(rules: Sequence[ValueRule], read: Callable[[str], Any], prefix: str) -> list[Violation]:
+    """Problems of the values that meters will read from one event.
+
+    An absent property (or JSON null) is fine: the event still counts for COUNT-like use and
+    the meter reports it as an unusable value. A present one must be a number of the grammar
+    (a JSON number or a decimal string), within the bounds, and not negative unless every
+    meter reading it allows negative values.
+    """
+    problems: list[Violation] = []
+    for rule in rules:
+        raw = read(rule.path)
+        if raw is ABSENT or raw is None:
+            continue
+        number = wire.json_number(raw)
+        meters = ", ".join(repr(k) for k in rule.meter_keys)
+        if number is None:
+            shown = _shown(raw)
+            problems.append(
+                Violation(
+                    f"{prefix}.properties.{rule.path}",
+                    f"is the value of meter {meters}: must be {wire.SYNTAX_DESCRIPTION} with at most "
+                    f"{wire.MAX_SIGNIFICANT_DIGITS} significant digits, below 10^{wire.MAX_INTEGER_DIGITS} and "
+                    f"at most {wire.MAX_SCALE} places, got {shown}",
+                    INVALID_METER_VALUE,
+                )
+            )
+        elif number < 0 and not rule.allow_negative:
+            problems.append(
+                Violation(
+                    f"{prefix}.properties.{rule.path}",
+                    f"is the value of meter {meters}, which does not allow negative values",
+                    NEGATIVE_METER_VALUE,
+                )
+            )
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +335,8 @@ class EventBatch:
     shapes: list[PropertiesShape]
     # The subscription each event names (None where it names none); None when no event does.
     subscriptions: list[SubscriptionRef | None] | None = None
+    # Reads properties from the decoded request (the mapping's); None: from ``properties``.
+    read_property: PropertyReader | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -316,7 +410,11 @@ def resolvable_refs(customers: Sequence[CustomerRef]) -> set[CustomerRef]:
     return {
         ref
         for ref in set(customers)
-        if (ref.id or ref.external_id) and "\x00" not in ref.id and "\x00" not in ref.external_id
+        if (ref.id or ref.external_id)
+        and "\x00" not in ref.id
+        and "\x00" not in ref.external_id
+        and len(ref.id) <= MAX_CUSTOMER_REF_CHARS
+        and len(ref.external_id) <= MAX_CUSTOMER_REF_CHARS
     }
 
 
@@ -340,6 +438,8 @@ def prepare_events(
     coverage_of: Callable[[str], Sequence[Coverage]] = _no_coverage,
     meter_keys_of: Callable[[str], frozenset[str]] = _no_meters,
     new_keys: Callable[[int], list[str]] = generated_keys,
+    value_rules: Callable[[str], tuple[ValueRule, ...]] = _no_rules,
+    read_property: PropertyReader | None = None,
 ) -> PreparedBatch:
     """Validate, attribute and accept a batch in one pass.
 
@@ -356,6 +456,7 @@ def prepare_events(
     low = now_micros - limits.late_event_window_micros
     high = now_micros + limits.future_tolerance_micros
     metered_by_type: dict[str, bool] = {}
+    rules_by_type: dict[str, tuple[ValueRule, ...]] = {}
     rejected: dict[int, list[Violation]] = {}
     indexes: list[int] = []
     keys: list[str] = []
@@ -429,6 +530,15 @@ def prepare_events(
         is_type_metered = metered_by_type.get(event_type)
         if is_type_metered is None:
             is_type_metered = metered_by_type[event_type] = is_metered(event_type)
+        if is_type_metered and read_property is not None:
+            rules = rules_by_type.get(event_type)
+            if rules is None:
+                rules = rules_by_type[event_type] = value_rules(event_type)
+            if rules and not _values_surely_usable(rules, read_property, index):
+                problems = value_violations(rules, partial(read_property, index), prefix(index))
+                if problems:
+                    rejected[index] = problems
+                    continue
         # Text fields cannot hold NUL (validated), so NUL separates them unambiguously; the
         # same content as content_digest.
         head = f"{event_type}\x00{customer_id}\x00{'' if ts is None else ts}\x00".encode()

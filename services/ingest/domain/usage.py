@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from services.ingest.domain.attribution import SubscriptionRef
 from services.ingest.domain.events import (
@@ -15,8 +15,9 @@ from services.ingest.domain.events import (
     generated_key,
     validate_instant,
 )
+from tally import wire
 from tally.domain.price_points import PRICE_POINT_DIMENSION
-from tally.errors import Violation
+from tally.errors import Violation, Violations
 
 MAX_PRICE_POINT_CHARS = 128
 
@@ -69,12 +70,11 @@ class AcceptedUsage:
 
 
 def parse_quantity(raw: str) -> Decimal | None:
-    """The quantity as an exact Decimal, or None when it is not a finite decimal number."""
+    """The quantity as an exact Decimal of the grammar (tally.wire), or None."""
     try:
-        value = Decimal(raw.strip())
-    except (InvalidOperation, ValueError):
+        return wire.parse_decimal(raw)
+    except wire.DecimalError:
         return None
-    return value if value.is_finite() else None
 
 
 def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> list[Violation]:
@@ -91,17 +91,37 @@ def validate_usage(usage: UsageInput, *, now: dt.datetime, limits: Limits) -> li
                 "IDEMPOTENCY_KEY_TOO_LONG",
             )
         )
+    text = Violations()
+    if "\x00" in key:
+        text.add("idempotency_key", "must not contain NUL characters", "INVALID_CHARACTER")
     if usage.customer.is_empty:
         problems.append(Violation("customer", "is required: set id or external_id", "CUSTOMER_MISSING"))
+    else:
+        wire.check_text(text, "customer.id", usage.customer.id, max_chars=wire.MAX_ID_CHARS)
+        wire.check_text(text, "customer.external_id", usage.customer.external_id, max_chars=wire.MAX_EXTERNAL_ID_CHARS)
     if not usage.meter_key.strip():
         problems.append(Violation("meter_key", "is required", "METER_KEY_MISSING"))
-    quantity = parse_quantity(usage.quantity)
-    if quantity is None:
+    else:
+        wire.check_text(text, "meter_key", usage.meter_key, max_chars=wire.MAX_KEY_CHARS)
+    wire.check_text(text, "memo", usage.memo, max_chars=wire.MAX_MEMO_CHARS)
+    wire.check_string_map(
+        text,
+        "dimensions",
+        usage.dimensions,
+        max_entries=wire.MAX_DIMENSION_ENTRIES,
+        max_key_chars=wire.MAX_PATH_CHARS,
+        max_value_chars=wire.MAX_DIMENSION_VALUE_CHARS,
+    )
+    problems.extend(text.items)
+    try:
+        quantity = wire.parse_decimal(usage.quantity)
+    except wire.DecimalError as error:
         problems.append(
-            Violation("quantity", f"must be a decimal number such as \"12.5\", got {usage.quantity!r}", "QUANTITY_INVALID")
+            Violation("quantity", f"{error.description}, got {wire.shorten(usage.quantity)}", "QUANTITY_INVALID")
         )
-    elif quantity < 0:
-        problems.append(Violation("quantity", "must not be negative", "QUANTITY_NEGATIVE"))
+    else:
+        if quantity < 0:
+            problems.append(Violation("quantity", "must not be negative", "QUANTITY_NEGATIVE"))
     now_micros = to_micros(now)
     if usage.range_start is not None or usage.range_end is not None:
         if usage.timestamp is not None:

@@ -35,6 +35,7 @@ from services.invoice.domain.invoices import (
 )
 from services.invoice.domain.plans import FeeTiming, Phase, PlanVersion, Subscription, UsageCharge
 from services.invoice.domain.pricing import UsagePart, price_fixed_fee, price_usage_charge
+from tally import wire
 from tally.domain.periods import Period, Schedule, proration
 
 
@@ -192,7 +193,7 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
                 # An earlier part priced this charge: a tier's flat amount at zero usage is
                 # charged once per period, not once per plan-version part.
                 charge = _without_flat_at_zero(charge)
-            available = charge.included_units - included_used.get(charge.key, Decimal(0))
+            available = wire.EXACT.subtract(charge.included_units, included_used.get(charge.key, Decimal(0)))
             charge_lines, used = price_usage_charge(
                 charge,
                 _usage_for(context, charge, start, end, usage),
@@ -201,7 +202,7 @@ def price_period(context: PeriodContext, usage: Mapping[UsageQuery, UsagePart]) 
                 plan_key=version.plan_key,
                 plan_version=version.version,
             )
-            included_used[charge.key] = included_used.get(charge.key, Decimal(0)) + used
+            included_used[charge.key] = wire.EXACT.add(included_used.get(charge.key, Decimal(0)), used)
             lines.extend(charge_lines)
     lines.extend(
         in_advance_corrections(
@@ -243,7 +244,12 @@ def adjustment_lines(
     def add(line: InvoiceLine, sign: int, table: dict) -> None:
         key = adjustment_key(line)
         amount, quantity, first = table.get(key, (Decimal(0), Decimal(0), line))
-        table[key] = (amount + sign * line.amount, quantity + sign * (line.usage or Decimal(0)), first)
+        plus, times = wire.EXACT.add, wire.EXACT.multiply
+        table[key] = (
+            plus(amount, times(sign, line.amount)),
+            plus(quantity, times(sign, line.usage or Decimal(0))),
+            first,
+        )
 
     for line in original.lines:
         if line.kind is not LineKind.ADJUSTMENT:
@@ -257,11 +263,11 @@ def adjustment_lines(
     for key in list(billed) + [k for k in now if k not in billed]:
         fresh_amount, fresh_usage, fresh_line = now.get(key, (Decimal(0), Decimal(0), None))
         billed_amount, billed_usage, billed_line = billed.get(key, (Decimal(0), Decimal(0), None))
-        difference = fresh_amount - billed_amount
+        difference = wire.EXACT.subtract(fresh_amount, billed_amount)
         if difference == 0:
             continue
         template = fresh_line or billed_line
-        usage_change = fresh_usage - billed_usage
+        usage_change = wire.EXACT.subtract(fresh_usage, billed_usage)
         what = "late usage" if usage_change > 0 else "usage corrected" if usage_change < 0 else "re-priced"
         adjustments.append(
             InvoiceLine(
@@ -309,9 +315,9 @@ def billed_usage_span(originals: list[Invoice], adjustments: list[InvoiceLine]) 
             if any(m == line.meter_key and start == line.period_start and c != line.charge_key for m, c, start in seen):
                 return None
             seen.add((line.meter_key, line.charge_key, line.period_start))
-            totals[line.meter_key] = totals.get(line.meter_key, Decimal(0)) + line.usage
+            totals[line.meter_key] = wire.EXACT.add(totals.get(line.meter_key, Decimal(0)), line.usage)
     ids = {i.id for i in ordered}
     for line in adjustments:
         if line.adjusts_invoice_id in ids and line.meter_key and line.usage is not None and line.kind is LineKind.ADJUSTMENT:
-            totals[line.meter_key] = totals.get(line.meter_key, Decimal(0)) + line.usage
+            totals[line.meter_key] = wire.EXACT.add(totals.get(line.meter_key, Decimal(0)), line.usage)
     return ordered[0].period_start, ordered[-1].period_end, totals

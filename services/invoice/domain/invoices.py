@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
+from tally import wire
 from tally.currency import MINOR_UNITS
 from tally.errors import FailedPrecondition
 
@@ -139,10 +140,12 @@ class Invoice:
 
     @property
     def subtotal(self) -> Decimal:
-        total = sum((line.amount for line in self.lines), Decimal(0))
+        total = Decimal(0)
+        for line in self.lines:
+            total = wire.EXACT.add(total, line.amount)
         # Line amounts are already rounded; this only gives "0.00" rather than "0".
         places = MINOR_UNITS.get(self.currency, 2)
-        return total.quantize(Decimal(1).scaleb(-places))
+        return total.quantize(Decimal(1).scaleb(-places), context=wire.EXACT)
 
     @property
     def total(self) -> Decimal:

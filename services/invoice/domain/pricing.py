@@ -16,22 +16,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, localcontext
 
 from services.invoice.domain.invoices import InvoiceLine, LineKind, TierAmount
 from services.invoice.domain.plans import DimensionPrice, FixedFee, Price, PricingModel, UsageCharge
+from tally import wire
 from tally.currency import minor_units
 from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 ZERO = Decimal(0)
 ROUNDING = ROUND_HALF_EVEN
-# Wide enough for 1e15 units at 12 decimal places without inexact products.
-EXACT = Context(prec=80)
+# Sums and products of bounded decimals never round in it (tally.wire.EXACT); rounding to
+# the minor unit happens once per line, in round_money.
+EXACT = wire.EXACT
+_add = EXACT.add
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit (USD 2, JPY 0, BHD 3) with ROUND_HALF_EVEN."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUNDING)
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUNDING, context=EXACT)
 
 
 @dataclass(frozen=True)
@@ -175,13 +178,13 @@ def group_usage(charge: UsageCharge, usage: UsagePart) -> list[UsageGroup]:
         as_dict = dict(dims)
         point = charge.price_point(as_dict.get(PRICE_POINT_DIMENSION, ""))
         if point is not None:
-            point_sums[point.key] = point_sums.get(point.key, ZERO) + value
-            matched += value
+            point_sums[point.key] = _add(point_sums.get(point.key, ZERO), value)
+            matched = _add(matched, value)
             continue
         for index, dimension_price in enumerate(charge.dimension_prices):
             if dimension_price.matches(as_dict):
-                sums[index] = sums.get(index, ZERO) + value
-                matched += value
+                sums[index] = _add(sums.get(index, ZERO), value)
+                matched = _add(matched, value)
                 break
     groups = [
         UsageGroup(tuple(sorted(dp.match)), dp.price, sums.get(index, ZERO))
@@ -192,7 +195,7 @@ def group_usage(charge: UsageCharge, usage: UsagePart) -> list[UsageGroup]:
         for p in charge.price_points
         if p.key in point_sums
     )
-    groups.append(UsageGroup((), charge.price, usage.total - matched))
+    groups.append(UsageGroup((), charge.price, EXACT.subtract(usage.total, matched)))
     return groups
 
 
@@ -240,11 +243,13 @@ def price_usage_charge(
             # Nothing fell to the default price: no empty "other usage" line.
             continue
         used_included = min(remaining_included, max(group.usage, ZERO))
-        remaining_included -= used_included
-        billable = max(group.usage - used_included, ZERO)
+        remaining_included = EXACT.subtract(remaining_included, used_included)
+        billable = max(EXACT.subtract(group.usage, used_included), ZERO)
         priced_groups.append((group, used_included, billable, price_quantity(group.price, billable)))
-    used = max(included_available, ZERO) - remaining_included
-    exact_total = sum((priced.amount for *_, priced in priced_groups), ZERO)
+    used = EXACT.subtract(max(included_available, ZERO), remaining_included)
+    exact_total = ZERO
+    for *_, priced in priced_groups:
+        exact_total = _add(exact_total, priced.amount)
     limited_total = apply_limits(exact_total, charge.minimum_amount, charge.maximum_amount)
     single = len(priced_groups) == 1
     lines = []

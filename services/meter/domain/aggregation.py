@@ -12,17 +12,19 @@ brute-force definition the bucketed path is tested against.
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.meter.domain.model import Aggregation, Contribution, Dimensions
+from tally import wire
 
 ZERO = Decimal(0)
-# Integrals of value × seconds need more digits than the default 28 to stay exact.
-_WIDE = decimal.Context(prec=60)
+# Sums and integrals (value × seconds) of bounded values need more digits than the default
+# 28 to stay exact: every addition and multiplication here uses the shared exact context.
+_WIDE = wire.EXACT
+_add = _WIDE.add
 
 LatestKey = tuple[datetime, str]
 
@@ -44,8 +46,8 @@ class Summary:
         if other.latest_key is not None and (latest_key is None or other.latest_key > latest_key):
             latest_key, latest_value = other.latest_key, other.latest_value
         return Summary(
-            count=self.count + other.count,
-            total=self.total + other.total,
+            count=_add(self.count, other.count),
+            total=_add(self.total, other.total),
             minimum=_pick(min, self.minimum, other.minimum),
             maximum=_pick(max, self.maximum, other.maximum),
             latest_key=latest_key,
@@ -95,7 +97,7 @@ def summary_value(aggregation: Aggregation, summary: Summary, distinct_values: i
         return summary.total / summary.count if summary.count else ZERO
     if aggregation is Aggregation.COUNT_UNIQUE:
         # Events add distinct values; usage records add their given quantity (in total).
-        return Decimal(distinct_values) + summary.total
+        return _add(Decimal(distinct_values), summary.total)
     raise ValueError(f"{aggregation} is not a summary aggregation")
 
 
@@ -172,7 +174,7 @@ def reference_value(
     inside = [c for c in wanted if start <= c.timestamp < end]
     if aggregation is Aggregation.COUNT_UNIQUE:
         distinct = {c.unique_value for c in inside if c.unique_value is not None}
-        return Decimal(len(distinct)) + sum((c.value for c in inside if c.unique_value is None), ZERO)
+        return _add(Decimal(len(distinct)), _sum(c.value for c in inside if c.unique_value is None))
     if aggregation is Aggregation.WEIGHTED_SUM:
         total = ZERO
         for dims in sorted({c.dimensions for c in wanted}):
@@ -180,12 +182,12 @@ def reference_value(
             before = [c for c in series if c.timestamp < start]
             carry = before[-1].value if before else ZERO
             pieces = [Piece(c.timestamp, c.timestamp, ZERO, c.value) for c in series if start <= c.timestamp < end]
-            total += weighted_value(pieces, carry, start, end)
+            total = _add(total, weighted_value(pieces, carry, start, end))
         return total
     if aggregation is Aggregation.COUNT:
-        return sum((c.count for c in inside), ZERO)
+        return _sum(c.count for c in inside)
     if aggregation is Aggregation.SUM:
-        return sum((c.value for c in inside), ZERO)
+        return _sum(c.value for c in inside)
     if not inside:
         return ZERO
     if aggregation is Aggregation.MAX:
@@ -193,10 +195,17 @@ def reference_value(
     if aggregation is Aggregation.MIN:
         return min(c.value for c in inside)
     if aggregation is Aggregation.AVG:
-        return sum((c.value for c in inside), ZERO) / sum((c.count for c in inside), ZERO)
+        return _sum(c.value for c in inside) / _sum(c.count for c in inside)
     if aggregation is Aggregation.LATEST:
         return max(inside, key=lambda c: (c.timestamp, c.entry_id)).value
     raise ValueError(aggregation)
+
+
+def _sum(values: Iterable[Decimal]) -> Decimal:
+    total = ZERO
+    for value in values:
+        total = _add(total, value)
+    return total
 
 
 def _dims_match(dims: Dimensions, wanted: dict[str, str] | None) -> bool:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from services.meter.domain.model import (
@@ -17,6 +16,7 @@ from services.meter.domain.model import (
     MeterDefinition,
     MeterFilter,
 )
+from tally import wire
 from tally.domain.price_points import PRICE_POINT_DIMENSION
 
 MISSING: Any = object()
@@ -70,35 +70,18 @@ def lookup(properties: dict[str, Any], path: str) -> Any:
     return current
 
 
-# What Postgres numeric holds: up to 131,072 digits before the point and 16,383 after. A value
-# outside it would fail its whole batch in the database, again on every retry, and stall the
-# log behind it; it is an unusable value instead (counted, visible in GetMeterStatus).
-_MAX_INTEGER_DIGITS = 131_072
-_MAX_FRACTION_DIGITS = 16_383
-
-
-def storable(number: Decimal) -> bool:
-    """True when Postgres numeric can hold ``number`` (a meter's value must be stored)."""
-    if not number.is_finite() or number.adjusted() >= _MAX_INTEGER_DIGITS:
-        return False
-    return number.as_tuple().exponent >= -_MAX_FRACTION_DIGITS  # type: ignore[operator]
-
-
 def to_decimal(value: Any) -> Decimal | None:
-    """A property value as an exact Decimal; floats by their shortest repr; None if not a number."""
-    if isinstance(value, bool) or value is None or value is MISSING:
-        return None
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value)) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-        return parsed if parsed.is_finite() else None
-    return None
+    """A property value as an exact Decimal of the grammar (tally.wire: a JSON number by its
+    shortest repr, or a decimal string), of any magnitude; None if not a number. Filters
+    compare with it, and dimension values render with it."""
+    return wire.json_number_unbounded(value)
+
+
+def meter_value(value: Any) -> Decimal | None:
+    """A property value as a meter's value: a number of the grammar within its bounds, which
+    every column and sum holds exactly. Anything else would fail its batch in the database or
+    round; it is an unusable value instead (counted, visible in GetMeterStatus)."""
+    return wire.json_number(value)
 
 
 def as_text(value: Any) -> str:
@@ -171,7 +154,8 @@ def dimension_values(meter: MeterDefinition, properties: dict[str, Any]) -> Dime
 
 
 class UnusableValue(Exception):
-    """The event matched the meter but its value property is missing or not a number."""
+    """The event matched the meter but its value property is missing, not a number of the
+    grammar, outside its bounds, or negative for a meter that does not allow negatives."""
 
 
 def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribution:
@@ -187,8 +171,8 @@ def event_contribution(meter: MeterDefinition, event: IncomingEvent) -> Contribu
             raise UnusableValue(meter.value_property)
         unique_value, value = as_text(raw), Decimal(0)
     else:
-        number = to_decimal(lookup(event.properties, meter.value_property))
-        if number is None or not storable(number):
+        number = meter_value(lookup(event.properties, meter.value_property))
+        if number is None or (number < 0 and not meter.allow_negative):
             raise UnusableValue(meter.value_property)
         value = number
     return Contribution(

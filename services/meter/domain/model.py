@@ -54,6 +54,8 @@ class MeterDefinition:
     value_property: str = ""
     filters: tuple[MeterFilter, ...] = ()
     group_by: tuple[str, ...] = ()
+    # A negative value is unusable unless allowed (ingest refuses it at the door).
+    allow_negative: bool = False
 
 
 class Contribution(NamedTuple):

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from tally.domain.periods import Anchor, Interval, Period, Schedule, period_containing
+from tally import wire
 from tally.errors import Violations
 
 UTC = timezone.utc
@@ -26,8 +27,13 @@ class NewThreshold:
 
     def validate(self, known_meter: bool) -> None:
         problems = Violations("threshold")
+        wire.check_text(problems, "name", self.name, max_chars=wire.MAX_NAME_CHARS)
+        wire.check_text(problems, "plan_key", self.plan_key or "", max_chars=wire.MAX_KEY_CHARS)
+        wire.check_text(problems, "customer_id", self.customer_id or "", max_chars=wire.MAX_ID_CHARS)
         if not self.meter_key:
             problems.add("meter_key", "is required", "REQUIRED")
+        elif not wire.check_text(problems, "meter_key", self.meter_key, max_chars=wire.MAX_KEY_CHARS):
+            pass
         elif not known_meter:
             problems.add("meter_key", f"no meter with key {self.meter_key!r}", "UNKNOWN_METER")
         if not self.plan_key and not self.customer_id:
@@ -65,7 +71,7 @@ class Threshold:
             return self.absolute_units
         if included_units is None or included_units <= 0 or self.percent_of_included is None:
             return None
-        return included_units * self.percent_of_included / Decimal(100)
+        return wire.EXACT.scaleb(wire.EXACT.multiply(included_units, self.percent_of_included), -2)
 
 
 @dataclass(frozen=True)

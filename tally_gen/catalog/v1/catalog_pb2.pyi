@@ -138,7 +138,7 @@ class MeterFilter(_message.Message):
     def __init__(self, property: _Optional[str] = ..., operator: _Optional[_Union[FilterOperator, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Meter(_message.Message):
-    __slots__ = ("id", "key", "name", "unit", "event_type", "aggregation", "value_property", "filters", "group_by", "description", "archived", "locked", "create_time", "update_time")
+    __slots__ = ("id", "key", "name", "unit", "event_type", "aggregation", "value_property", "filters", "group_by", "description", "archived", "locked", "create_time", "update_time", "allow_negative")
     ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class Meter(_message.Message):
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
     id: str
     key: str
     name: str
@@ -167,7 +168,8 @@ class Meter(_message.Message):
     locked: bool
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., value_property: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[MeterFilter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., archived: _Optional[bool] = ..., locked: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allow_negative: bool
+    def __init__(self, id: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., event_type: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., value_property: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[MeterFilter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., archived: _Optional[bool] = ..., locked: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allow_negative: _Optional[bool] = ...) -> None: ...
 
 class CreateMeterRequest(_message.Message):
     __slots__ = ("meter",)
