@@ -24,6 +24,7 @@ import contextvars
 import datetime as dt
 import hashlib
 import hmac
+import inspect
 import json
 import os
 import secrets
@@ -44,7 +45,17 @@ EVENTS_WRITE = "events:write"
 CATALOG_WRITE = "catalog:write"
 INVOICES_WRITE = "invoices:write"
 READ = "read"
-SCOPES = (EVENTS_WRITE, CATALOG_WRITE, INVOICES_WRITE, READ)
+# The services' own feeds, which carry every customer's records at once: ingest's raw log
+# (ReadLog, followed by the meter) and the catalog's change feed (WatchCatalog, followed by
+# ingest's and the meter's catalog caches). Only service keys get it; ``read`` does not.
+INTERNAL = "internal"
+SCOPES = (EVENTS_WRITE, CATALOG_WRITE, INVOICES_WRITE, READ, INTERNAL)
+INTERNAL_METHODS = frozenset(
+    {
+        "/tally.ingest.v1.IngestService/ReadLog",
+        "/tally.catalog.v1.CatalogService/WatchCatalog",
+    }
+)
 
 # A required scope meaning "any valid key": used for health/reflection when they are protected.
 AUTHENTICATED = "authenticated"
@@ -62,7 +73,7 @@ WRITE_SCOPE_BY_SERVICE = {
     "tally.meter.v1.MeterService": CATALOG_WRITE,
     "tally.invoice.v1.InvoiceService": INVOICES_WRITE,
 }
-# RPC names that only read. ReadLog is how the meter service follows ingest's log.
+# RPC names that only read (INTERNAL_METHODS excepted).
 READ_METHOD_PREFIXES = ("Get", "List", "Watch", "Read", "Upcoming", "Render", "UsageSeries")
 
 
@@ -238,11 +249,16 @@ class StaticKeyVerifier:
 
 
 def scope_table(service_full_name: str, method_names: Iterable[str], write_scope: str) -> dict[str, str]:
-    """``/pkg.Service/Method`` -> scope: read-only names need ``read``, the rest ``write_scope``."""
-    return {
-        f"/{service_full_name}/{name}": READ if name.startswith(READ_METHOD_PREFIXES) else write_scope
-        for name in method_names
-    }
+    """``/pkg.Service/Method`` -> scope: the services' feeds need ``internal``, read-only names
+    need ``read``, the rest ``write_scope``."""
+    table = {}
+    for name in method_names:
+        method = f"/{service_full_name}/{name}"
+        if method in INTERNAL_METHODS:
+            table[method] = INTERNAL
+        else:
+            table[method] = READ if name.startswith(READ_METHOD_PREFIXES) else write_scope
+    return table
 
 
 def tally_scope_table() -> dict[str, str]:
@@ -319,6 +335,12 @@ def auth_interceptor_from_env(
         if not config.keys_file:
             raise ValueError("TALLY_AUTH_MODE=required needs TALLY_AUTH_KEYS_FILE (or TALLY_AUTH_MODE=disabled)")
         verifier = FileKeyVerifier(config.keys_file)
+    env_map = os.environ if env is None else env
+    if not env_map.get("TALLY_PAGE_TOKEN_SECRET"):
+        raise ValueError(
+            "TALLY_AUTH_MODE=required needs TALLY_PAGE_TOKEN_SECRET: page tokens signed with the built-in "
+            "key could be forged by anyone"
+        )
     return AuthInterceptor(
         verifier, tally_scope_table(), protect_health=config.protect_health, limiter=config.limiter()
     )
@@ -426,6 +448,16 @@ def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[], Awaitable[None]
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
+        if not inspect.isasyncgenfunction(inner_us):
+            # context.write() handlers, such as grpc.health.v1 Health/Watch.
+            async def unary_stream_writer(request, context):
+                await check()
+                return await inner_us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream_writer, handler.request_deserializer, handler.response_serializer
+            )
+
         async def unary_stream(request, context):
             await check()
             async for item in inner_us(request, context):
@@ -445,6 +477,16 @@ def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[], Awaitable[None]
             stream_unary, handler.request_deserializer, handler.response_serializer
         )
     inner_ss = handler.stream_stream
+
+    if not inspect.isasyncgenfunction(inner_ss):
+
+        async def stream_stream_writer(request_iterator, context):
+            await check()
+            return await inner_ss(request_iterator, context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream_writer, handler.request_deserializer, handler.response_serializer
+        )
 
     async def stream_stream(request_iterator, context):
         await check()

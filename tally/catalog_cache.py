@@ -16,6 +16,7 @@ import grpc
 import structlog
 
 from tally.errors import Unavailable
+from tally.quarantine import Quarantine
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 
@@ -55,6 +56,9 @@ class CatalogCache:
         self._subscriptions: dict[str, Subscription] = {}
         self._subscription_ids_by_customer: dict[str, set[str]] = {}
         self._subscription_ids_by_external: dict[str, str] = {}
+        # Changes this cache could not apply, and changes the catalog could not encode: both
+        # are skipped (the revision still advances), counted, logged and shown in status.
+        self.quarantine = Quarantine()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,6 +134,23 @@ class CatalogCache:
     # ------------------------------------------------------------ applying changes
 
     async def _apply(self, change: catalog_pb2.WatchCatalogResponse) -> None:
+        """Apply one change; a change that cannot be applied is skipped and quarantined, so
+        the cache never stops following the feed (and never holds up its users) for one row."""
+        try:
+            if change.HasField("quarantined"):
+                q = change.quarantined
+                self.quarantine.add("catalog_cache", q.kind or "unknown", q.id, f"the catalog could not encode it: {q.reason}")
+            else:
+                self._apply_entity(change)
+        except Exception as error:  # noqa: BLE001 - skip this change, keep following the feed
+            kind = change.WhichOneof("entity") or "unknown"
+            entity = getattr(change, kind, None) if kind != "unknown" else None
+            self.quarantine.add("catalog_cache", kind, str(getattr(entity, "id", "") or getattr(entity, "key", "")), error)
+        async with self._changed:
+            self._revision = max(self._revision, change.revision)
+            self._changed.notify_all()
+
+    def _apply_entity(self, change: catalog_pb2.WatchCatalogResponse) -> None:
         kind = change.WhichOneof("entity")
         if kind == "meter":
             self._put_meter(change.meter)
@@ -146,9 +167,6 @@ class CatalogCache:
             latest = change.plan.latest_version
             if latest.id:
                 self._plan_versions[latest.id] = latest
-        async with self._changed:
-            self._revision = max(self._revision, change.revision)
-            self._changed.notify_all()
 
     def _put_meter(self, meter: Meter) -> None:
         old = self._meters.get(meter.key)

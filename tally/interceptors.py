@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,18 @@ def _database_unavailable(error: Exception) -> Unavailable | None:
     return None
 
 
+def is_connection_failure(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) is a lost or refused database connection."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if _is_connection_failure(cause):
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return False
+
+
 def _is_connection_failure(error: BaseException) -> bool:
     import asyncpg  # the services' driver; imported here to keep this module light
 
@@ -85,6 +98,8 @@ def _is_connection_failure(error: BaseException) -> bool:
         # mid-operation leaves the protocol in a broken state (MagicStack/asyncpg#784, #1069);
         # the pool terminates that connection on release, so a retry gets a fresh one.
         asyncpg.exceptions.InternalClientError,
+        # "sorry, too many clients already": Postgres is out of connection slots for now.
+        asyncpg.exceptions.TooManyConnectionsError,
         ConnectionError,  # refused, reset, aborted, broken pipe
     )
     if isinstance(error, lost) or getattr(error, "connection_invalidated", False):  # SQLAlchemy's flag
@@ -188,6 +203,27 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
+            if not inspect.isasyncgenfunction(inner_us):
+                # A handler that sends with context.write() and returns (the standard
+                # grpc.health.v1 Health/Watch does): wrap it as the coroutine it is, since
+                # iterating its result with ``async for`` fails.
+                async def unary_stream_writer(request, context):
+                    started = bind(context)
+                    message = None
+                    code = "OK"
+                    try:
+                        message = decode(request)
+                        return await inner_us(message, context)
+                    except Exception as error:  # see above
+                        code, status = _failure(error, message, context)
+                        if status is not None:
+                            await _abort(context, status)
+                        raise
+                    finally:
+                        finish(started, code, context)
+
+                return grpc.unary_stream_rpc_method_handler(unary_stream_writer, None, serialize)
+
             async def unary_stream(request, context):
                 started = bind(context)
                 message = None
@@ -223,6 +259,23 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
         inner_ss = handler.stream_stream
+
+        if not inspect.isasyncgenfunction(inner_ss):
+
+            async def stream_stream_writer(request_iterator, context):
+                started = bind(context)
+                code = "OK"
+                try:
+                    return await inner_ss(_decoded(request_iterator, decode), context)
+                except Exception as error:  # see above
+                    code, status = _failure(error, None, context)
+                    if status is not None:
+                        await _abort(context, status)
+                    raise
+                finally:
+                    finish(started, code, context)
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream_writer, None, serialize)
 
         async def stream_stream(request_iterator, context):
             started = bind(context)

@@ -30,6 +30,13 @@ EVENTS_REJECTED = Counter("tally_events_rejected_total", "Events rejected, by re
 EVENTS_UNMETERED = Counter("tally_events_unmetered_total", "Stored events whose type no meter reads.")
 METER_LAG_ENTRIES = Gauge("tally_meter_lag_entries", "Log entries committed but not yet applied by the meter.")
 METER_LAG_SECONDS = Gauge("tally_meter_lag_seconds", "Seconds between the newest log entry and the applied one.")
+METER_APPLIER_STALLED = Gauge(
+    "tally_meter_applier_stalled",
+    "1 while this process's applier has failed every attempt for TALLY_METER_STALL_SECONDS.",
+)
+METER_QUARANTINED_ENTRIES = Counter(
+    "tally_meter_quarantined_entries_total", "Log entries the applier could not process and set aside."
+)
 METER_APPLIED_POSITION = Gauge("tally_meter_applied_position", "Last ingest log position applied by the meter.")
 METER_UNUSABLE_VALUES = Counter(
     "tally_meter_unusable_value_events_total",

@@ -21,6 +21,7 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
     servicer = CatalogServicer(CatalogService(engine, notifier))
     return ServiceApp(
         name="catalog",
+        database_url=database_url,
         service_names=[SERVICE_NAME],
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
         on_start=[notifier.start],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
 from services.catalog import mapping as m
 from services.catalog.service import CatalogService
-from tally.errors import InvalidInput, Violation
+from tally.errors import FailedPrecondition, InvalidInput, Violation
+from tally.quarantine import Quarantine, describe, record_out
 from tally_gen.catalog.v1 import catalog_pb2 as pb
 from tally_gen.catalog.v1 import catalog_pb2_grpc
 
@@ -22,9 +26,58 @@ def _required(value: str, field: str) -> str:
     return value
 
 
+T = TypeVar("T")
+
+# Where the catalog's own encoding failures are recorded.
+ENCODE = "catalog.encode"
+
+
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, service: CatalogService) -> None:
+    def __init__(self, service: CatalogService, quarantine: Quarantine | None = None) -> None:
         self._service = service
+        self.quarantine = quarantine or Quarantine()
+
+    # ------------------------------------------------------------ failure isolation
+    # A stored row that cannot be encoded (an instant out of the Timestamp range, say) is
+    # quarantined: left out of lists and of the feed (which still advances its revision),
+    # refused by name on a Get, counted, logged with its id, and shown by GetCatalogStatus.
+
+    def _encode(self, kind: str, entity: Any, encode: Callable[[Any], T]) -> T | None:
+        try:
+            encoded = encode(entity)
+        except Exception as error:  # noqa: BLE001 - one bad row must not fail the call for everyone
+            self.quarantine.add(ENCODE, kind, str(getattr(entity, "id", "") or getattr(entity, "key", "")), error)
+            return None
+        return encoded
+
+    def _encode_all(self, kind: str, entities: Iterable[Any], encode: Callable[[Any], T]) -> tuple[list[T], list[str]]:
+        out, skipped = [], []
+        for entity in entities:
+            encoded = self._encode(kind, entity, encode)
+            if encoded is None:
+                skipped.append(str(getattr(entity, "id", "") or getattr(entity, "key", "")))
+            else:
+                out.append(encoded)
+        return out, skipped
+
+    def _encode_one(self, kind: str, entity: Any, encode: Callable[[Any], T]) -> T:
+        encoded = self._encode(kind, entity, encode)
+        if encoded is None:
+            record_id = str(getattr(entity, "id", "") or getattr(entity, "key", ""))
+            raise FailedPrecondition(
+                f"{kind} {record_id} is stored in a form that cannot be served; it is quarantined "
+                "(see GetCatalogStatus) until it is corrected",
+                reason="RECORD_QUARANTINED",
+                metadata={"kind": kind, "id": record_id},
+            )
+        return encoded
+
+    async def GetCatalogStatus(self, request, context):
+        return pb.GetCatalogStatusResponse(
+            revision=await self._service.current_revision(),
+            quarantined=[record_out(r) for r in self.quarantine.records(1000)],
+            quarantined_count=self.quarantine.count,
+        )
 
     # ------------------------------------------------------------ meters
 
@@ -34,7 +87,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def GetMeter(self, request, context):
         id, key = _ref(request, "meter")
-        return pb.GetMeterResponse(meter=m.meter_out(await self._service.get_meter(id=id, key=key)))
+        return pb.GetMeterResponse(meter=self._encode_one("meter", await self._service.get_meter(id=id, key=key), m.meter_out))
 
     async def ListMeters(self, request, context):
         page = await self._service.list_meters(
@@ -44,7 +97,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             include_archived=request.include_archived,
         )
         return pb.ListMetersResponse(
-            meters=[m.meter_out(x) for x in page.items], next_page_token=page.next_page_token
+            meters=self._encode_all("meter", page.items, m.meter_out)[0], next_page_token=page.next_page_token
         )
 
     async def UpdateMeter(self, request, context):
@@ -66,14 +119,14 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def GetProduct(self, request, context):
         id, key = _ref(request, "product")
-        return pb.GetProductResponse(product=m.product_out(await self._service.get_product(id=id, key=key)))
+        return pb.GetProductResponse(product=self._encode_one("product", await self._service.get_product(id=id, key=key), m.product_out))
 
     async def ListProducts(self, request, context):
         page = await self._service.list_products(
             size=request.page_size, token=request.page_token, include_archived=request.include_archived
         )
         return pb.ListProductsResponse(
-            products=[m.product_out(x) for x in page.items], next_page_token=page.next_page_token
+            products=self._encode_all("product", page.items, m.product_out)[0], next_page_token=page.next_page_token
         )
 
     async def UpdateProduct(self, request, context):
@@ -95,14 +148,14 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def GetPlan(self, request, context):
         id, key = _ref(request, "plan")
-        return pb.GetPlanResponse(plan=m.plan_out(await self._service.get_plan(id=id, key=key)))
+        return pb.GetPlanResponse(plan=self._encode_one("plan", await self._service.get_plan(id=id, key=key), m.plan_out))
 
     async def ListPlans(self, request, context):
         page = await self._service.list_plans(
             size=request.page_size, token=request.page_token, include_archived=request.include_archived
         )
         return pb.ListPlansResponse(
-            plans=[m.plan_out(x) for x in page.items], next_page_token=page.next_page_token
+            plans=self._encode_all("plan", page.items, m.plan_out)[0], next_page_token=page.next_page_token
         )
 
     async def PublishPlanVersion(self, request, context):
@@ -122,14 +175,14 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             raise InvalidInput(
                 "name the plan version", violations=[Violation("ref", "set id or key.plan_key", "REQUIRED")]
             )
-        return pb.GetPlanVersionResponse(version=m.plan_version_out(version))
+        return pb.GetPlanVersionResponse(version=self._encode_one("plan_version", version, m.plan_version_out))
 
     async def ListPlanVersions(self, request, context):
         page = await self._service.list_plan_versions(
             _required(request.plan_key, "plan_key"), size=request.page_size, token=request.page_token
         )
         return pb.ListPlanVersionsResponse(
-            versions=[m.plan_version_out(x) for x in page.items], next_page_token=page.next_page_token
+            versions=self._encode_all("plan_version", page.items, m.plan_version_out)[0], next_page_token=page.next_page_token
         )
 
     async def ArchivePlan(self, request, context):
@@ -145,7 +198,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def GetCustomer(self, request, context):
         id, external_id = m.customer_ref_in(request.customer)
         customer = await self._service.get_customer(id=id or None, external_id=external_id or None)
-        return pb.GetCustomerResponse(customer=m.customer_out(customer))
+        return pb.GetCustomerResponse(customer=self._encode_one("customer", customer, m.customer_out))
 
     async def ListCustomers(self, request, context):
         page = await self._service.list_customers(
@@ -155,7 +208,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             query=request.query,
         )
         return pb.ListCustomersResponse(
-            customers=[m.customer_out(x) for x in page.items], next_page_token=page.next_page_token
+            customers=self._encode_all("customer", page.items, m.customer_out)[0], next_page_token=page.next_page_token
         )
 
     async def UpdateCustomer(self, request, context):
@@ -163,11 +216,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         customer = await self._service.update_customer(
             id, m.customer_spec_in(request.customer), m.mask_in(request.update_mask)
         )
-        return pb.UpdateCustomerResponse(customer=m.customer_out(customer))
+        return pb.UpdateCustomerResponse(customer=self._encode_one("customer", customer, m.customer_out))
 
     async def ArchiveCustomer(self, request, context):
         customer = await self._service.archive_customer(_required(request.id, "id"))
-        return pb.ArchiveCustomerResponse(customer=m.customer_out(customer))
+        return pb.ArchiveCustomerResponse(customer=self._encode_one("customer", customer, m.customer_out))
 
     # ------------------------------------------------------------ subscriptions
 
@@ -189,7 +242,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def GetSubscription(self, request, context):
         sub = await self._service.subscriptions.get(m.subscription_ref_in(request))
-        return pb.GetSubscriptionResponse(subscription=m.subscription_out(sub))
+        return pb.GetSubscriptionResponse(subscription=self._encode_one("subscription", sub, m.subscription_out))
 
     async def ListSubscriptions(self, request, context):
         status = m.status_in(request.status)
@@ -222,8 +275,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             plan_key=request.plan_key,
             status=status,
         )
+        subscriptions, quarantined = self._encode_all("subscription", page.items, m.subscription_out)
         return pb.ListSubscriptionsResponse(
-            subscriptions=[m.subscription_out(x) for x in page.items], next_page_token=page.next_page_token
+            subscriptions=subscriptions, next_page_token=page.next_page_token, quarantined_ids=quarantined
         )
 
     async def CancelSubscription(self, request, context):
@@ -233,7 +287,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             at_period_end=which == "at_period_end" and request.at_period_end,
             at=m.time_in(request, "at") if which == "at" else None,
         )
-        return pb.CancelSubscriptionResponse(subscription=m.subscription_out(sub))
+        return pb.CancelSubscriptionResponse(subscription=self._encode_one("subscription", sub, m.subscription_out))
 
     async def ChangeSubscriptionPlan(self, request, context):
         sub = await self._service.subscriptions.change_plan(
@@ -243,7 +297,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             effective_time=m.time_in(request, "effective_time"),
             price_overrides=tuple(m.price_override_in(o) for o in request.price_overrides),
         )
-        return pb.ChangeSubscriptionPlanResponse(subscription=m.subscription_out(sub))
+        return pb.ChangeSubscriptionPlanResponse(subscription=self._encode_one("subscription", sub, m.subscription_out))
 
     # ------------------------------------------------------------ declarative catalog and feed
 
@@ -263,4 +317,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         # Headers right away: a client knows it is connected before the first change arrives.
         await context.send_initial_metadata(())
         async for change in self._service.watch(request.after_revision):
-            yield m.change_out(change)
+            try:
+                out = m.change_out(change)
+            except Exception as error:  # noqa: BLE001 - the feed goes on past a row it cannot encode
+                entity_id = str(getattr(change.entity, "id", "") or getattr(change.entity, "key", ""))
+                record = self.quarantine.add(ENCODE, change.kind, entity_id, error)
+                out = pb.WatchCatalogResponse(revision=change.revision, quarantined=record_out(record))
+            yield out

@@ -47,6 +47,7 @@ def create_app(
 
     return ServiceApp(
         name="ingest",
+        database_url=database_url,
         service_names=[SERVICE_NAME],
         register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server),
         on_start=[open_pool, catalog.start],

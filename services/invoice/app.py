@@ -45,6 +45,7 @@ def create_app(database_url: str, settings: Settings, invoice_settings: InvoiceS
 
     app = ServiceApp(
         name="invoice",
+        database_url=database_url,
         service_names=[SERVICE_NAME],
         register=lambda server: invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(servicer, server),
         on_start=[start_scheduler],

@@ -6,6 +6,8 @@ NotFound, everything else is Unavailable (the close retries on its next run).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -48,7 +50,11 @@ class CatalogClient:
         self._version_locks: dict[str, asyncio.Lock] = {}
         self._aggregations: dict[str, str] = {}
 
-    async def subscription_pages(self, page_size: int = 1000) -> AsyncIterator[list[Subscription]]:
+    async def subscription_pages(
+        self, page_size: int = 1000, on_bad: Callable[[str, BaseException | str], None] | None = None
+    ) -> AsyncIterator[list[Subscription]]:
+        """Every subscription, page by page. One that cannot be read (the catalog left it out,
+        or it cannot be converted here) is reported to ``on_bad`` and skipped."""
         token = ""
         while True:
             try:
@@ -57,7 +63,18 @@ class CatalogClient:
                 )
             except grpc.aio.AioRpcError as error:
                 raise _translate(error, "subscriptions") from None
-            yield [mapping.subscription_from(s) for s in reply.subscriptions]
+            page = []
+            for s in reply.subscriptions:
+                try:
+                    page.append(mapping.subscription_from(s))
+                except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
+                    if on_bad is None:
+                        raise
+                    on_bad(s.id, error)
+            if on_bad is not None:
+                for quarantined_id in reply.quarantined_ids:
+                    on_bad(quarantined_id, "the catalog could not encode it (see GetCatalogStatus)")
+            yield page
             token = reply.next_page_token
             if not token:
                 return

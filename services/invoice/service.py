@@ -39,6 +39,7 @@ from services.invoice.pdf import render_invoice_pdf
 from services.invoice.repository import BILLED, InvoiceRepository
 from tally.db import transaction
 from tally.domain.periods import Period, Schedule, period_containing, periods
+from tally.quarantine import Quarantine
 from tally.errors import DomainError, FailedPrecondition, InvalidInput, NotFound, Violation
 from tally.metrics import INVOICES_CLOSED, INVOICES_FINALIZED
 from tally.pagination import decode_page_token, encode_page_token, page_size
@@ -109,6 +110,8 @@ class CloseResult:
     finalized: int = 0
     waiting_for_usage: int = 0
     failed: int = 0
+    # This run's failed subscriptions (tally.quarantine.QuarantinedRecord).
+    quarantined: list = field(default_factory=list)
 
 
 @dataclass
@@ -146,6 +149,14 @@ class InvoiceService:
         self.settings = settings
         self.clock = clock
         self._limit = asyncio.Semaphore(settings.close_concurrency)
+        # Subscriptions whose close failed: counted, logged with their id, listed by
+        # GetInvoiceStatus, retried on every run (and released once one succeeds).
+        self.quarantine = Quarantine()
+
+    def _close_failed(self, subscription_id: str, error: BaseException | str, result: CloseResult) -> None:
+        result.failed += 1
+        record = self.quarantine.add("invoice.close", "subscription", subscription_id, error)
+        result.quarantined.append(record)
 
     # ------------------------------------------------------------------ period close
 
@@ -197,7 +208,9 @@ class InvoiceService:
 
     async def _subscription_pages(self, ids: Sequence[str], result: CloseResult) -> AsyncIterator[list[Subscription]]:
         if not ids:
-            async for page in self.catalog.subscription_pages():
+            async for page in self.catalog.subscription_pages(
+                on_bad=lambda subscription_id, error: self._close_failed(subscription_id, error, result)
+            ):
                 yield page
             return
         found = []
@@ -258,22 +271,25 @@ class InvoiceService:
             try:
                 async with self._limit:
                     account = await self._account(subscription, customers)
+                # Inside the try: a schedule that cannot be walked (a start at 9999-12-31
+                # overflows) fails this subscription only.
+                account.voided_period_starts = frozenset(voided[subscription.id])
+                ended = invoiced[subscription.id]
+                due: list[tuple[Period, InvoiceKind]] = []
+                for period in periods(account.schedule, as_of + timedelta(microseconds=1)):
+                    # A period that has opened bills its in-advance fees; one already closed at its
+                    # end (before period-start invoices existed) is not billed in advance again.
+                    if period.start not in opened[subscription.id] and period.start not in ended and _bills_in_advance(
+                        account, period
+                    ):
+                        due.append((period, InvoiceKind.PERIOD_START))
+                    if period.end <= as_of and period.start not in ended:
+                        due.append((period, InvoiceKind.PERIOD_END))
             except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
-                result.failed += 1
                 log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                self._close_failed(subscription.id, error, result)
                 return None
-            account.voided_period_starts = frozenset(voided[subscription.id])
-            ended = invoiced[subscription.id]
-            due: list[tuple[Period, InvoiceKind]] = []
-            for period in periods(account.schedule, as_of + timedelta(microseconds=1)):
-                # A period that has opened bills its in-advance fees; one already closed at its
-                # end (before period-start invoices existed) is not billed in advance again.
-                if period.start not in opened[subscription.id] and period.start not in ended and _bills_in_advance(
-                    account, period
-                ):
-                    due.append((period, InvoiceKind.PERIOD_START))
-                if period.end <= as_of and period.start not in ended:
-                    due.append((period, InvoiceKind.PERIOD_END))
+            self.quarantine.release("invoice.close", "subscription", subscription.id)
             return (account, due) if due else None
 
 
@@ -339,12 +355,12 @@ class InvoiceService:
                             known.append(draft)
                     return drafts
                 except DomainError as error:
-                    result.failed += 1
                     log.warning("subscription_close_failed", subscription_id=subscription.id, error=str(error))
+                    self._close_failed(subscription.id, error, result)
                     return []
-                except Exception:  # noqa: BLE001 - one bad subscription must not stop the others
-                    result.failed += 1
+                except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
                     log.exception("subscription_close_crashed", subscription_id=subscription.id)
+                    self._close_failed(subscription.id, error, result)
                     return []
 
         batches = await asyncio.gather(*(close_one(account, due) for account, due in due_accounts))

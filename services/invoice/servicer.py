@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.invoice import mapping
 from services.invoice.service import InvoiceService
+from tally.quarantine import record_out
 from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 
 
@@ -20,6 +21,13 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
             waiting_for_usage=result.waiting_for_usage,
             invoice_ids=result.created,
             subscriptions_failed=result.failed,
+            quarantined=[record_out(r) for r in result.quarantined[:1000]],
+        )
+
+    async def GetInvoiceStatus(self, request, context):
+        quarantine = self.service.quarantine
+        return invoice_pb2.GetInvoiceStatusResponse(
+            quarantined=[record_out(r) for r in quarantine.records(1000)], quarantined_count=quarantine.count
         )
 
     async def GetInvoice(self, request, context):

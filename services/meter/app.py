@@ -42,10 +42,15 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
         alerts,
         batch_size=env_int("TALLY_METER_BATCH_SIZE", 5000),
         wait_millis=env_int("TALLY_METER_WAIT_MILLIS", 500),
+        stall_seconds=env_int("TALLY_METER_STALL_SECONDS", 15),
     )
     backfills = Backfills(database_url, pool, ingest_channel, catalog)
     servicer = MeterServicer(
-        UsageQueries(pool, catalog, applier.committed_position), alerts, BackfillService(pool, catalog, backfills)
+        UsageQueries(pool, catalog, applier.committed_position),
+        alerts,
+        BackfillService(pool, catalog, backfills),
+        applier_health=applier.stall,
+        cache_quarantine=cache.quarantine,
     )
     apply_enabled = env_int("TALLY_METER_APPLY", 1) != 0
 
@@ -68,6 +73,7 @@ def create_app(database_url: str, settings: Settings) -> ServiceApp:
 
     return ServiceApp(
         name="meter",
+        database_url=database_url,
         service_names=[SERVICE_NAME],
         register=lambda server: meter_pb2_grpc.add_MeterServiceServicer_to_server(servicer, server),
         on_start=[start],

@@ -32,7 +32,16 @@ from services.meter.service import (
     write_plan,
 )
 from tally.db import asyncpg_dsn
-from tally.metrics import METER_APPLIED_POSITION, METER_LAG_ENTRIES, METER_LAG_SECONDS, METER_UNUSABLE_VALUES
+from tally.interceptors import is_connection_failure
+from tally.metrics import (
+    METER_APPLIED_POSITION,
+    METER_APPLIER_STALLED,
+    METER_LAG_ENTRIES,
+    METER_LAG_SECONDS,
+    METER_QUARANTINED_ENTRIES,
+    METER_UNUSABLE_VALUES,
+)
+from tally.quarantine import Quarantine, describe
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = structlog.get_logger()
@@ -57,6 +66,8 @@ class LogApplier:
         batch_size: int = 5000,
         wait_millis: int = 500,
         standby_poll_seconds: float = 2.0,
+        stall_seconds: float = 15.0,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._stub = ingest_pb2_grpc.IngestServiceStub(ingest)
@@ -68,6 +79,37 @@ class LogApplier:
         self._task: asyncio.Task | None = None
         self.holds_lease = False
         self._committed_position: int | None = None
+        # Stall reporting: when the applier's attempts keep failing (Postgres or ingest down,
+        # the catalog unreachable), since when and why; cleared by the next good batch.
+        self._stall_seconds = stall_seconds
+        self._failing_since: float | None = None
+        self._failing_since_wall: datetime | None = None
+        self._last_error: str = ""
+        self.quarantine = quarantine or Quarantine()
+
+    def stall(self) -> tuple[bool, str, datetime | None]:
+        """(stalled, why, since when): failing for at least stall_seconds without progress."""
+        if self._failing_since is None or time.monotonic() - self._failing_since < self._stall_seconds:
+            return False, "", None
+        return True, self._last_error, self._failing_since_wall
+
+    def _failed(self, error: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            self._failing_since_wall = datetime.now(UTC)
+        self._last_error = describe(error)
+        stalled, _, _ = self.stall()
+        METER_APPLIER_STALLED.set(1 if stalled else 0)
+        if stalled:
+            log.error("applier_stalled", reason=self._last_error, since=self._failing_since_wall.isoformat())
+
+    def _progressed(self) -> None:
+        if self._failing_since is not None:
+            log.info("applier_recovered", after_seconds=round(time.monotonic() - self._failing_since, 1))
+        self._failing_since = None
+        self._failing_since_wall = None
+        self._last_error = ""
+        METER_APPLIER_STALLED.set(0)
 
     def committed_position(self) -> int | None:
         """The applied position last committed by this process's applier; None without the lease."""
@@ -99,6 +141,7 @@ class LogApplier:
                 raise
             except Exception as error:  # noqa: BLE001 - keep applying after transient failures
                 log.warning("applier_failed", error=str(error), error_type=type(error).__name__)
+                self._failed(error)
                 await asyncio.sleep(1.0)
             finally:
                 self.holds_lease = False
@@ -106,20 +149,26 @@ class LogApplier:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
 
-    async def _read(self, cursor: str, wait: bool) -> tuple[ingest_pb2.ReadLogResponse, list, ApplyPlan | None]:
+    async def _read(
+        self, cursor: str, wait: bool
+    ) -> tuple[ingest_pb2.ReadLogResponse, list, ApplyPlan | None, list[tuple[int, str, str, str]]]:
         """One ReadLog call, decoded and planned; run as a task so that work overlaps the previous batch's SQL."""
         reply = await self._stub.ReadLog(
             ingest_pb2.ReadLogRequest(cursor=cursor, max_entries=self._batch_size, wait_millis=self._wait_millis if wait else 0),
             timeout=self._wait_millis / 1000 + 30,
         )
         if not reply.entries:
-            return reply, [], None
+            return reply, [], None, []
         # Every catalog change committed before these entries must be in the cache before
         # they are matched (and decoded: decoding keeps the properties the meters read);
         # asking after the read (but off the apply path) guarantees it.
         await self._catalog.sync()
-        entries = decode(reply, self._catalog)
-        return reply, entries, plan_entries(entries, self._catalog)
+        entries, poisoned = decode_isolated(reply, self._catalog)
+        plan, more = plan_isolated(entries, self._catalog)
+        if more:
+            bad = {position for position, *_ in more}
+            entries = [e for e in entries if e[0] not in bad]
+        return reply, entries, plan, poisoned + more
 
     async def _consume(self, conn: asyncpg.Connection) -> None:
         state = await repo.load_state(conn)
@@ -132,7 +181,7 @@ class LogApplier:
                 if pending is None:
                     pending = asyncio.create_task(self._read(cursor, caught_up))
                 asked = time.monotonic()
-                reply, entries, plan = await pending
+                reply, entries, plan, poisoned = await pending
                 pending = None
                 if not reply.entries and time.monotonic() - asked < 0.005:
                     # Nothing new and the long poll did not wait (the log cannot advance yet,
@@ -146,18 +195,21 @@ class LogApplier:
                 watermark = mapping.to_datetime(reply.watermark) if reply.HasField("watermark") else None
                 head_time = mapping.to_datetime(reply.head_ingest_time) if reply.HasField("head_ingest_time") else None
                 applied_time = mapping.to_datetime(reply.entries[-1].ingest_time) if reply.entries else None
-                if entries or reply.head_position != head or reply.caught_up != caught_up or reply.next_cursor != cursor:
+                if entries or poisoned or reply.head_position != head or reply.caught_up != caught_up or reply.next_cursor != cursor:
                     alerts = []
                     async with conn.transaction():
                         tally = repo.Tally()
                         if plan is not None:
-                            batch = await write_plan(conn, plan, self._catalog)
-                            alerts = await evaluate_thresholds(conn, batch, self._catalog)
-                            tally = batch.tally
+                            tally, alerts, failed = await self._write_isolated(conn, plan, entries)
+                            poisoned = poisoned + failed
+                        if poisoned:
+                            # In the cursor's transaction: each bad entry is set aside exactly once.
+                            await repo.quarantine_entries(conn, poisoned)
+                            tally.entries += len(poisoned)
                         await repo.save_progress(
                             conn,
                             cursor=reply.next_cursor,
-                            applied_position=max((p for p, _ in entries), default=0),
+                            applied_position=max([*(p for p, _ in entries), *(p for p, *_ in poisoned)], default=0),
                             applied_ingest_time=applied_time,
                             watermark=watermark,
                             head_position=reply.head_position,
@@ -169,13 +221,49 @@ class LogApplier:
                         METER_UNUSABLE_VALUES.inc(tally.unusable_value_events)
                     if alerts:
                         await self._alerts.notify()
-                applied_position = max([applied_position, *(p for p, _ in entries)])
+                    for position, entry_id, kind, reason in poisoned:
+                        self.quarantine.add("meter.applier", kind, entry_id, reason, position=position)
+                        METER_QUARANTINED_ENTRIES.inc()
+                self._progressed()
+                applied_position = max([applied_position, *(p for p, _ in entries), *(p for p, *_ in poisoned)])
                 self._committed_position = applied_position
                 cursor, caught_up, head = reply.next_cursor, reply.caught_up, reply.head_position
                 self._report_lag(caught_up, head, applied_position, head_time, applied_time)
         finally:
             if pending is not None:
                 pending.cancel()
+
+    async def _write_isolated(
+        self, conn: asyncpg.Connection, plan: ApplyPlan, entries: list
+    ) -> tuple[repo.Tally, list, list[tuple[int, str, str, str]]]:
+        """Write the batch; when it fails for a reason other than a lost connection, write it
+        again entry by entry (each in a savepoint) and return the entries that still fail.
+
+        (tally, alerts, failed entries as (position, entry_id, kind, reason)).
+        """
+        try:
+            async with conn.transaction():  # a savepoint inside the cursor's transaction
+                batch = await write_plan(conn, plan, self._catalog)
+                alerts = await evaluate_thresholds(conn, batch, self._catalog, self.quarantine)
+            return batch.tally, alerts, []
+        except Exception as error:  # noqa: BLE001 - isolate the entry at fault below
+            if _transient(error):
+                raise
+            log.warning("applier_batch_failed_isolating", entries=len(entries), error=describe(error))
+        tally, alerts, failed = repo.Tally(), [], []
+        for position, item in entries:
+            try:
+                async with conn.transaction():
+                    batch = await write_plan(conn, plan_entries([(position, item)], self._catalog), self._catalog)
+                    alerts += await evaluate_thresholds(conn, batch, self._catalog, self.quarantine)
+            except Exception as error:  # noqa: BLE001 - this entry is quarantined, the rest applies
+                if _transient(error):
+                    raise
+                failed.append((position, _item_id(item), _item_kind(item), describe(error)))
+                continue
+            for name in ("entries", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "unusable_value_events"):
+                setattr(tally, name, getattr(tally, name) + getattr(batch.tally, name))
+        return tally, alerts, failed
 
     @staticmethod
     def _report_lag(caught_up, head, applied_position, head_time, applied_time) -> None:
@@ -187,6 +275,91 @@ class LogApplier:
         METER_LAG_ENTRIES.set(max(0, head - applied_position))
         if head_time is not None and applied_time is not None:
             METER_LAG_SECONDS.set(max(0.0, (head_time - applied_time).total_seconds()))
+
+
+def _transient(error: BaseException) -> bool:
+    """Failures that say nothing about the entries (a lost connection, a deadlock or
+    serialization failure, a cancelled statement, the server out of resources or shutting
+    down): the whole attempt is retried, nothing is quarantined."""
+    if is_connection_failure(error):
+        return True
+    return isinstance(
+        error,
+        (
+            asyncpg.exceptions.TransactionRollbackError,
+            asyncpg.exceptions.QueryCanceledError,
+            asyncpg.exceptions.InsufficientResourcesError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.LockNotAvailableError,
+        ),
+    )
+
+
+def _entry_kind(entry: ingest_pb2.LogEntry) -> str:
+    return f"log_entry.{entry.WhichOneof('entry') or 'empty'}"
+
+
+def _entry_id(entry: ingest_pb2.LogEntry) -> str:
+    kind = entry.WhichOneof("entry")
+    if kind == "event":
+        return entry.event.event_id or entry.event.idempotency_key or str(entry.position)
+    if kind is not None:
+        inner = getattr(entry, kind)
+        for name in ("event_id", "record_id", "id", "idempotency_key"):
+            value = getattr(inner, name, "") if name in inner.DESCRIPTOR.fields_by_name else ""
+            if value:
+                return value
+    return str(entry.position)
+
+
+def _item_kind(item: object) -> str:
+    if isinstance(item, str):
+        return "log_entry.void"
+    return "log_entry.usage" if type(item).__name__ == "IncomingUsage" else "log_entry.event"
+
+
+def _item_id(item: object) -> str:
+    if isinstance(item, str):
+        return item
+    return str(getattr(item, "event_id", "") or getattr(item, "record_id", "") or "")
+
+
+def decode_isolated(
+    reply: ingest_pb2.ReadLogResponse, catalog: CatalogView
+) -> tuple[list[tuple[int, object]], list[tuple[int, str, str, str]]]:
+    """``decode``, except that an entry that cannot be decoded is returned apart (as
+    (position, entry_id, kind, reason)) instead of failing the whole page."""
+    try:
+        return decode(reply, catalog), []
+    except Exception:  # noqa: BLE001 - find the entries at fault, one by one
+        pass
+    roots = lambda event_type: property_roots(catalog.meters_for_event_type(event_type))  # noqa: E731
+    entries, poisoned = [], []
+    for entry in reply.entries:
+        try:
+            entries.extend(mapping.log_items([entry], roots))
+        except Exception as error:  # noqa: BLE001 - quarantined by the caller
+            poisoned.append((entry.position, _entry_id(entry), _entry_kind(entry), describe(error)))
+    return entries, poisoned
+
+
+def plan_isolated(
+    entries: list[tuple[int, object]], catalog: CatalogView
+) -> tuple[ApplyPlan | None, list[tuple[int, str, str, str]]]:
+    """``plan_entries``, except that entries that cannot be planned are returned apart."""
+    try:
+        return plan_entries(entries, catalog), []
+    except Exception:  # noqa: BLE001 - find the entries at fault, one by one
+        pass
+    good, poisoned = [], []
+    for position, item in entries:
+        try:
+            plan_entries([(position, item)], catalog)
+        except Exception as error:  # noqa: BLE001 - quarantined by the caller
+            poisoned.append((position, _item_id(item), _item_kind(item), describe(error)))
+        else:
+            good.append((position, item))
+    return (plan_entries(good, catalog) if good else None), poisoned
 
 
 def decode(reply: ingest_pb2.ReadLogResponse, catalog: CatalogView) -> list[tuple[int, object]]:

@@ -57,6 +57,26 @@ _CONTRIBUTIONS = """
 NewContribution = tuple[Contribution, int]  # the contribution and the log position of its entry
 
 
+
+# Most rows one usage query may read into memory (per statement). A query over more
+# (dimension sets x points, distinct values, weighted pieces) is refused before its rows are
+# built, instead of growing the process: TooManyRows, which the use cases turn into
+# INVALID_ARGUMENT naming what to narrow.
+MAX_QUERY_ROWS = 200_000
+
+
+class TooManyRows(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the query would read more than {limit:,} rows")
+        self.limit = limit
+
+
+async def _fetch_bounded(conn: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
+    rows = await conn.fetch(f"{query}\n        LIMIT {MAX_QUERY_ROWS + 1}", *args)
+    if len(rows) > MAX_QUERY_ROWS:
+        raise TooManyRows(MAX_QUERY_ROWS)
+    return rows
+
 async def insert_contributions(conn: asyncpg.Connection, rows: Sequence[NewContribution]) -> list[WindowKey]:
     """Store new contributions (with their log position); returns the windows they touched.
 
@@ -531,7 +551,8 @@ async def summary_rows(
     if not parts:
         return []
     union = "\n            UNION ALL".join(parts)
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT dims_key, min(dims::text) AS dims, width_bucket(t, $3::timestamptz[]) AS point,
                sum(count) AS count, sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum
@@ -576,7 +597,8 @@ async def batch_summary_rows(
         values = (customer_id, meter_key, *span, day_start, day_end, json.dumps(dimension_filter), *scope)
         for column, value in zip(columns, values):
             column.append(value)
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT q.idx AS query, x.dims_key, min(x.dims::text) AS dims,
                sum(x.count) AS count, sum(x.total) AS total, min(x.minimum) AS minimum, max(x.maximum) AS maximum
@@ -626,7 +648,8 @@ async def unique_rows(
     scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
     """Distinct (dims, point, value) of a COUNT_UNIQUE meter over [start, end)."""
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT DISTINCT dims_key, dims::text AS dims, width_bucket(t, $7::timestamptz[]) AS point, value
         FROM (
@@ -662,7 +685,8 @@ async def weighted_rows(
 
     Each subscription's usage is its own series (a gauge per subscription).
     """
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         f"""
         SELECT b.dims_key, b.subscription_id, b.dims::text AS dims, b.first_ts,
                b.window_start + interval '1 minute' AS piece_end, b.integral, b.latest_value, b.latest_id AS tiebreak
@@ -692,7 +716,8 @@ async def carry_in_rows(
     scope: SubscriptionScope = ALL_SUBSCRIPTIONS,
 ) -> list[asyncpg.Record]:
     """The value in force at ``before`` per dimension set and subscription: each one's latest contribution before it."""
-    return await conn.fetch(
+    return await _fetch_bounded(
+        conn,
         """
         SELECT DISTINCT ON (dims_key, subscription_id) dims_key, subscription_id, dims_key AS dims, value
         FROM meter.contributions
@@ -832,3 +857,30 @@ async def list_alerts(conn, after_sequence: int, customer_id: str, meter_key: st
         meter_key,
         limit,
     )
+
+
+# ---------------------------------------------------------------- quarantined log entries
+
+
+async def quarantine_entries(conn: asyncpg.Connection, entries: Sequence[tuple[int, str, str, str]]) -> None:
+    """Set aside (position, entry_id, kind, reason) rows, in the caller's (cursor's) transaction."""
+    if not entries:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO meter.quarantined_entries (position, entry_id, kind, reason) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (position) DO NOTHING
+        """,
+        list(entries),
+    )
+
+
+async def quarantine_summary(conn: asyncpg.Connection, limit: int = 100) -> tuple[int, list[asyncpg.Record]]:
+    """(how many entries are quarantined, the most recent ``limit`` of them)."""
+    count = await conn.fetchval("SELECT count(*) FROM meter.quarantined_entries")
+    rows = await conn.fetch(
+        "SELECT position, entry_id, kind, reason, quarantined_at FROM meter.quarantined_entries "
+        "ORDER BY position DESC LIMIT $1",
+        limit,
+    )
+    return count, rows

@@ -8,6 +8,7 @@ updates; queries run on a pooled connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -40,10 +41,12 @@ from services.meter.domain.matching import (
 )
 from services.meter.domain.model import Aggregation, MeterDefinition
 from services.meter.domain.thresholds import Alert, NewThreshold, Threshold, alert_period, crossed
-from services.meter.domain.windows import Granularity, aligned_span, series_windows, whole_days
+from services.meter.domain.windows import Granularity, TooManyWindows, aligned_span, series_windows, whole_days
 from tally import wire
 from tally.domain.periods import Schedule
 from tally.domain.price_points import PRICE_POINT_DIMENSION
+from tally.interceptors import is_connection_failure
+from tally.quarantine import Quarantine
 from tally.errors import InvalidInput, NotFound, Violation, Violations
 from tally.metrics import ALERTS_FIRED
 
@@ -51,6 +54,8 @@ log = structlog.get_logger()
 UTC = timezone.utc
 # Usage queries per BatchGetUsage call.
 MAX_BATCH_QUERIES = 1000
+# Most points one UsageSeries returns; checked before the windows are built.
+MAX_SERIES_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -207,8 +212,14 @@ def _aggregation(catalog: CatalogView, meter_key: str) -> Aggregation | None:
     return meter.aggregation if meter is not None else None
 
 
-async def evaluate_thresholds(conn: asyncpg.Connection, batch: AppliedBatch, catalog: CatalogView) -> list[Alert]:
-    """Record an alert for every threshold newly crossed by the batch, once per period."""
+async def evaluate_thresholds(
+    conn: asyncpg.Connection, batch: AppliedBatch, catalog: CatalogView, quarantine: Quarantine | None = None
+) -> list[Alert]:
+    """Record an alert for every threshold newly crossed by the batch, once per period.
+
+    A (customer, meter) whose evaluation fails (its subscription's schedule cannot be
+    computed, say) is skipped in a savepoint and quarantined; its usage is applied anyway.
+    """
     if not batch.touched:
         return []
     meter_keys = sorted({meter_key for _, meter_key in batch.touched})
@@ -224,47 +235,64 @@ async def evaluate_thresholds(conn: asyncpg.Connection, batch: AppliedBatch, cat
         meter = catalog.meter(meter_key)
         if meter is None or meter_key not in by_meter:
             continue
-        time_zone = catalog.customer_time_zone(customer_id)
-        checked: set[datetime] = set()
-        for instant in sorted(starts):
-            context = catalog.billing(customer_id, instant, meter_key)
-            period = alert_period(context.schedule, instant, time_zone)
-            if period.start in checked:
-                continue
-            checked.add(period.start)
-            usage: Decimal | None = None
-            for threshold in by_meter[meter_key]:
-                if not threshold.applies_to(customer_id, context.plan_key):
-                    continue
-                level = threshold.units(context.included_units)
-                if level is None:
-                    continue
-                if usage is None:
-                    points = await compute_points(conn, meter, customer_id, [(period.start, period.end)], (), {})
-                    usage = points[0].total
-                if not crossed(usage, level):
-                    continue
-                if not locked:
-                    await repo.lock_alert_inserts(conn)
-                    locked = True
-                row = await repo.insert_alert(
-                    conn,
-                    {
-                        "id": str(uuid.uuid4()),
-                        "threshold_id": threshold.id,
-                        "customer_id": customer_id,
-                        "meter_key": meter_key,
-                        "period_start": period.start,
-                        "period_end": period.end,
-                        "threshold_units": level,
-                        "usage": usage,
-                    },
+        try:
+            async with conn.transaction():
+                alerts, locked = await _evaluate_one(
+                    conn, catalog, meter, customer_id, meter_key, starts, by_meter[meter_key], locked
                 )
-                if row is not None:
-                    fired.append(alert_from_row(row))
-                    ALERTS_FIRED.labels(meter_key).inc()
-                    log.info("alert_fired", threshold_id=threshold.id, customer_id=customer_id, meter_key=meter_key)
+        except Exception as error:  # noqa: BLE001 - one customer's thresholds must not stop metering
+            if is_connection_failure(error):
+                raise
+            (quarantine or Quarantine()).add("meter.thresholds", "threshold_evaluation", f"{customer_id}/{meter_key}", error)
+            continue
+        fired.extend(alerts)
     return fired
+
+
+async def _evaluate_one(conn, catalog, meter, customer_id, meter_key, starts, thresholds, locked) -> tuple[list[Alert], bool]:
+    """The alerts one (customer, meter) fires; ``locked`` says the alert lock is already held."""
+    fired: list[Alert] = []
+    time_zone = catalog.customer_time_zone(customer_id)
+    checked: set[datetime] = set()
+    for instant in sorted(starts):
+        context = catalog.billing(customer_id, instant, meter_key)
+        period = alert_period(context.schedule, instant, time_zone)
+        if period.start in checked:
+            continue
+        checked.add(period.start)
+        usage: Decimal | None = None
+        for threshold in thresholds:
+            if not threshold.applies_to(customer_id, context.plan_key):
+                continue
+            level = threshold.units(context.included_units)
+            if level is None:
+                continue
+            if usage is None:
+                points = await compute_points(conn, meter, customer_id, [(period.start, period.end)], (), {})
+                usage = points[0].total
+            if not crossed(usage, level):
+                continue
+            if not locked:
+                await repo.lock_alert_inserts(conn)
+                locked = True
+            row = await repo.insert_alert(
+                conn,
+                {
+                    "id": str(uuid.uuid4()),
+                    "threshold_id": threshold.id,
+                    "customer_id": customer_id,
+                    "meter_key": meter_key,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "threshold_units": level,
+                    "usage": usage,
+                },
+            )
+            if row is not None:
+                fired.append(alert_from_row(row))
+                ALERTS_FIRED.labels(meter_key).inc()
+                log.info("alert_fired", threshold_id=threshold.id, customer_id=customer_id, meter_key=meter_key)
+    return fired, locked
 
 
 # ---------------------------------------------------------------- queries
@@ -583,7 +611,7 @@ class UsageQueries:
         meter = await self._check(query, problems)
         problems.raise_if_any("invalid usage query")
         resolved = await self._found(query, meter, {})
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, _bounded("start"):
             local = self._local_applied_position()
             points = await compute_points(
                 conn,
@@ -618,7 +646,7 @@ class UsageQueries:
         resolved = [await self._found(q, m, {"query_index": str(i)}) for i, (q, m) in enumerate(zip(queries, meters))]
         if not resolved:
             return []
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, _bounded("queries"):
             local = self._local_applied_position()
             points = await compute_many(conn, resolved)
             applied = await self._applied_position(conn, local)
@@ -638,10 +666,14 @@ class UsageQueries:
         problems.raise_if_any("invalid usage query")
         resolved = await self._found(query, meter, {})
         customer_id = resolved.customer_id
-        windows = series_windows(query.start, query.end, granularity, zone)
-        if len(windows) > 10_000:
-            raise InvalidInput("too many points", violations=[Violation("granularity", "the series would exceed 10,000 points", "TOO_MANY_POINTS")])
-        async with self._pool.acquire() as conn:
+        try:
+            windows = series_windows(query.start, query.end, granularity, zone, max_windows=MAX_SERIES_POINTS)
+        except TooManyWindows as error:
+            raise InvalidInput(
+                "too many points",
+                violations=[Violation("granularity", f"{error}; shorten the range or use a coarser granularity", "TOO_MANY_POINTS")],
+            ) from None
+        async with self._pool.acquire() as conn, _bounded("start"):
             points = await compute_points(conn, meter, customer_id, windows, (), query.dimension_filter, resolved.scope)
         return [(s, e, p.total) for (s, e), p in zip(windows, points)]
 
@@ -649,8 +681,30 @@ class UsageQueries:
         async with self._pool.acquire() as conn:
             return await repo.load_state(conn)
 
+    async def quarantined(self, limit: int = 100) -> tuple[int, list]:
+        """(how many log entries the applier set aside, the most recent ``limit`` of them)."""
+        async with self._pool.acquire() as conn:
+            return await repo.quarantine_summary(conn, limit)
+
 
 # ---------------------------------------------------------------- thresholds and alerts
+
+
+@contextlib.asynccontextmanager
+async def _bounded(field_name: str):
+    """A query that would read more rows than the repository allows is the request's fault:
+    INVALID_ARGUMENT naming ``field_name`` and what to narrow, not a process grown by gigabytes."""
+    try:
+        yield
+    except repo.TooManyRows as error:
+        raise InvalidInput(
+            "the usage query is too large",
+            violations=[Violation(
+                field_name,
+                f"{error}; shorten the range, or narrow it with dimension_filter",
+                "TOO_MANY_ROWS",
+            )],
+        ) from None
 
 
 def _threshold(row) -> Threshold:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import datetime
 
 from google.protobuf import duration_pb2
 
@@ -11,6 +13,8 @@ from services.meter.consumer import lag_of
 from services.meter.service import AlertBook, BackfillService, BackfillView, UsageQueries, UsageQuery
 from tally.errors import Violations
 from tally.pagination import decode_page_token, encode_page_token, page_size
+from tally.quarantine import Quarantine
+from tally_gen.common.v1 import common_pb2
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
 
 ALERT_CURSOR = "meter.alert_cursor"
@@ -62,7 +66,17 @@ def _after_sequence(token: str, field: str) -> int:
 
 
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
-    def __init__(self, queries: UsageQueries, alerts: AlertBook, backfills: BackfillService, watch_poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        queries: UsageQueries,
+        alerts: AlertBook,
+        backfills: BackfillService,
+        watch_poll_seconds: float = 1.0,
+        applier_health: Callable[[], tuple[bool, str, datetime | None]] | None = None,
+        cache_quarantine: Quarantine | None = None,
+    ) -> None:
+        self._applier_health = applier_health
+        self._cache_quarantine = cache_quarantine
         self._queries = queries
         self._alerts = alerts
         self._backfills = backfills
@@ -94,7 +108,22 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def GetMeterStatus(self, request, context):
         state = await self._queries.status()
         entries_behind, seconds_behind = lag_of(state)
+        quarantined_count, quarantined = await self._queries.quarantined(100)
+        stalled, stall_reason, stalled_since = self._applier_health() if self._applier_health else (False, "", None)
         return meter_pb2.GetMeterStatusResponse(
+            quarantined_entries=quarantined_count,
+            recent_quarantined=[
+                common_pb2.QuarantinedRecord(
+                    component="meter.applier", kind=r["kind"], id=r["entry_id"], reason=r["reason"],
+                    first_seen=mapping.to_timestamp(r["quarantined_at"]), last_seen=mapping.to_timestamp(r["quarantined_at"]),
+                    occurrences=1, position=r["position"],
+                )
+                for r in quarantined
+            ],
+            applier_stalled=stalled,
+            stall_reason=stall_reason,
+            stalled_since=mapping.to_timestamp(stalled_since) if stalled_since else None,
+            catalog_cache_quarantined=self._cache_quarantine.count if self._cache_quarantine else 0,
             applied_position=state.applied_position,
             head_position=state.head_position,
             events_behind=entries_behind,

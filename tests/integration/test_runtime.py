@@ -110,6 +110,12 @@ class TestLostDatabaseConnections:
                 ),
                 id="poisoned-after-restart",
             ),
+            pytest.param(
+                lambda: __import__("sqlalchemy").exc.DBAPIError(
+                    "SELECT 1", None, __import__("asyncpg").exceptions.TooManyConnectionsError("sorry, too many clients already")
+                ),
+                id="out-of-connection-slots",
+            ),
         ],
     )
     async def test_a_lost_database_connection_answers_retryable_unavailable(self, error):

@@ -31,7 +31,7 @@ from services.meter.domain.matching import (
 )
 from services.meter.domain.model import Aggregation, Contribution, FilterOperator, MeterDefinition, MeterFilter
 from services.meter.domain.thresholds import Threshold, calendar_month
-from services.meter.domain.windows import GRAIN, Granularity, aligned_span, series_windows, window_start
+from services.meter.domain.windows import GRAIN, Granularity, TooManyWindows, aligned_span, series_windows, window_start
 from tally import wire
 
 UTC = timezone.utc
@@ -244,6 +244,32 @@ class TestSeriesWindows:
         assert windows[0][0] == datetime(2026, 1, 15, tzinfo=UTC)
         assert windows[1] == (datetime(2026, 1, 31, 23, tzinfo=UTC), datetime(2026, 2, 28, 23, tzinfo=UTC))
         assert windows[-1] == (datetime(2026, 3, 31, 22, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+
+    @pytest.mark.parametrize("granularity", list(Granularity))
+    @pytest.mark.parametrize("zone_name", ["UTC", "America/New_York", "Pacific/Apia"])
+    def test_a_series_over_its_limit_is_refused_before_its_windows_are_built(self, granularity, zone_name):
+        import tracemalloc
+
+        zone = ZoneInfo(zone_name)
+        start, end = datetime(2, 1, 1, tzinfo=UTC), datetime(9999, 12, 1, tzinfo=UTC)
+        tracemalloc.start()
+        try:
+            with pytest.raises(TooManyWindows):
+                series_windows(start, end, granularity, zone, max_windows=100)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 200_000
+
+    @pytest.mark.parametrize("granularity,days", [(Granularity.HOUR, 2), (Granularity.DAY, 40), (Granularity.MONTH, 1300)])
+    def test_the_limit_is_exact_just_above_and_below_it(self, granularity, days):
+        zone = ZoneInfo("Europe/Paris")
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        windows = series_windows(start, start + timedelta(days=days), granularity, zone)
+        count = len(windows)
+        assert series_windows(start, start + timedelta(days=days), granularity, zone, max_windows=count) == windows
+        with pytest.raises(TooManyWindows):
+            series_windows(start, start + timedelta(days=days), granularity, zone, max_windows=count - 1)
 
     def test_aligned_span_keeps_only_whole_windows(self):
         start = T0 + timedelta(seconds=10)

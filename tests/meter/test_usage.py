@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tally.channels import connect
+from tally.grpc_errors import field_violations
 from tests.harness import unique
 from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
@@ -131,6 +132,31 @@ class TestUsageSeries:
         hours = [(p.end.ToDatetime() - p.start.ToDatetime()) / timedelta(hours=1) for p in reply.points]
         assert hours == [24, 25, 24]
         assert [Decimal(p.value.value) for p in reply.points] == [0, 2, 1]
+
+    async def test_an_hourly_series_over_the_whole_instant_range_is_refused_before_any_work(self, stubs):
+        # Years 1..9999 (the request) are now refused as instants (tally.wire); the
+        # widest range left, 1970..2200, is still ~2 million hourly points.
+        meter = await stubs.create_meter(unique("huge"), "COUNT")
+        customer = await stubs.create_customer()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.meter.UsageSeries(
+                meter_pb2.UsageSeriesRequest(
+                    customer=common_pb2.CustomerRef(id=customer),
+                    meter_key=meter,
+                    start=ts(datetime(1970, 1, 1, tzinfo=UTC)),
+                    end=ts(datetime(2199, 12, 31, tzinfo=UTC)),
+                    granularity=meter_pb2.GRANULARITY_HOUR,
+                ),
+                timeout=10,
+            )
+        elapsed = asyncio.get_running_loop().time() - started
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [f for f, _ in field_violations(caught.value)] == ["granularity"]
+        assert elapsed < 2
+        # The meter still answers.
+        status = await stubs.meter.GetMeterStatus(meter_pb2.GetMeterStatusRequest(), timeout=5)
+        assert status.applied_position >= 0
 
 
 class TestBackfill:

@@ -17,6 +17,8 @@ from tally.auth import (
     CATALOG_WRITE,
     EVENTS_WRITE,
     INVOICES_WRITE,
+    INTERNAL,
+    INTERNAL_METHODS,
     READ,
     AuthConfig,
     AuthInterceptor,
@@ -122,15 +124,19 @@ class TestScopeTable:
         assert table["/tally.ingest.v1.IngestService/SendEventBatch"] == EVENTS_WRITE
         assert table["/tally.ingest.v1.IngestService/StreamEvents"] == EVENTS_WRITE
         assert table["/tally.ingest.v1.IngestService/VoidEvent"] == EVENTS_WRITE
-        assert table["/tally.ingest.v1.IngestService/ReadLog"] == READ
         assert table["/tally.catalog.v1.CatalogService/CreateSubscription"] == CATALOG_WRITE
         assert table["/tally.catalog.v1.CatalogService/ApplyCatalog"] == CATALOG_WRITE
-        assert table["/tally.catalog.v1.CatalogService/WatchCatalog"] == READ
         assert table["/tally.meter.v1.MeterService/GetUsage"] == READ
         assert table["/tally.meter.v1.MeterService/CreateThreshold"] == CATALOG_WRITE
         assert table["/tally.invoice.v1.InvoiceService/CloseDuePeriods"] == INVOICES_WRITE
         assert table["/tally.invoice.v1.InvoiceService/FinalizeInvoice"] == INVOICES_WRITE
         assert table["/tally.invoice.v1.InvoiceService/ListInvoices"] == READ
+
+    def test_the_services_feeds_need_the_internal_scope_that_read_keys_lack(self):
+        table = tally_scope_table()
+        assert table["/tally.ingest.v1.IngestService/ReadLog"] == INTERNAL
+        assert table["/tally.catalog.v1.CatalogService/WatchCatalog"] == INTERNAL
+        assert {m for m, scope in table.items() if scope == INTERNAL} == set(INTERNAL_METHODS)
 
     def test_every_rpc_of_the_four_services_has_a_scope(self):
         table = tally_scope_table()
@@ -157,6 +163,12 @@ class TestAuthConfig:
     def test_required_mode_without_a_key_store_refuses_to_start(self):
         with pytest.raises(ValueError, match="TALLY_AUTH_KEYS_FILE"):
             auth_interceptor_from_env(env={"TALLY_AUTH_MODE": "required"})
+
+    def test_required_mode_without_a_page_token_secret_refuses_to_start(self, tmp_path):
+        with pytest.raises(ValueError, match="TALLY_PAGE_TOKEN_SECRET"):
+            auth_interceptor_from_env(
+                StaticKeyVerifier([]), env={"TALLY_AUTH_MODE": "required", "TALLY_AUTH_KEYS_FILE": str(tmp_path / "k")}
+            )
 
     def test_development_mode_installs_no_check(self):
         assert auth_interceptor_from_env(env={"TALLY_AUTH_MODE": "disabled"}) is None
@@ -322,6 +334,7 @@ class TestAuthFromEnvironment:
         reader = store.create("dashboard", [READ])
         monkeypatch.setenv("TALLY_AUTH_MODE", "required")
         monkeypatch.setenv("TALLY_AUTH_KEYS_FILE", str(store.path))
+        monkeypatch.setenv("TALLY_PAGE_TOKEN_SECRET", "a-test-secret-of-some-length")
         ingest = "tally.ingest.v1.IngestService"
         probe = Probe()
         handlers = {"SendEvent": probe.handlers()["Echo"], "GetEvent": probe.handlers()["Echo"]}

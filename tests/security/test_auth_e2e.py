@@ -9,8 +9,10 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from tally.auth import CATALOG_WRITE, EVENTS_WRITE, READ, KeyFile
+from tally.auth import CATALOG_WRITE, EVENTS_WRITE, INTERNAL, READ, KeyFile
 from tally.channels import connect
+from tally.grpc_errors import error_info
+from tally_gen.catalog.v1 import catalog_pb2
 from tally_gen.common.v1 import common_pb2
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tests.harness import unique
@@ -24,15 +26,20 @@ UTC = timezone.utc
 @pytest.fixture(scope="module")
 async def secured(server_url, tmp_path_factory):
     store = KeyFile(tmp_path_factory.mktemp("keys") / "api-keys.json")
-    # Every service only reads from the others (the meter follows ingest's log and the
-    # catalog; ingest and invoice read the catalog; invoice reads the meter).
-    service_keys = {s: store.create(f"{s}-service", [READ]).plaintext for s in ("catalog", "ingest", "meter", "invoice")}
+    # Every service only reads from the others; the ones that follow a feed (the meter follows
+    # ingest's log, ingest and the meter follow the catalog's) also need ``internal``.
+    scopes = {"catalog": [READ], "ingest": [READ, INTERNAL], "meter": [READ, INTERNAL], "invoice": [READ]}
+    service_keys = {s: store.create(f"{s}-service", scopes[s]).plaintext for s in scopes}
     operator = store.create("operator", [CATALOG_WRITE, READ]).plaintext
     sender = store.create("event-sender", [EVENTS_WRITE]).plaintext
     cluster, name, _ = await start_fault_cluster(
         server_url,
         tmp_path_factory.mktemp("auth-e2e-logs"),
-        extra_env={"TALLY_AUTH_MODE": "required", "TALLY_AUTH_KEYS_FILE": str(store.path)},
+        extra_env={
+            "TALLY_AUTH_MODE": "required",
+            "TALLY_AUTH_KEYS_FILE": str(store.path),
+            "TALLY_PAGE_TOKEN_SECRET": "auth-e2e-page-token-secret-0123456789",
+        },
         service_env={s: {"TALLY_SERVICE_API_KEY": key} for s, key in service_keys.items()},
         api_key=operator,
     )
@@ -85,3 +92,15 @@ class TestServicesWithRequiredKeys:
         assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert wrong_scope.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert no_read.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    async def test_a_read_key_cannot_read_the_raw_log_or_the_catalog_feed(self, secured):
+        cluster, _ = secured
+        # The operator key has read (and catalog:write) but not internal.
+        with pytest.raises(grpc.aio.AioRpcError) as log_denied:
+            await cluster.stubs.ingest.ReadLog(ingest_pb2.ReadLogRequest(), timeout=10)
+        feed = cluster.stubs.catalog.WatchCatalog(catalog_pb2.WatchCatalogRequest(), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as feed_denied:
+            await feed.read()
+        assert log_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert feed_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_info(feed_denied.value).metadata["required_scope"] == INTERNAL

@@ -832,12 +832,14 @@ class ListSubscriptionsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., plan_key: _Optional[str] = ..., status: _Optional[_Union[SubscriptionStatus, str]] = ..., customer: _Optional[_Union[_common_pb2.CustomerRef, _Mapping]] = ...) -> None: ...
 
 class ListSubscriptionsResponse(_message.Message):
-    __slots__ = ("subscriptions", "next_page_token")
+    __slots__ = ("subscriptions", "next_page_token", "quarantined_ids")
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_IDS_FIELD_NUMBER: _ClassVar[int]
     subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
     next_page_token: str
-    def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    quarantined_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., quarantined_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CancelSubscriptionRequest(_message.Message):
     __slots__ = ("id", "subscription", "at_period_end", "at")
@@ -928,7 +930,7 @@ class WatchCatalogRequest(_message.Message):
     def __init__(self, after_revision: _Optional[int] = ...) -> None: ...
 
 class WatchCatalogResponse(_message.Message):
-    __slots__ = ("revision", "meter", "customer", "plan_version", "subscription", "product", "plan")
+    __slots__ = ("revision", "meter", "customer", "plan_version", "subscription", "product", "plan", "quarantined")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     METER_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
@@ -936,6 +938,7 @@ class WatchCatalogResponse(_message.Message):
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     revision: int
     meter: Meter
     customer: Customer
@@ -943,4 +946,19 @@ class WatchCatalogResponse(_message.Message):
     subscription: Subscription
     product: Product
     plan: Plan
-    def __init__(self, revision: _Optional[int] = ..., meter: _Optional[_Union[Meter, _Mapping]] = ..., customer: _Optional[_Union[Customer, _Mapping]] = ..., plan_version: _Optional[_Union[PlanVersion, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ...) -> None: ...
+    quarantined: _common_pb2.QuarantinedRecord
+    def __init__(self, revision: _Optional[int] = ..., meter: _Optional[_Union[Meter, _Mapping]] = ..., customer: _Optional[_Union[Customer, _Mapping]] = ..., plan_version: _Optional[_Union[PlanVersion, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., quarantined: _Optional[_Union[_common_pb2.QuarantinedRecord, _Mapping]] = ...) -> None: ...
+
+class GetCatalogStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCatalogStatusResponse(_message.Message):
+    __slots__ = ("revision", "quarantined", "quarantined_count")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    quarantined: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantinedRecord]
+    quarantined_count: int
+    def __init__(self, revision: _Optional[int] = ..., quarantined: _Optional[_Iterable[_Union[_common_pb2.QuarantinedRecord, _Mapping]]] = ..., quarantined_count: _Optional[int] = ...) -> None: ...

@@ -186,6 +186,11 @@ class CatalogServiceStub:
                 request_serializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
                 response_deserializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogResponse.FromString,
                 _registered_method=True)
+        self.GetCatalogStatus = channel.unary_unary(
+                '/tally.catalog.v1.CatalogService/GetCatalogStatus',
+                request_serializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusRequest.SerializeToString,
+                response_deserializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -382,6 +387,13 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCatalogStatus(self, request, context):
+        """Failure isolation: records this catalog process could not encode (left out of replies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -534,6 +546,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.WatchCatalog,
                     request_deserializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.FromString,
                     response_serializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogResponse.SerializeToString,
+            ),
+            'GetCatalogStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCatalogStatus,
+                    request_deserializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusRequest.FromString,
+                    response_serializer=tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1348,6 +1365,33 @@ class CatalogService:
             '/tally.catalog.v1.CatalogService/WatchCatalog',
             tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
             tally_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCatalogStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.catalog.v1.CatalogService/GetCatalogStatus',
+            tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusRequest.SerializeToString,
+            tally_dot_catalog_dot_v1_dot_catalog__pb2.GetCatalogStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

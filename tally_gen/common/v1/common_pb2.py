@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctally/common/v1/common.proto\x12\x0ftally.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x07\x44\x65\x63imal\x12\r\n\x05value\x18\x01 \x01(\t\"C\n\x05Money\x12(\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x18.tally.common.v1.Decimal\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x0b\x43ustomerRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"=\n\x0fSubscriptionRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"D\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctally/common/v1/common.proto\x12\x0ftally.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x07\x44\x65\x63imal\x12\r\n\x05value\x18\x01 \x01(\t\"C\n\x05Money\x12(\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x18.tally.common.v1.Decimal\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x0b\x43ustomerRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"=\n\x0fSubscriptionRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"\xd6\x01\n\x11QuarantinedRecord\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0boccurrences\x18\x07 \x01(\x03\x12\x10\n\x08position\x18\x08 \x01(\x03\"D\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERREF']._serialized_end=331
   _globals['_SUBSCRIPTIONREF']._serialized_start=333
   _globals['_SUBSCRIPTIONREF']._serialized_end=394
-  _globals['_FIELDVIOLATION']._serialized_start=396
-  _globals['_FIELDVIOLATION']._serialized_end=464
+  _globals['_QUARANTINEDRECORD']._serialized_start=397
+  _globals['_QUARANTINEDRECORD']._serialized_end=611
+  _globals['_FIELDVIOLATION']._serialized_start=613
+  _globals['_FIELDVIOLATION']._serialized_end=681
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,26 @@ class SubscriptionRef(_message.Message):
     external_id: str
     def __init__(self, id: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
 
+class QuarantinedRecord(_message.Message):
+    __slots__ = ("component", "kind", "id", "reason", "first_seen", "last_seen", "occurrences", "position")
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    component: str
+    kind: str
+    id: str
+    reason: str
+    first_seen: _timestamp_pb2.Timestamp
+    last_seen: _timestamp_pb2.Timestamp
+    occurrences: int
+    position: int
+    def __init__(self, component: _Optional[str] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., reason: _Optional[str] = ..., first_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurrences: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
+
 class FieldViolation(_message.Message):
     __slots__ = ("field", "description", "reason")
     FIELD_FIELD_NUMBER: _ClassVar[int]

@@ -194,18 +194,20 @@ class CloseDuePeriodsRequest(_message.Message):
     def __init__(self, as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CloseDuePeriodsResponse(_message.Message):
-    __slots__ = ("invoices_created", "invoices_finalized", "waiting_for_usage", "invoice_ids", "subscriptions_failed")
+    __slots__ = ("invoices_created", "invoices_finalized", "waiting_for_usage", "invoice_ids", "subscriptions_failed", "quarantined")
     INVOICES_CREATED_FIELD_NUMBER: _ClassVar[int]
     INVOICES_FINALIZED_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_USAGE_FIELD_NUMBER: _ClassVar[int]
     INVOICE_IDS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     invoices_created: int
     invoices_finalized: int
     waiting_for_usage: int
     invoice_ids: _containers.RepeatedScalarFieldContainer[str]
     subscriptions_failed: int
-    def __init__(self, invoices_created: _Optional[int] = ..., invoices_finalized: _Optional[int] = ..., waiting_for_usage: _Optional[int] = ..., invoice_ids: _Optional[_Iterable[str]] = ..., subscriptions_failed: _Optional[int] = ...) -> None: ...
+    quarantined: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantinedRecord]
+    def __init__(self, invoices_created: _Optional[int] = ..., invoices_finalized: _Optional[int] = ..., waiting_for_usage: _Optional[int] = ..., invoice_ids: _Optional[_Iterable[str]] = ..., subscriptions_failed: _Optional[int] = ..., quarantined: _Optional[_Iterable[_Union[_common_pb2.QuarantinedRecord, _Mapping]]] = ...) -> None: ...
 
 class GetInvoiceRequest(_message.Message):
     __slots__ = ("id", "number")
@@ -348,3 +350,15 @@ class RenderInvoicePdfResponse(_message.Message):
     pdf: bytes
     filename: str
     def __init__(self, pdf: _Optional[bytes] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class GetInvoiceStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetInvoiceStatusResponse(_message.Message):
+    __slots__ = ("quarantined", "quarantined_count")
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    quarantined: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantinedRecord]
+    quarantined_count: int
+    def __init__(self, quarantined: _Optional[_Iterable[_Union[_common_pb2.QuarantinedRecord, _Mapping]]] = ..., quarantined_count: _Optional[int] = ...) -> None: ...

@@ -80,6 +80,11 @@ class InvoiceServiceStub:
                 request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.SerializeToString,
                 response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.FromString,
                 _registered_method=True)
+        self.GetInvoiceStatus = channel.unary_unary(
+                '/tally.invoice.v1.InvoiceService/GetInvoiceStatus',
+                request_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.SerializeToString,
+                response_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -151,6 +156,13 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInvoiceStatus(self, request, context):
+        """Failure isolation: subscriptions whose close keeps failing (retried every run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +210,11 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.RenderInvoicePdf,
                     request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.FromString,
                     response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.SerializeToString,
+            ),
+            'GetInvoiceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvoiceStatus,
+                    request_deserializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.FromString,
+                    response_serializer=tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +461,33 @@ class InvoiceService:
             '/tally.invoice.v1.InvoiceService/RenderInvoicePdf',
             tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfRequest.SerializeToString,
             tally_dot_invoice_dot_v1_dot_invoice__pb2.RenderInvoicePdfResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvoiceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.invoice.v1.InvoiceService/GetInvoiceStatus',
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusRequest.SerializeToString,
+            tally_dot_invoice_dot_v1_dot_invoice__pb2.GetInvoiceStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -162,7 +162,7 @@ class GetMeterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetMeterStatusResponse(_message.Message):
-    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time", "unusable_value_events", "caught_up", "entries_applied", "unattributed_entries")
+    __slots__ = ("applied_position", "head_position", "events_behind", "time_behind", "applied_watermark", "unmetered_events", "unknown_meter_records", "unknown_customer_entries", "last_apply_time", "unusable_value_events", "caught_up", "entries_applied", "unattributed_entries", "quarantined_entries", "recent_quarantined", "applier_stalled", "stall_reason", "stalled_since", "catalog_cache_quarantined")
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
     HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_BEHIND_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,12 @@ class GetMeterStatusResponse(_message.Message):
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_APPLIED_FIELD_NUMBER: _ClassVar[int]
     UNATTRIBUTED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    APPLIER_STALLED_FIELD_NUMBER: _ClassVar[int]
+    STALL_REASON_FIELD_NUMBER: _ClassVar[int]
+    STALLED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_CACHE_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     applied_position: int
     head_position: int
     events_behind: int
@@ -189,7 +195,13 @@ class GetMeterStatusResponse(_message.Message):
     caught_up: bool
     entries_applied: int
     unattributed_entries: int
-    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unusable_value_events: _Optional[int] = ..., caught_up: _Optional[bool] = ..., entries_applied: _Optional[int] = ..., unattributed_entries: _Optional[int] = ...) -> None: ...
+    quarantined_entries: int
+    recent_quarantined: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantinedRecord]
+    applier_stalled: bool
+    stall_reason: str
+    stalled_since: _timestamp_pb2.Timestamp
+    catalog_cache_quarantined: int
+    def __init__(self, applied_position: _Optional[int] = ..., head_position: _Optional[int] = ..., events_behind: _Optional[int] = ..., time_behind: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., applied_watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmetered_events: _Optional[int] = ..., unknown_meter_records: _Optional[int] = ..., unknown_customer_entries: _Optional[int] = ..., last_apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unusable_value_events: _Optional[int] = ..., caught_up: _Optional[bool] = ..., entries_applied: _Optional[int] = ..., unattributed_entries: _Optional[int] = ..., quarantined_entries: _Optional[int] = ..., recent_quarantined: _Optional[_Iterable[_Union[_common_pb2.QuarantinedRecord, _Mapping]]] = ..., applier_stalled: _Optional[bool] = ..., stall_reason: _Optional[str] = ..., stalled_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., catalog_cache_quarantined: _Optional[int] = ...) -> None: ...
 
 class Backfill(_message.Message):
     __slots__ = ("id", "meter_key", "state", "position", "target_position", "entries_applied", "error", "create_time", "finish_time")
