@@ -301,7 +301,7 @@ class Canary:
         while True:
             try:
                 status = ch.meter.GetMeterStatus(meter_pb2.GetMeterStatusRequest(), timeout=10)
-                stalled = [f.name for f, v in status.ListFields() if "stall" in f.name and v]
+                stalled = [f.name for f, v in status.ListFields() if "stall" in f.name and f.type == f.TYPE_BOOL and v]
                 if stalled:
                     problems.append(f"meter reports a stalled applier: {MessageToDict(status)}")
                     return problems
