@@ -36,8 +36,10 @@ bench: install
 	$(BIN)/python -m bench
 
 # SIGKILL soak: 20 seeded runs per service; figures go to .tally/soak-results.jsonl.
+# Long fuzz over every RPC: TALLY_FUZZ_EXAMPLES calls (default 5,000), TALLY_FUZZ_SEED;
+# figures and findings go to .tally/fuzz/soak.json and the terminal summary.
 soak: install
-	TALLY_SOAK_RECORD=1 $(BIN)/python -m pytest -m slow tests/reliability $(PYTEST_ARGS)
+	TALLY_SOAK_RECORD=1 $(BIN)/python -m pytest -m slow -rA tests/reliability tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
