@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import timezone
 
 import grpc
 import structlog
 
+from tally.domain.periods import Anchor, Interval, Schedule
 from tally.errors import Unavailable
 from tally.quarantine import Quarantine
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -28,6 +30,30 @@ PlanVersion = catalog_pb2.PlanVersion
 Subscription = catalog_pb2.Subscription
 Product = catalog_pb2.Product
 Plan = catalog_pb2.Plan
+
+BILLING_INTERVALS = {
+    catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
+    catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
+    catalog_pb2.BILLING_INTERVAL_MONTH: Interval.MONTH,
+    catalog_pb2.BILLING_INTERVAL_QUARTER: Interval.QUARTER,
+    catalog_pb2.BILLING_INTERVAL_YEAR: Interval.YEAR,
+}
+
+
+def subscription_schedule(sub: Subscription, version: PlanVersion, time_zone: str) -> Schedule | None:
+    """The billing schedule of a subscription on a plan version (None for an unknown interval),
+    as the invoice service computes it, for the services that only hold a catalog copy."""
+    interval = BILLING_INTERVALS.get(version.interval)
+    if interval is None:
+        return None
+    return Schedule(
+        start=sub.start_time.ToDatetime(tzinfo=timezone.utc),
+        interval=interval,
+        count=version.interval_count or 1,
+        anchor=Anchor.ANNIVERSARY if sub.anchor == catalog_pb2.BILLING_ANCHOR_ANNIVERSARY else Anchor.CALENDAR,
+        timezone=time_zone or "UTC",
+        end=sub.cancel_at.ToDatetime(tzinfo=timezone.utc) if sub.HasField("cancel_at") else None,
+    )
 
 
 class CatalogCache:

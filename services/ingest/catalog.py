@@ -16,9 +16,9 @@ import grpc
 from services.ingest.domain.attribution import Coverage, NamedSubscription, SubscriptionRef
 from services.ingest.domain.events import CustomerRef, ValueRule
 from services.ingest.domain.usage import MeterInfo
-from tally.catalog_cache import CatalogCache
+from tally.catalog_cache import CatalogCache, subscription_schedule
 from tally.channels import connect, connect_service
-from tally.domain.periods import Anchor, Interval, Schedule, period_containing
+from tally.domain.periods import period_containing
 from tally.errors import Unavailable
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
@@ -27,13 +27,6 @@ from tally_gen.common.v1 import common_pb2
 _NOT_NUMERIC = frozenset(
     {catalog_pb2.AGGREGATION_UNSPECIFIED, catalog_pb2.AGGREGATION_COUNT, catalog_pb2.AGGREGATION_COUNT_UNIQUE}
 )
-_INTERVALS = {
-    catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
-    catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
-    catalog_pb2.BILLING_INTERVAL_MONTH: Interval.MONTH,
-    catalog_pb2.BILLING_INTERVAL_QUARTER: Interval.QUARTER,
-    catalog_pb2.BILLING_INTERVAL_YEAR: Interval.YEAR,
-}
 
 
 def _micros(ts) -> int:
@@ -211,18 +204,11 @@ class CachedCatalog:
             return None
         first = sub.phases[0].plan_version_id if sub.phases else sub.plan_version_id
         version = self.cache.plan_version(first)
-        interval = _INTERVALS.get(version.interval) if version is not None else None
-        if interval is None:
-            return None
         customer = self.cache.customer_by_id(sub.customer_id)
-        start = sub.start_time.ToDatetime(tzinfo=timezone.utc)
-        schedule = Schedule(
-            start=start,
-            interval=interval,
-            count=version.interval_count or 1,
-            anchor=Anchor.ANNIVERSARY if sub.anchor == catalog_pb2.BILLING_ANCHOR_ANNIVERSARY else Anchor.CALENDAR,
-            timezone=(customer.timezone if customer is not None else "") or "UTC",
-        )
+        schedule = None if version is None else subscription_schedule(sub, version, customer.timezone if customer else "")
+        if schedule is None:
+            return None
+        start = schedule.start
         canceled: datetime = sub.canceled_time.ToDatetime(tzinfo=timezone.utc) if sub.HasField("canceled_time") else start
         in_force = period_containing(schedule, canceled)
         return None if in_force is None else _micros_of(in_force.end)

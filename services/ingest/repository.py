@@ -259,7 +259,11 @@ def _logged_event(row: asyncpg.Record) -> LoggedEvent:
 
 
 def _stored_usage(row: asyncpg.Record) -> StoredUsage:
-    usage = LoggedUsage(
+    return StoredUsage(_logged_usage(row), row["ingest_time"])
+
+
+def _logged_usage(row: asyncpg.Record) -> LoggedUsage:
+    return LoggedUsage(
         usage_record_id=row["usage_record_id"],
         idempotency_key=row["idempotency_key"],
         customer_id=row["customer_id"],
@@ -272,7 +276,6 @@ def _stored_usage(row: asyncpg.Record) -> StoredUsage:
         dimensions=json.loads(row["dimensions"]),
         subscription_id=row["subscription_id"],
     )
-    return StoredUsage(usage, row["ingest_time"])
 
 
 class IngestRepository:
@@ -478,19 +481,7 @@ class IngestRepository:
         ]
         others: list[LogEntry] = []
         for row in usage_rows:
-            usage = LoggedUsage(
-                usage_record_id=row["usage_record_id"],
-                idempotency_key=row["idempotency_key"],
-                customer_id=row["customer_id"],
-                meter_key=row["meter_key"],
-                quantity=row["quantity"],
-                memo=row["memo"],
-                timestamp=row["usage_time"],
-                range_start=row["range_start"],
-                range_end=row["range_end"],
-                dimensions=json.loads(row["dimensions"]),
-                subscription_id=row["subscription_id"],
-            )
+            usage = _logged_usage(row)
             others.append(LogEntry(LogPosition(row["xid"], row["position"]), row["ingest_micros"], usage))
         for row in void_rows:
             void = LoggedVoid(row["reason"], _logged_event(row))

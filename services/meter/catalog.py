@@ -10,20 +10,13 @@ import grpc
 from services.meter import mapping
 from services.meter.domain.model import MeterDefinition
 from services.meter.service import BillingContext
-from tally.catalog_cache import CatalogCache
-from tally.domain.periods import Anchor, Interval, Schedule
+from tally.catalog_cache import CatalogCache, subscription_schedule
+from tally.domain.periods import Schedule
 from tally import wire
 from tally.errors import Unavailable
 from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.common.v1 import common_pb2
 
-_INTERVALS = {
-    catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
-    catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
-    catalog_pb2.BILLING_INTERVAL_MONTH: Interval.MONTH,
-    catalog_pb2.BILLING_INTERVAL_QUARTER: Interval.QUARTER,
-    catalog_pb2.BILLING_INTERVAL_YEAR: Interval.YEAR,
-}
 
 
 class CachedCatalog:
@@ -103,19 +96,7 @@ class CachedCatalog:
         return BillingContext(None, None, None)
 
     def _schedule(self, sub: catalog_pb2.Subscription, version: catalog_pb2.PlanVersion, customer_id: str) -> Schedule | None:
-        interval = _INTERVALS.get(version.interval)
-        if interval is None:
-            return None
-        end = mapping.to_datetime(sub.cancel_at) if sub.HasField("cancel_at") else None
-        anchor = Anchor.ANNIVERSARY if sub.anchor == catalog_pb2.BILLING_ANCHOR_ANNIVERSARY else Anchor.CALENDAR
-        return Schedule(
-            start=mapping.to_datetime(sub.start_time),
-            interval=interval,
-            count=version.interval_count or 1,
-            anchor=anchor,
-            timezone=self.customer_time_zone(customer_id),
-            end=end,
-        )
+        return subscription_schedule(sub, version, self.customer_time_zone(customer_id))
 
 
 def _phase_at(sub: catalog_pb2.Subscription, instant: datetime) -> catalog_pb2.SubscriptionPhase | None:
