@@ -37,6 +37,7 @@ from services.invoice.domain.plans import (
 )
 from services.invoice.domain.pricing import UsagePart
 from tally import wire
+from tally.catalog_cache import BILLING_INTERVALS
 from tally.domain.periods import Anchor, Interval, Period
 from tally.errors import InvalidInput, Violation
 from tally_gen.catalog.v1 import catalog_pb2
@@ -173,13 +174,6 @@ def subscription_ref_from(request) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ catalog -> domain
 
-_INTERVALS = {
-    catalog_pb2.BILLING_INTERVAL_DAY: Interval.DAY,
-    catalog_pb2.BILLING_INTERVAL_WEEK: Interval.WEEK,
-    catalog_pb2.BILLING_INTERVAL_MONTH: Interval.MONTH,
-    catalog_pb2.BILLING_INTERVAL_QUARTER: Interval.QUARTER,
-    catalog_pb2.BILLING_INTERVAL_YEAR: Interval.YEAR,
-}
 _MODELS = {
     catalog_pb2.PRICING_MODEL_PER_UNIT: PricingModel.PER_UNIT,
     catalog_pb2.PRICING_MODEL_PACKAGE: PricingModel.PACKAGE,
@@ -252,7 +246,7 @@ def plan_version_from(message: catalog_pb2.PlanVersion) -> PlanVersion:
         version=message.version,
         name=message.name,
         currency=message.currency,
-        interval=_INTERVALS.get(message.interval, Interval.MONTH),
+        interval=BILLING_INTERVALS.get(message.interval, Interval.MONTH),
         interval_count=message.interval_count or 1,
         charges=tuple(charge_from(charge) for charge in message.charges if charge.WhichOneof("kind")),
     )
