@@ -12,7 +12,9 @@ from rich.table import Table
 from tally.channels import connect
 from tally.cli.output import MODE, console, fmt_time, print_json, print_table
 from tally.config import SERVICES, service_address
+from tally_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally_gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from tally_gen.invoice.v1 import invoice_pb2, invoice_pb2_grpc
 from tally_gen.meter.v1 import meter_pb2, meter_pb2_grpc
 
 FULL_NAMES = {
@@ -55,8 +57,34 @@ async def _meter_status(address: str) -> dict | None:
         "unknown_meter_records": reply.unknown_meter_records,
         "unknown_customer_entries": reply.unknown_customer_entries,
         "unusable_value_events": reply.unusable_value_events,
+        "unattributed_entries": reply.unattributed_entries,
+        "quarantined_entries": reply.quarantined_entries,
+        "catalog_cache_quarantined": reply.catalog_cache_quarantined,
+        "applier_stalled": reply.applier_stalled,
+        "stall_reason": reply.stall_reason,
         "last_apply_time": fmt_time(reply.last_apply_time),
     }
+
+
+def _quarantined(records) -> list[dict]:
+    return [{"kind": r.kind, "id": r.id, "reason": r.reason, "occurrences": r.occurrences} for r in records]
+
+
+async def _quarantine_status(service: str, address: str) -> dict:
+    """Records the catalog or invoice service set aside (rows it cannot encode, closes that fail)."""
+    try:
+        async with connect(address) as channel:
+            if service == "catalog":
+                reply = await catalog_pb2_grpc.CatalogServiceStub(channel).GetCatalogStatus(
+                    catalog_pb2.GetCatalogStatusRequest(), timeout=5
+                )
+            else:
+                reply = await invoice_pb2_grpc.InvoiceServiceStub(channel).GetInvoiceStatus(
+                    invoice_pb2.GetInvoiceStatusRequest(), timeout=5
+                )
+    except grpc.aio.AioRpcError as error:
+        return {"error": f"{error.code().name}: {error.details()}"}
+    return {"quarantined_count": reply.quarantined_count, "quarantined": _quarantined(reply.quarantined)}
 
 
 async def _ingest_stats(address: str) -> dict | None:
@@ -83,13 +111,20 @@ async def gather_status() -> dict:
     services = {s: {"address": addresses[s], "health": h} for s, h in zip(SERVICES, healths, strict=True)}
     meter = await _meter_status(addresses["meter"]) if services["meter"]["health"] == "SERVING" else None
     ingest = await _ingest_stats(addresses["ingest"]) if services["ingest"]["health"] == "SERVING" else None
-    return {"services": services, "meter": meter, "ingest": ingest}
+    quarantine = {
+        s: await _quarantine_status(s, addresses[s])
+        for s in ("catalog", "invoice")
+        if services[s]["health"] == "SERVING"
+    }
+    return {"services": services, "meter": meter, "ingest": ingest, "quarantine": quarantine}
 
 
 def status() -> None:
-    """Health of each service, meter lag and unmetered events. Exit code 1 unless all serve."""
+    """Health of each service, meter lag, unmetered events and quarantined records. Exit code 1
+    unless all serve and the meter's applier is not stalled."""
     report = asyncio.run(gather_status())
-    healthy = all(s["health"] == "SERVING" for s in report["services"].values())
+    meter_stalled = bool(report["meter"] and report["meter"].get("applier_stalled"))
+    healthy = all(s["health"] == "SERVING" for s in report["services"].values()) and not meter_stalled
     report["healthy"] = healthy
     if MODE.json:
         print_json(report)
@@ -117,9 +152,17 @@ def status() -> None:
                 f"meter: {meter['unmetered_events']} unmetered events, "
                 f"{meter['unknown_customer_entries']} for unknown customers, "
                 f"{meter['unknown_meter_records']} usage records for unknown meters, "
-                f"{meter['unusable_value_events']} events without a usable meter value",
+                f"{meter['unusable_value_events']} events without a usable meter value, "
+                f"{meter['unattributed_entries']} entries attributed to no subscription",
                 highlight=False,
             )
+            out.print(
+                f"meter: {meter['quarantined_entries']} log entries quarantined, "
+                f"{meter['catalog_cache_quarantined']} catalog changes skipped",
+                highlight=False,
+            )
+            if meter["applier_stalled"]:
+                out.print(f"[red]meter applier STALLED[/]: {meter['stall_reason']}", highlight=False)
         if ingest is not None and "error" not in ingest:
             by_type = ", ".join(f"{t}: {n}" for t, n in sorted(ingest["unmetered_by_type"].items()))
             out.print(
@@ -129,6 +172,13 @@ def status() -> None:
             )
         elif ingest is not None:
             out.print(f"ingest stats: unknown ({ingest['error']})", highlight=False)
+        for name, item in report["quarantine"].items():
+            if "error" in item:
+                out.print(f"{name} quarantine: unknown ({item['error']})", highlight=False)
+                continue
+            out.print(f"{name}: {item['quarantined_count']} records quarantined", highlight=False)
+            for record in item["quarantined"][:10]:
+                out.print(f"  {record['kind']} {record['id']}: {record['reason']}", highlight=False)
     if not healthy:
         raise typer.Exit(1)
 

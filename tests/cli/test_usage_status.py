@@ -130,10 +130,38 @@ class TestStatus:
             "catalog": "SERVING", "ingest": "SERVING", "meter": "SERVING", "invoice": "SERVING"
         }
         assert report["meter"]["events_behind"] >= 0
+        assert report["meter"]["applier_stalled"] is False
+        assert report["meter"]["quarantined_entries"] == 0
         assert report["ingest"]["unmetered_total"] >= 0
+        assert set(report["quarantine"]) == {"catalog", "invoice"}
+        assert all(item["quarantined_count"] >= 0 for item in report["quarantine"].values())
         human = cli("status")
         assert "meter lag:" in human.stdout
         assert "unmetered" in human.stdout
+        assert "log entries quarantined" in human.stdout
+        assert "catalog: " in human.stdout and "records quarantined" in human.stdout
+
+    def test_a_stalled_applier_and_quarantined_records_are_shown_and_exit_1(self, cli, services, monkeypatch):
+        from tally.cli import status as status_module
+
+        real = status_module.gather_status
+
+        async def with_trouble() -> dict:
+            report = await real()
+            report["meter"].update(applier_stalled=True, stall_reason="write failed: disk full", quarantined_entries=2)
+            report["quarantine"]["invoice"] = {
+                "quarantined_count": 1,
+                "quarantined": [{"kind": "subscription", "id": "sub_poison", "reason": "OverflowError", "occurrences": 3}],
+            }
+            return report
+
+        monkeypatch.setattr(status_module, "gather_status", with_trouble)
+        human = cli("status")
+        assert human.exit_code == 1
+        assert "meter applier STALLED" in human.stdout and "disk full" in human.stdout
+        assert "2 log entries quarantined" in human.stdout
+        assert "invoice: 1 records quarantined" in human.stdout
+        assert "subscription sub_poison: OverflowError" in human.stdout
 
     def test_an_unreachable_service_makes_status_exit_1(self, cli):
         env = {**cli.env, "TALLY_INVOICE_ADDR": f"127.0.0.1:{free_port()}"}

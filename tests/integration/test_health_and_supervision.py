@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,10 +18,16 @@ from tally.server import ServiceApp, start_server
 
 
 class Forwarder:
-    """A TCP forwarder to Postgres that the test can cut and restore."""
+    """A TCP forwarder to Postgres (over TCP, or its Unix socket as the embedded server
+    listens) that the test can cut and restore."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
+    def __init__(self, database_url: str) -> None:
+        parts = urlsplit(database_url)
+        query = dict(parse_qsl(parts.query))
+        port = parts.port or int(query.get("port", "5432"))
+        socket_dir = query.get("host", "") if not parts.hostname else ""
+        self._socket = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir.startswith("/") else None
+        self._target = (parts.hostname or "127.0.0.1", port)
         self._server: asyncio.base_events.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -37,7 +43,10 @@ class Forwarder:
             writer.close()
 
     async def _link(self, reader, writer) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        if self._socket is not None:
+            up_reader, up_writer = await asyncio.open_unix_connection(self._socket)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._links.update({writer, up_writer})
 
         async def pipe(src, dst):
@@ -49,6 +58,13 @@ class Forwarder:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def url(self, database_url: str) -> str:
+        """``database_url`` pointed at this forwarder over TCP."""
+        parts = urlsplit(database_url)
+        user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+        return urlunsplit((parts.scheme, f"{user}127.0.0.1:{self.port}", parts.path, query, parts.fragment))
 
 
 async def status_of(channel) -> int:
@@ -68,11 +84,9 @@ async def eventually(channel, wanted: int, timeout: float = 15) -> bool:
 class TestHealthFollowsTheDatabase:
     async def test_not_serving_while_postgres_is_unreachable_and_serving_again_after(self, database_url, monkeypatch):
         monkeypatch.setenv("TALLY_HEALTH_PROBE_SECONDS", "0.2")
-        parts = urlsplit(database_url)
-        forwarder = Forwarder(parts.hostname, parts.port or 5432)
+        forwarder = Forwarder(database_url)
         await forwarder.open()
-        netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{forwarder.port}")
-        proxied = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        proxied = forwarder.url(database_url)
         app = ServiceApp(name="probe", service_names=["test.Probe"], register=lambda s: None, database_url=proxied)
         running = await start_server(app, "127.0.0.1", 0)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
