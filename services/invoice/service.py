@@ -197,14 +197,21 @@ class InvoiceService:
         result = CloseResult()
         # Closing everything: a few ListCustomers pages beat one GetCustomer per subscription.
         customers: dict[str, Customer] = {} if subscription_ids else await self.catalog.all_customers()
-        pending: list[asyncio.Task] = []
-        async for page in self._subscription_pages(subscription_ids, result):
-            # Price one page while the catalog lists the next.
-            pending.append(asyncio.create_task(self._close_page(page, as_of, watermark, customers, result)))
-        await asyncio.gather(*pending)
+        pages = [page async for page in self._subscription_pages(subscription_ids, result)]
+        siblings: dict[str, list[Subscription]] | None = None
+        if not subscription_ids:
+            # Closing everything lists every subscription anyway: keep the lists by customer, so
+            # that who bills unattributed usage is decided without a catalog call per subscription.
+            siblings = {}
+            for page in pages:
+                for subscription in page:
+                    siblings.setdefault(subscription.customer_id, []).append(subscription)
+        await asyncio.gather(*(self._close_page(page, as_of, watermark, customers, result, siblings) for page in pages))
         async with self.engine.connect() as conn:
             draft_ids = await InvoiceRepository(conn).due_draft_ids(as_of, subscription_ids)
-        await asyncio.gather(*(self._finalize_due_draft(i, as_of, watermark, customers, result) for i in draft_ids))
+        await asyncio.gather(
+            *(self._finalize_due_draft(i, as_of, watermark, customers, result, siblings) for i in draft_ids)
+        )
         log.info(
             "periods_closed",
             as_of=as_of.isoformat(),
@@ -243,13 +250,19 @@ class InvoiceService:
         first = versions[subscription.phases[0].plan_version_id]
         return _Account(subscription, customer, versions, subscription.schedule(first, customer.timezone))
 
-    async def _with_others(self, account: _Account) -> _Account:
+    async def _with_others(
+        self, account: _Account, siblings: dict[str, list[Subscription]] | None = None
+    ) -> _Account:
         """The account with the customer's other subscriptions, which decide who bills the
-        unattributed usage (docs/billing-attribution.md). One catalog call per priced account."""
+        unattributed usage (docs/billing-attribution.md): from ``siblings`` (every subscription
+        by customer, when the caller listed them all), else one catalog call."""
         subscription = account.subscription
-        others = tuple(
-            s for s in await self.catalog.customer_subscriptions(subscription.customer_id) if s.id != subscription.id
+        listed = (
+            siblings[subscription.customer_id]
+            if siblings is not None and subscription.customer_id in siblings
+            else await self.catalog.customer_subscriptions(subscription.customer_id)
         )
+        others = tuple(s for s in listed if s.id != subscription.id)
         versions = dict(account.versions)
         ends: dict[str, datetime | None] = {}
         for other in others:
@@ -267,6 +280,7 @@ class InvoiceService:
         watermark: datetime | None,
         customers: dict[str, Customer],
         result: CloseResult,
+        siblings: dict[str, list[Subscription]] | None = None,
     ) -> None:
         ids = [s.id for s in page]
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
@@ -312,7 +326,7 @@ class InvoiceService:
         ) -> tuple[_Account, list[tuple[Period, InvoiceKind]]] | None:
             try:
                 async with self._limit:
-                    return await self._with_others(account), due
+                    return await self._with_others(account, siblings), due
             except Exception as error:  # noqa: BLE001 - one bad subscription must not stop the others
                 result.failed += 1
                 log.warning("subscription_close_failed", subscription_id=account.subscription.id, error=str(error))
@@ -474,6 +488,7 @@ class InvoiceService:
         watermark: datetime | None,
         customers: dict[str, Customer],
         result: CloseResult,
+        siblings: dict[str, list[Subscription]] | None = None,
     ) -> None:
         async with self._limit:
             async with self.engine.connect() as conn:
@@ -486,7 +501,7 @@ class InvoiceService:
                          grace_end=draft.grace_end_time.isoformat(), watermark=watermark and watermark.isoformat())
                 return
             try:
-                if await self._reprice_and_finalize(draft, as_of, customers):
+                if await self._reprice_and_finalize(draft, as_of, customers, siblings):
                     result.finalized += 1
             except DomainError as error:
                 result.failed += 1
@@ -495,10 +510,16 @@ class InvoiceService:
                 result.failed += 1
                 log.exception("invoice_finalize_crashed", invoice_id=invoice_id)
 
-    async def _reprice_and_finalize(self, draft: Invoice, as_of: datetime, customers: dict[str, Customer]) -> bool:
+    async def _reprice_and_finalize(
+        self,
+        draft: Invoice,
+        as_of: datetime,
+        customers: dict[str, Customer],
+        siblings: dict[str, list[Subscription]] | None = None,
+    ) -> bool:
         """Re-price a draft from fresh usage and finalize it; False if someone else did first."""
         subscription = await self.catalog.subscription(draft.subscription_id)
-        account = await self._with_others(await self._account(subscription, customers))
+        account = await self._with_others(await self._account(subscription, customers), siblings)
         since = as_of - timedelta(days=self.settings.adjustment_lookback_days)
         async with self.engine.connect() as conn:
             repo = InvoiceRepository(conn)
