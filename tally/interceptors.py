@@ -178,120 +178,71 @@ class ServerContextInterceptor(grpc.aio.ServerInterceptor):
 
         decode = _decoder(handler.request_deserializer)
         serialize = handler.response_serializer
-        # Each wrapper: bind, run, map failures to statuses (_failure), record the outcome.
-        # ``message`` is the decoded request once there is one, so that an unexpected failure
-        # on a request with invalid contents can blame the request.
-        if handler.unary_unary:
-            inner = handler.unary_unary
 
-            async def unary_unary(request, context):
+        def decode_stream(request_iterator):
+            return _decoded(request_iterator, decode)
+
+        # Each wrapper: bind, run, map failures to statuses (_failure), record the outcome.
+        # ``message`` is the decoded request once there is one (unary requests only), so that
+        # an unexpected failure on a request with invalid contents can blame the request.
+        def returning(inner, prepare, blame: bool):
+            """A handler that returns its response, or sends with context.write() and returns
+            (the standard grpc.health.v1 Health/Watch does)."""
+
+            async def call(request, context):
                 started = bind(context)
                 message = None
                 code = "OK"
                 try:
-                    message = decode(request)
+                    message = prepare(request)
                     return await inner(message, context)
                 except Exception as error:  # mapped or logged, then re-raised for grpc
-                    code, status = _failure(error, message, context)
+                    code, status = _failure(error, message if blame else None, context)
                     if status is not None:
                         await _abort(context, status)
                     raise
                 finally:
                     finish(started, code, context)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
+            return call
 
-            if not inspect.isasyncgenfunction(inner_us):
-                # A handler that sends with context.write() and returns (the standard
-                # grpc.health.v1 Health/Watch does): wrap it as the coroutine it is, since
-                # iterating its result with ``async for`` fails.
-                async def unary_stream_writer(request, context):
-                    started = bind(context)
-                    message = None
-                    code = "OK"
-                    try:
-                        message = decode(request)
-                        return await inner_us(message, context)
-                    except Exception as error:  # see above
-                        code, status = _failure(error, message, context)
-                        if status is not None:
-                            await _abort(context, status)
-                        raise
-                    finally:
-                        finish(started, code, context)
+        def streaming(inner, prepare, blame: bool):
+            """A handler that is an async generator of responses."""
 
-                return grpc.unary_stream_rpc_method_handler(unary_stream_writer, None, serialize)
-
-            async def unary_stream(request, context):
+            async def call(request, context):
                 started = bind(context)
                 message = None
                 code = "OK"
                 try:
-                    message = decode(request)
-                    async for item in inner_us(message, context):
+                    message = prepare(request)
+                    async for item in inner(message, context):
                         yield item
                 except Exception as error:  # see above
-                    code, status = _failure(error, message, context)
+                    code, status = _failure(error, message if blame else None, context)
                     if status is not None:
                         await _abort(context, status)
                     raise
                 finally:
                     finish(started, code, context)
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
+            return call
+
+        def either(inner, prepare, blame: bool):
+            # Iterating a handler that is a coroutine with ``async for`` fails: wrap what it is.
+            make = streaming if inspect.isasyncgenfunction(inner) else returning
+            return make(inner, prepare, blame)
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(returning(handler.unary_unary, decode, True), None, serialize)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(either(handler.unary_stream, decode, True), None, serialize)
         if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            async def stream_unary(request_iterator, context):
-                started = bind(context)
-                code = "OK"
-                try:
-                    return await inner_su(_decoded(request_iterator, decode), context)
-                except Exception as error:  # see above
-                    code, status = _failure(error, None, context)
-                    if status is not None:
-                        await _abort(context, status)
-                    raise
-                finally:
-                    finish(started, code, context)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
-        inner_ss = handler.stream_stream
-
-        if not inspect.isasyncgenfunction(inner_ss):
-
-            async def stream_stream_writer(request_iterator, context):
-                started = bind(context)
-                code = "OK"
-                try:
-                    return await inner_ss(_decoded(request_iterator, decode), context)
-                except Exception as error:  # see above
-                    code, status = _failure(error, None, context)
-                    if status is not None:
-                        await _abort(context, status)
-                    raise
-                finally:
-                    finish(started, code, context)
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream_writer, None, serialize)
-
-        async def stream_stream(request_iterator, context):
-            started = bind(context)
-            code = "OK"
-            try:
-                async for item in inner_ss(_decoded(request_iterator, decode), context):
-                    yield item
-            except Exception as error:  # see above
-                code, status = _failure(error, None, context)
-                if status is not None:
-                    await _abort(context, status)
-                raise
-            finally:
-                finish(started, code, context)
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+            return grpc.stream_unary_rpc_method_handler(
+                returning(handler.stream_unary, decode_stream, False), None, serialize
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            either(handler.stream_stream, decode_stream, False), None, serialize
+        )
 
 
 def _code_of(context) -> str:
