@@ -158,17 +158,8 @@ class CatalogClient:
     async def resolve_customer_id(self, customer_id: str, external_id: str) -> str:
         """The Tally id of the customer named by id or external id; NotFound (CUSTOMER_NOT_FOUND) if none."""
         ref = common_pb2.CustomerRef(id=customer_id) if customer_id else common_pb2.CustomerRef(external_id=external_id)
-        try:
-            reply = await self._stub.GetCustomer(catalog_pb2.GetCustomerRequest(customer=ref), timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(
-                    f"no customer {customer_id or external_id!r}",
-                    reason="CUSTOMER_NOT_FOUND",
-                    metadata={"id": customer_id} if customer_id else {"external_id": external_id},
-                ) from None
-            raise _translate(error, "customer") from None
-        return reply.customer.id
+        call = self._stub.GetCustomer(catalog_pb2.GetCustomerRequest(customer=ref), timeout=CALL_TIMEOUT)
+        return (await _resolved(call, "customer", customer_id, external_id)).customer.id
 
     async def resolve_subscription_id(self, subscription_id: str, external_id: str) -> str:
         """The Tally id of the subscription named by id or external id; NotFound (SUBSCRIPTION_NOT_FOUND) if none."""
@@ -177,19 +168,8 @@ class CatalogClient:
             if subscription_id
             else common_pb2.SubscriptionRef(external_id=external_id)
         )
-        try:
-            reply = await self._stub.GetSubscription(
-                catalog_pb2.GetSubscriptionRequest(subscription=ref), timeout=CALL_TIMEOUT
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(
-                    f"no subscription {subscription_id or external_id!r}",
-                    reason="SUBSCRIPTION_NOT_FOUND",
-                    metadata={"id": subscription_id} if subscription_id else {"external_id": external_id},
-                ) from None
-            raise _translate(error, "subscription") from None
-        return reply.subscription.id
+        call = self._stub.GetSubscription(catalog_pb2.GetSubscriptionRequest(subscription=ref), timeout=CALL_TIMEOUT)
+        return (await _resolved(call, "subscription", subscription_id, external_id)).subscription.id
 
     async def customer(self, customer_id: str) -> Customer:
         try:
@@ -275,3 +255,18 @@ class IngestClient:
                 ) from None
             raise _translate(error, f"usage records of {window.meter_key}") from None
         return list(reply.usage_records), reply.next_page_token
+
+
+async def _resolved(call, kind: str, tally_id: str, external_id: str):
+    """The reply of a Get naming a ``kind`` by id or external id; NOT_FOUND becomes NotFound
+    (``<KIND>_NOT_FOUND``, naming what was asked for), anything else as _translate says."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(
+                f"no {kind} {tally_id or external_id!r}",
+                reason=f"{kind.upper()}_NOT_FOUND",
+                metadata={"id": tally_id} if tally_id else {"external_id": external_id},
+            ) from None
+        raise _translate(error, kind) from None

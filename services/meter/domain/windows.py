@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -88,7 +89,7 @@ def _boundaries(
     start: datetime, end: datetime, granularity: Granularity, zone: ZoneInfo, most: int | None = None
 ) -> list[datetime]:
     local = start.astimezone(zone)
-    most = most if most is not None else float("inf")
+    most = most if most is not None else sys.maxsize
     if granularity is Granularity.HOUR:
         first = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
         result = [first]
